@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -38,6 +40,11 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  // Sleeping (after the spin phase) uses a mutex and condition variable: std::atomic::wait in
+  // libstdc++ 12 lost wake-ups here.
+  std::mutex sleep_mutex_;
+  std::condition_variable sleep_cv_;
+  std::atomic<int> n_sleeping_{0};
 };
 
 // Split [0, n) into nth nearly equal contiguous parts; returns part ith as [first, last).
