@@ -1,1 +1,45 @@
-int main() { return 0; }
+// lingua: the LinguaLinked command line.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <map>
+
+#include "apps/commands.h"
+
+namespace ll::apps {
+
+int report_error(const Error& e) {
+  std::fprintf(stderr, "lingua: error: %s\n", e.message.c_str());
+  switch (e.code) {
+    case ErrorCode::invalid_argument: return 2;
+    case ErrorCode::not_found:
+    case ErrorCode::io: return 3;
+    case ErrorCode::parse:
+    case ErrorCode::unsupported: return 4;
+    default: return 1;
+  }
+}
+
+}  // namespace ll::apps
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "lingua — run a large language model across your own devices (LinguaLinked).\n"
+      "This build runs models on one device; see `lingua SUBCOMMAND --help`."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lingua 0.1.0");
+  std::map<CLI::App*, ll::apps::Runner> runners;
+  auto add = [&](const char* name, const char* help, ll::apps::Runner (*fn)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    runners[sub] = fn(*sub);
+  };
+  add("run", "Generate text from a prompt", ll::apps::add_run_command);
+  add("tokenize", "Show how a text is split into tokens", ll::apps::add_tokenize_command);
+  add("gen-model", "Write a model with deterministic random weights in real shapes", ll::apps::add_gen_model_command);
+  add("inspect", "Show a GGUF file's metadata, tensors and units", ll::apps::add_inspect_command);
+  CLI11_PARSE(app, argc, argv);
+  for (auto& [sub, run] : runners) {
+    if (sub->parsed()) return run();
+  }
+  return 1;
+}

@@ -9,7 +9,13 @@
 // string = u64 length + bytes (no terminator); array = u32 elem_type + u64 count + elements.
 //
 // Every byte of the file is untrusted: all counts are checked against the bytes left and against
-// overflow before anything is allocated; a malformed file gives an Error naming the file and fault.
+// overflow before anything is allocated; a malformed file gives an Error naming the file and fault,
+// as "<path>: <fault> (at byte offset N)". Since every array element takes at least one file byte,
+// parsed metadata takes at most ~sizeof(Value) (40) bytes of memory per byte of file.
+//
+// A File is immutable once parsed (const methods are safe from several threads). Tensor data pointers
+// stay valid for the File's lifetime, across moves; they are aligned in memory to the file's alignment
+// (open(): page-aligned mapping; from_bytes(): a 64-byte aligned copy), capped at 64 for from_bytes.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +60,15 @@ struct Value {
 };
 
 constexpr size_t k_max_dims = 4;
+// Arrays may nest (array of arrays ...) at most this deep; a top-level array has depth 1.
+constexpr size_t k_max_array_depth = 4;
+// Alignment of the tensor data section when `general.alignment` is absent.
+constexpr uint32_t k_default_alignment = 32;
+
+// Builders for array values (the writer's usual inputs).
+Value make_string_array(std::vector<std::string> items);
+Value make_f32_array(std::span<const float> items);
+Value make_i32_array(std::span<const int32_t> items);
 
 struct TensorInfo {
   std::string name;
@@ -111,10 +126,17 @@ class File {
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   uint64_t data_offset_ = 0;
-  void* mapping_ = nullptr;          // mmap'ed region, if any
-  std::vector<uint8_t> owned_;       // for from_bytes
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const noexcept;
+  };
+  void* mapping_ = nullptr;                          // mmap'ed region, if any
+  std::unique_ptr<uint8_t[], AlignedDelete> owned_;  // for from_bytes: exact-size, 64-byte aligned copy
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<TensorInfo> tensors_;
+  // Sorted (name, index) for lookups; the views point into kv_ / tensors_ strings, whose storage
+  // does not move when the File is moved.
+  std::vector<std::pair<std::string_view, uint32_t>> kv_index_;
+  std::vector<std::pair<std::string_view, uint32_t>> tensor_index_;
 };
 
 // Writes GGUF v3. Tensor data is produced tensor by tensor at write time, so that files larger
@@ -125,6 +147,8 @@ class Writer {
 
   void set(std::string key, Value value);  // replaces an existing key, keeps first position
   void set_u32(std::string key, uint32_t v) { set(std::move(key), Value{v}); }
+  void set_i32(std::string key, int32_t v) { set(std::move(key), Value{v}); }
+  void set_u64(std::string key, uint64_t v) { set(std::move(key), Value{v}); }
   void set_f32(std::string key, float v) { set(std::move(key), Value{v}); }
   void set_bool(std::string key, bool v) { set(std::move(key), Value{v}); }
   void set_string(std::string key, std::string v) { set(std::move(key), Value{std::move(v)}); }
@@ -135,6 +159,9 @@ class Writer {
   Expected<void> add_tensor_bytes(std::string name, DType type, std::vector<uint64_t> shape,
                                   std::span<const uint8_t> data);
 
+  // Writes "<path>.tmp" and renames it to `path` on success; on any failure nothing is left behind.
+  // Errors: invalid_argument (bad alignment, inconsistent array values, general.alignment conflict),
+  // io (with the path and strerror), or whatever a fill callback returned.
   // progress(done_bytes, total_bytes) is called after each tensor.
   Expected<void> write(const std::string& path,
                        const std::function<void(uint64_t, uint64_t)>& progress = {}) const;

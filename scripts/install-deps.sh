@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages LinguaLinked needs to build, test and run (idempotent; skips
+# apt-get entirely when everything is already there).
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build pkg-config git
+  clang lld libclang-rt-14-dev            # libFuzzer target and sanitizers
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libspdlog-dev libtomlplusplus-dev libcpp-httplib-dev
+  libzmq3-dev cppzmq-dev coinor-libcbc-dev
+  libicu-dev                              # Unicode character classes for BPE pre-tokenizers
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,58 @@
+// Runs any contiguous range of a model's units on a batch of tokens from one or several
+// sequences. This is what a device of the pipeline executes; results do not depend on how the
+// units are grouped, on the batch composition, or on the thread count (the kernels are batch-
+// and thread-invariant), so a pipeline of segments reproduces the single-process output exactly.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace ll::model {
+
+struct BatchToken {
+  int32_t seq_id = 0;
+  int32_t pos = 0;            // position in its sequence
+  int32_t token = 0;          // used only when the segment starts at unit 0
+  bool want_output = false;   // produce logits for this token (only matters for the head unit)
+};
+
+class UnitRunner {
+ public:
+  // Runs units [unit_first, unit_last] of `model`; each sequence may hold up to n_ctx positions.
+  static Expected<std::unique_ptr<UnitRunner>> create(const Model& model, int64_t unit_first, int64_t unit_last,
+                                                      ThreadPool& pool, int64_t n_ctx);
+
+  // hidden_in: F32 [batch.size()][n_embd], ignored when unit_first == 0 (tokens are embedded).
+  // out: when the range ends with the head unit, logits F32 [n_want][n_vocab] for the tokens with
+  // want_output, in batch order; otherwise the hidden states F32 [batch.size()][n_embd].
+  Expected<void> forward(std::span<const BatchToken> batch, const float* hidden_in, std::vector<float>& out);
+
+  void release_sequence(int32_t seq_id) { kv_.release(seq_id); }
+  int64_t unit_first() const { return unit_first_; }
+  int64_t unit_last() const { return unit_last_; }
+  bool has_head() const { return unit_last_ == model_.hparams().n_layer + 1; }
+  int64_t n_ctx() const { return kv_.n_ctx(); }
+  const KvCache& kv_cache() const { return kv_; }
+
+ private:
+  UnitRunner(const Model& model, int64_t unit_first, int64_t unit_last, ThreadPool& pool, int64_t n_ctx);
+  void run_block(int64_t layer, std::span<const BatchToken> batch, std::vector<SequenceKv*>& seqs);
+
+  const Model& model_;
+  int64_t unit_first_, unit_last_;
+  int64_t layer_first_, n_layers_here_;  // transformer blocks in this range
+  ThreadPool& pool_;
+  KvCache kv_;
+  kernels::MatmulScratch mm_scratch_;
+  // Activations, reused between calls: F32 [n_tokens][...].
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, ffn_, attn_scratch_;
+};
+
+}  // namespace ll::model
