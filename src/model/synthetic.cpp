@@ -130,20 +130,24 @@ Expected<void> write_random_model(const GenModelOptions& opts, const std::string
   if (p.n_embd % p.n_head != 0 || p.n_head % p.n_head_kv != 0) {
     return make_error(ErrorCode::invalid_argument, "preset " + p.name + " has inconsistent head counts");
   }
+  if (opts.arch != "llama" && opts.arch != "qwen2") {
+    return make_error(ErrorCode::invalid_argument, "gen-model: unknown architecture '" + opts.arch + "'");
+  }
+  const std::string a = opts.arch + ".";
   gguf::Writer w;
-  w.set_string("general.architecture", "llama");
+  w.set_string("general.architecture", opts.arch);
   w.set_string("general.name", "lingualinked-random-" + p.name);
   w.set_u32("general.file_type", file_type_of(opts.type));
   w.set_u32("general.quantization_version", 2);
-  w.set_u32("llama.context_length", static_cast<uint32_t>(p.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(p.n_embd));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(p.n_layer));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(p.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(p.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(p.n_head_kv));
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(p.n_embd / p.n_head));
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", p.rms_eps);
-  w.set_f32("llama.rope.freq_base", p.rope_freq_base);
+  w.set_u32(a + "context_length", static_cast<uint32_t>(p.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(p.n_embd));
+  w.set_u32(a + "block_count", static_cast<uint32_t>(p.n_layer));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(p.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(p.n_head));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(p.n_head_kv));
+  w.set_u32(a + "rope.dimension_count", static_cast<uint32_t>(p.n_embd / p.n_head));
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", p.rms_eps);
+  w.set_f32(a + "rope.freq_base", p.rope_freq_base);
 
   int64_t n_vocab = p.n_vocab;
   if (!opts.vocab_path.empty()) {
@@ -164,7 +168,7 @@ Expected<void> write_random_model(const GenModelOptions& opts, const std::string
   } else {
     add_builtin_vocab(w, n_vocab);
   }
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
+  w.set_u32(a + "vocab_size", static_cast<uint32_t>(n_vocab));
 
   const int64_t E = p.n_embd, hd = p.n_embd / p.n_head, KV = hd * p.n_head_kv, FF = p.n_ff;
   const int n_threads = std::max(1u, std::thread::hardware_concurrency());
@@ -192,12 +196,13 @@ Expected<void> write_random_model(const GenModelOptions& opts, const std::string
                           return {};
                         });
   };
-  auto add_norm = [&](const std::string& name, int64_t n) -> Expected<void> {
+  // F32 vectors: norm weights around 1 (center 1), biases around 0 (center 0).
+  auto add_vector = [&](const std::string& name, int64_t n, float center) -> Expected<void> {
     const uint64_t seed = opts.seed ^ hash_name(name);
     return w.add_tensor(name, DType::F32, {static_cast<uint64_t>(n)}, [=](std::span<uint8_t> dst) -> Expected<void> {
       SplitMix rng{seed};
       for (int64_t i = 0; i < n; ++i) {
-        const float v = 1.0f + 0.1f * rng.uniform();
+        const float v = center + 0.1f * rng.uniform();
         std::memcpy(dst.data() + i * 4, &v, 4);
       }
       return {};
@@ -206,17 +211,22 @@ Expected<void> write_random_model(const GenModelOptions& opts, const std::string
   LL_TRY(add_matrix("token_embd.weight", E, n_vocab));
   for (int64_t l = 0; l < p.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    LL_TRY(add_norm(b + "attn_norm.weight", E));
+    LL_TRY(add_vector(b + "attn_norm.weight", E, 1.0f));
     LL_TRY(add_matrix(b + "attn_q.weight", E, E));
     LL_TRY(add_matrix(b + "attn_k.weight", E, KV));
     LL_TRY(add_matrix(b + "attn_v.weight", E, KV));
+    if (opts.arch == "qwen2") {
+      LL_TRY(add_vector(b + "attn_q.bias", E, 0.0f));
+      LL_TRY(add_vector(b + "attn_k.bias", KV, 0.0f));
+      LL_TRY(add_vector(b + "attn_v.bias", KV, 0.0f));
+    }
     LL_TRY(add_matrix(b + "attn_output.weight", E, E));
-    LL_TRY(add_norm(b + "ffn_norm.weight", E));
+    LL_TRY(add_vector(b + "ffn_norm.weight", E, 1.0f));
     LL_TRY(add_matrix(b + "ffn_gate.weight", E, FF));
     LL_TRY(add_matrix(b + "ffn_up.weight", E, FF));
     LL_TRY(add_matrix(b + "ffn_down.weight", FF, E));
   }
-  LL_TRY(add_norm("output_norm.weight", E));
+  LL_TRY(add_vector("output_norm.weight", E, 1.0f));
   LL_TRY(add_matrix("output.weight", E, n_vocab));
   return w.write(out_path, progress);
 }

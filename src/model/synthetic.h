@@ -27,6 +27,7 @@ struct GenModelOptions {
   DType type = DType::Q8_0;      // matrices; norms stay F32
   std::string vocab_path;        // GGUF whose tokenizer.* metadata is copied; empty: a built-in vocabulary
   uint64_t seed = 42;
+  std::string arch = "llama";    // "llama" or "qwen2" (adds Q/K/V biases; NeoX RoPE)
 };
 
 // progress(done_bytes, total_bytes) after each tensor.
