@@ -134,6 +134,10 @@ void UnitRunner::run_block(int64_t l, std::span<const BatchToken> batch, std::ve
   // Per-token work is split over threads by token; each token's arithmetic is the same whatever
   // the split, so results are thread-invariant.
   auto per_token = [&](auto&& fn) {
+    if (n == 1) {  // decode: not worth waking the pool for one token's vector ops
+      fn(0);
+      return;
+    }
     pool_.run([&](int ith, int nth) {
       int64_t first, last;
       split_range(n, ith, nth, first, last);

@@ -125,7 +125,8 @@ void Sampler::keep_top_p() {
       return scaled < kBuckets - 1 ? static_cast<int>(scaled) : kBuckets - 1;
     };
     std::array<double, kBuckets> bucket_mass{};
-    for (const auto& c : cand_) bucket_mass[static_cast<size_t>(bucket_of(c))] += std::exp(c.logit - max_logit);
+    for (const auto& c : cand_)
+      bucket_mass[static_cast<size_t>(bucket_of(c))] += std::exp(c.logit - max_logit);
     double cum = 0.0;
     int b_cut = kBuckets - 1;
     for (int b = 0; b < kBuckets; ++b) {
@@ -157,8 +158,9 @@ void Sampler::keep_min_p() {
   if (params_.min_p <= 0.0f || cand_.size() <= 1) return;
   const Candidate top = *std::min_element(cand_.begin(), cand_.end(), ByLogitDesc{});
   const float min_logit = top.logit + std::log(params_.min_p);
-  cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Candidate& c) { return c.logit < min_logit; }),
-              cand_.end());
+  cand_.erase(
+      std::remove_if(cand_.begin(), cand_.end(), [&](const Candidate& c) { return c.logit < min_logit; }),
+      cand_.end());
   if (cand_.empty()) cand_.push_back(top);  // min_p > 1: keep the top token
 }
 

@@ -29,13 +29,20 @@ enum : uint8_t {
 // tokenizer.ggml.token_type values.
 uint8_t attr_from_type(int64_t type) {
   switch (type) {
-    case 1: return attr_normal;
-    case 2: return attr_unknown;
-    case 3: return attr_control;
-    case 4: return attr_user_defined;
-    case 5: return attr_unused;
-    case 6: return attr_byte;
-    default: return attr_undefined;
+    case 1:
+      return attr_normal;
+    case 2:
+      return attr_unknown;
+    case 3:
+      return attr_control;
+    case 4:
+      return attr_user_defined;
+    case 5:
+      return attr_unused;
+    case 6:
+      return attr_byte;
+    default:
+      return attr_undefined;
   }
 }
 
@@ -60,7 +67,9 @@ class StringIndex {
         return -1;
       }
       const auto j = static_cast<int32_t>((slot & k_index_mask) - 1);
-      if ((slot & k_tag_mask) == (h & k_tag_mask) && keys[static_cast<size_t>(j)] == keys[static_cast<size_t>(i)]) return j;
+      const bool same = (slot & k_tag_mask) == (h & k_tag_mask) &&
+                        keys[static_cast<size_t>(j)] == keys[static_cast<size_t>(i)];
+      if (same) return j;
     }
   }
   int32_t find(const std::vector<std::string>& keys, std::string_view key) const {
@@ -116,13 +125,14 @@ int parse_byte_token(std::string_view text) {
 
 // Token texts that end generation (llama.cpp marks them EOG and forces them to control type).
 constexpr std::string_view k_eog_texts[] = {
-    "<|eot_id|>",    "<|im_end|>", "<|end|>",          "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>",    "<EOT>",      "_<EOT>",           "<|end_of_text|>", "<end_of_utterance>",
-    "<|fim_pad|>",   "<|fim_repo|>", "<|repo_name|>",  "<|file_sep|>",
+    "<|eot_id|>",  "<|im_end|>",   "<|end|>",       "<end_of_turn>",   "<|endoftext|>",
+    "<|eom_id|>",  "<EOT>",        "_<EOT>",        "<|end_of_text|>", "<end_of_utterance>",
+    "<|fim_pad|>", "<|fim_repo|>", "<|repo_name|>", "<|file_sep|>",
 };
 // Texts llama.cpp takes as the EOT token when tokenizer.ggml.eot_token_id is absent.
 constexpr std::string_view k_eot_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+    "<|eot_id|>",    "<|im_end|>",      "<|end|>", "<end_of_turn>",
+    "<|endoftext|>", "<|end_of_text|>", "<EOT>",   "_<EOT>",
 };
 
 struct PreConfig {
@@ -152,9 +162,13 @@ bool lookup_pre(std::string_view name, PreConfig& cfg) {
   return true;
 }
 
-Error meta_error(ErrorCode code, const std::string& msg) { return make_error(code, "tokenizer metadata: " + msg); }
+Error meta_error(ErrorCode code, const std::string& msg) {
+  return make_error(code, "tokenizer metadata: " + msg);
+}
 
-Error wrap(const Error& e) { return make_error(e.code, "tokenizer metadata: " + e.message); }
+Error wrap(const Error& e) {
+  return make_error(e.code, "tokenizer metadata: " + e.message);
+}
 
 }  // namespace
 
@@ -169,12 +183,12 @@ struct Tokenizer::Impl {
   std::vector<std::string> texts;
   std::vector<float> scores;
   std::vector<uint8_t> attrs;
-  std::vector<std::string> pieces;  // rendering of each token with special tokens shown
-  std::vector<uint8_t> eog;         // 1 if the token ends generation
-  StringIndex token_index;             // text -> id
-  std::vector<std::string> merges;     // "left right", in rank order
-  StringIndex merge_index;             // "left right" -> rank
-  std::vector<int32_t> special_ids;  // control/user-defined/unknown, longest text first
+  std::vector<std::string> pieces;      // rendering of each token with special tokens shown
+  std::vector<uint8_t> eog;             // 1 if the token ends generation
+  StringIndex token_index;              // text -> id
+  std::vector<std::string> merges;      // "left right", in rank order
+  StringIndex merge_index;              // "left right" -> rank
+  std::vector<int32_t> special_ids;     // control/user-defined/unknown, longest text first
   std::array<int32_t, 256> byte_ids{};  // SPM byte fallback: token of each byte, or -1
   bool spm_split_words = false;         // see spm_tokenize
 
@@ -222,7 +236,8 @@ struct Tokenizer::Impl {
 
 // Cut special tokens out of the raw text, longest token first, each occurrence left to right
 // (llama.cpp's tokenizer_st_partition).
-std::vector<Tokenizer::Impl::Fragment> Tokenizer::Impl::partition(std::string_view text, bool parse_special) const {
+std::vector<Tokenizer::Impl::Fragment> Tokenizer::Impl::partition(std::string_view text,
+                                                                  bool parse_special) const {
   std::vector<Fragment> frags;
   if (text.empty()) return frags;
   frags.push_back({-1, 0, text.size()});
@@ -239,7 +254,8 @@ std::vector<Tokenizer::Impl::Fragment> Tokenizer::Impl::partition(std::string_vi
       }
       const std::string_view raw = text.substr(fr.offset, fr.length);
       size_t base = 0;
-      for (size_t hit; (hit = raw.find(special, base)) != std::string_view::npos; base = hit + special.size()) {
+      for (size_t hit; (hit = raw.find(special, base)) != std::string_view::npos;
+           base = hit + special.size()) {
         if (hit > base) next.push_back({-1, fr.offset + base, hit - base});
         next.push_back({id, fr.offset + hit, special.size()});
         changed = true;
@@ -470,7 +486,8 @@ namespace {
 
 // Reads a special-token id. Absent: keeps `id`. -1 or 0xFFFFFFFF: none. Out of range: an error
 // if `strict`, otherwise none.
-Expected<void> read_token_id(const gguf::File& f, std::string_view key, int64_t n_vocab, bool strict, int32_t& id) {
+Expected<void> read_token_id(const gguf::File& f, std::string_view key, int64_t n_vocab, bool strict,
+                             int32_t& id) {
   const gguf::Value* v = f.find(key);
   if (v == nullptr) return {};
   uint64_t u = 0;
@@ -499,8 +516,9 @@ Expected<void> read_token_id(const gguf::File& f, std::string_view key, int64_t 
     id = -1;
     return {};
   }
-  return meta_error(ErrorCode::out_of_range, std::string(key) + " = " + shown + " is outside the vocabulary of " +
-                                                 std::to_string(n_vocab) + " tokens");
+  return meta_error(ErrorCode::out_of_range, std::string(key) + " = " + shown +
+                                                 " is outside the vocabulary of " + std::to_string(n_vocab) +
+                                                 " tokens");
 }
 
 Expected<void> read_bool(const gguf::File& f, std::string_view key, bool& out) {
@@ -525,8 +543,8 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
   } else if (*model == "gpt2") {
     t.type = VocabType::bpe;
   } else {
-    return meta_error(ErrorCode::unsupported, "tokenizer.ggml.model '" + *model +
-                                                  "' is not supported (only 'llama' and 'gpt2')");
+    return meta_error(ErrorCode::unsupported,
+                      "tokenizer.ggml.model '" + *model + "' is not supported (only 'llama' and 'gpt2')");
   }
   if (t.type == VocabType::bpe) {
     if (file.find("tokenizer.ggml.pre") != nullptr) {
@@ -535,7 +553,8 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
       t.pre_name = *pre;
     }
     if (!lookup_pre(t.pre_name, t.pre)) {
-      return meta_error(ErrorCode::unsupported, "unknown pre-tokenizer type tokenizer.ggml.pre = '" + t.pre_name + "'");
+      return meta_error(ErrorCode::unsupported,
+                        "unknown pre-tokenizer type tokenizer.ggml.pre = '" + t.pre_name + "'");
     }
     t.add_space_prefix = false;
     t.add_bos = t.pre.add_bos;
@@ -587,15 +606,17 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";  // as llama.cpp
     const int32_t dup = t.token_index.insert(t.texts, static_cast<int32_t>(i));
     if (dup >= 0) {
-      return meta_error(ErrorCode::parse, "duplicate token in tokenizer.ggml.tokens: ids " + std::to_string(dup) +
-                                              " and " + std::to_string(i) + " have the same text");
+      return meta_error(ErrorCode::parse, "duplicate token in tokenizer.ggml.tokens: ids " +
+                                              std::to_string(dup) + " and " + std::to_string(i) +
+                                              " have the same text");
     }
   }
 
   // Merges (BPE only): "left right", rank = position; the first of duplicates wins.
   if (t.type == VocabType::bpe) {
     if (file.find("tokenizer.ggml.merges") == nullptr) {
-      return meta_error(ErrorCode::not_found, "tokenizer.ggml.merges is missing (required for a gpt2 vocabulary)");
+      return meta_error(ErrorCode::not_found,
+                        "tokenizer.ggml.merges is missing (required for a gpt2 vocabulary)");
     }
     auto merges = file.get_string_array("tokenizer.ggml.merges");
     if (!merges) return wrap(merges.error());
@@ -659,7 +680,8 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
 
   // Special tokens for partitioning, longest first (equal lengths: lower id first).
   for (size_t i = 0; i < n; ++i) {
-    if (t.attrs[i] & (attr_control | attr_user_defined | attr_unknown)) t.special_ids.push_back(static_cast<int32_t>(i));
+    if (t.attrs[i] & (attr_control | attr_user_defined | attr_unknown))
+      t.special_ids.push_back(static_cast<int32_t>(i));
   }
   std::stable_sort(t.special_ids.begin(), t.special_ids.end(), [&](int32_t a, int32_t b) {
     return t.texts[static_cast<size_t>(a)].size() > t.texts[static_cast<size_t>(b)].size();
@@ -682,7 +704,8 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
   if (t.type == VocabType::spm) {
     t.spm_split_words = true;
     for (const std::string& text : t.texts) {
-      for (size_t k = text.find(k_escaped_space, 1); k != std::string::npos; k = text.find(k_escaped_space, k + 1)) {
+      for (size_t k = text.find(k_escaped_space, 1); k != std::string::npos;
+           k = text.find(k_escaped_space, k + 1)) {
         if (k < 3 || text.compare(k - 3, 3, k_escaped_space) != 0) {
           t.spm_split_words = false;
           break;
@@ -747,7 +770,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
     remove_space = false;
     ids = ids.subspan(1);
   }
-  if (opts.remove_special && t.add_eos && !ids.empty() && ids.back() == t.eos) ids = ids.first(ids.size() - 1);
+  if (opts.remove_special && t.add_eos && !ids.empty() && ids.back() == t.eos)
+    ids = ids.first(ids.size() - 1);
   std::string text;
   for (const int32_t id : ids) {
     const std::string piece = decode_token(id, opts.unparse_special);
@@ -798,14 +822,30 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
   return text;
 }
 
-int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(impl_->texts.size()); }
-int32_t Tokenizer::bos_id() const { return impl_->bos; }
-int32_t Tokenizer::eos_id() const { return impl_->eos; }
-int32_t Tokenizer::eot_id() const { return impl_->eot; }
-int32_t Tokenizer::unk_id() const { return impl_->unk; }
-int32_t Tokenizer::pad_id() const { return impl_->pad; }
-bool Tokenizer::add_bos_token() const { return impl_->add_bos; }
-bool Tokenizer::add_eos_token() const { return impl_->add_eos; }
+int32_t Tokenizer::n_vocab() const {
+  return static_cast<int32_t>(impl_->texts.size());
+}
+int32_t Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+int32_t Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+int32_t Tokenizer::eot_id() const {
+  return impl_->eot;
+}
+int32_t Tokenizer::unk_id() const {
+  return impl_->unk;
+}
+int32_t Tokenizer::pad_id() const {
+  return impl_->pad;
+}
+bool Tokenizer::add_bos_token() const {
+  return impl_->add_bos;
+}
+bool Tokenizer::add_eos_token() const {
+  return impl_->add_eos;
+}
 
 bool Tokenizer::is_eog(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->eog.size() && impl_->eog[static_cast<size_t>(id)] != 0;
@@ -822,7 +862,11 @@ const std::string& Tokenizer::token_text(int32_t id) const {
   return impl_->texts[static_cast<size_t>(id)];
 }
 
-VocabType Tokenizer::type() const { return impl_->type; }
-const std::string& Tokenizer::pre_tokenizer() const { return impl_->pre_name; }
+VocabType Tokenizer::type() const {
+  return impl_->type;
+}
+const std::string& Tokenizer::pre_tokenizer() const {
+  return impl_->pre_name;
+}
 
 }  // namespace ll::model

@@ -128,9 +128,13 @@ class Scanner {
   size_t prev_end_ = 0;
 };
 
-uint32_t ascii_lower(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c; }
+uint32_t ascii_lower(uint32_t c) {
+  return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
 
-bool is_rn(uint32_t c) { return c == '\r' || c == '\n'; }
+bool is_rn(uint32_t c) {
+  return c == '\r' || c == '\n';
+}
 
 // Length of a contraction ('s 't 're 've 'm 'll 'd) starting at pos, or 0.
 size_t contraction_len(const Scanner& sc, size_t pos, bool ignore_case) {
@@ -265,7 +269,9 @@ const ByteAlphabet& byte_alphabet() {
   static const ByteAlphabet alphabet = [] {
     ByteAlphabet a;
     a.from_cpt.fill(-1);
-    auto printable = [](int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); };
+    auto printable = [](int b) {
+      return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    };
     uint32_t next = 256;
     for (int b = 0; b < 256; ++b) {
       const uint32_t cpt = printable(b) ? static_cast<uint32_t>(b) : next++;
@@ -299,7 +305,9 @@ void split_words(std::span<const uint32_t> cpts, PreTokenizer kind, std::vector<
   }
 }
 
-const std::string& byte_to_unicode(uint8_t byte) { return byte_alphabet().to_utf8[byte]; }
+const std::string& byte_to_unicode(uint8_t byte) {
+  return byte_alphabet().to_utf8[byte];
+}
 
 int unicode_to_byte(uint32_t cpt) {
   return cpt < byte_alphabet().from_cpt.size() ? byte_alphabet().from_cpt[cpt] : -1;

@@ -191,7 +191,8 @@ TEST(Sampler, TemperatureSharpensAndFlattens) {
     const auto f = frequencies(s, logits_of(probs));
     double z = 0;
     for (double q : probs) z += std::pow(q, 1.0 / t);
-    for (size_t i = 0; i < probs.size(); ++i) EXPECT_NEAR(f[i], std::pow(probs[i], 1.0 / t) / z, kFreqTol) << t;
+    for (size_t i = 0; i < probs.size(); ++i)
+      EXPECT_NEAR(f[i], std::pow(probs[i], 1.0 / t) / z, kFreqTol) << t;
   }
 }
 
@@ -283,14 +284,16 @@ TEST(Sampler, DefaultsOnAVocabularyOf150kAreQuick) {
   Sampler s(p);
   std::vector<int32_t> idx(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  std::partial_sort(idx.begin(), idx.begin() + 40, idx.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+  std::partial_sort(idx.begin(), idx.begin() + 40, idx.end(),
+                    [&](int32_t a, int32_t b) { return l[a] > l[b]; });
   const std::vector<int32_t> top40(idx.begin(), idx.begin() + 40);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 20; ++i) {
     const int32_t t = s.sample(l.data(), n, {});
     EXPECT_NE(std::find(top40.begin(), top40.end(), t), top40.end());
   }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 20;
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 20;
   EXPECT_LT(ms, 50.0);  // generous: a few ms on one slow core
   // With top-k off, top-p alone still avoids sorting the whole vocabulary in the usual case.
   p.top_k = 0;

@@ -242,7 +242,8 @@ TEST(TokenizerPerf, LongTextsAreFast) {
     for (const std::string* text : {&prose}) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto ids = tok.encode(*text, false);
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       EXPECT_GT(ids.size(), text->size() / 10);
       EXPECT_EQ(tok.decode(ids), *text);
       EXPECT_LT(ms, 2000.0) << name;  // well under a second in a release build
@@ -252,7 +253,8 @@ TEST(TokenizerPerf, LongTextsAreFast) {
     for (const std::string& text : {std::string(100 * 1024, 'a'), std::string(100 * 1024, ' ')}) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto ids = tok.encode(text, false);
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       EXPECT_EQ(tok.decode(ids), text);
       EXPECT_LT(ms, 2000.0) << name;
     }
@@ -292,19 +294,31 @@ void append_utf8(std::string& out, uint32_t c) {
 
 // Valid UTF-8 drawn from ASCII, whitespace of all kinds, Latin, CJK, combining marks, emoji.
 std::string random_text(Rng& rng, size_t max_cpts) {
-  static const uint32_t k_picks[] = {' ', ' ', '\n', '\t', '\r', 0x0B, 0x85, 0xA0, 0x3000, 0x2028, '\'', 's', 'S',
-                                     '1', '.', '!', '?', 0x301, 0x200D, 0xFE0F, 0xFEFF, 0xFFFD};
+  static const uint32_t k_picks[] = {' ', ' ', '\n', '\t', '\r', 0x0B, 0x85,  0xA0,   0x3000, 0x2028, '\'',
+                                     's', 'S', '1',  '.',  '!',  '?',  0x301, 0x200D, 0xFE0F, 0xFEFF, 0xFFFD};
   std::string out;
   const size_t n = rng.below(static_cast<uint32_t>(max_cpts) + 1);
   for (size_t i = 0; i < n; ++i) {
     uint32_t c = 0;
     switch (rng.below(6)) {
-      case 0: c = 0x20 + rng.below(0x5F); break;
-      case 1: c = k_picks[rng.below(sizeof(k_picks) / sizeof(k_picks[0]))]; break;
-      case 2: c = 0xA0 + rng.below(0x500); break;
-      case 3: c = 0x4E00 + rng.below(0x100); break;
-      case 4: c = 0x1F300 + rng.below(0x300); break;
-      default: c = 1 + rng.below(0x2FFFF); break;
+      case 0:
+        c = 0x20 + rng.below(0x5F);
+        break;
+      case 1:
+        c = k_picks[rng.below(sizeof(k_picks) / sizeof(k_picks[0]))];
+        break;
+      case 2:
+        c = 0xA0 + rng.below(0x500);
+        break;
+      case 3:
+        c = 0x4E00 + rng.below(0x100);
+        break;
+      case 4:
+        c = 0x1F300 + rng.below(0x300);
+        break;
+      default:
+        c = 1 + rng.below(0x2FFFF);
+        break;
     }
     if (c >= 0xD800 && c <= 0xDFFF) c = 'x';
     append_utf8(out, c);
@@ -408,7 +422,10 @@ gguf::Value i32_array(const std::vector<int32_t>& v) {
 gguf::Writer tiny_spm() {
   gguf::Writer w;
   w.set_string("tokenizer.ggml.model", "llama");
-  w.set("tokenizer.ggml.tokens", string_array({"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "\xE2\x96\x81" "a", "ab"}));
+  w.set("tokenizer.ggml.tokens", string_array({"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b",
+                                               "\xE2\x96\x81"
+                                               "a",
+                                               "ab"}));
   w.set("tokenizer.ggml.scores", f32_array({0, 0, 0, -1, -2, -2, -0.5f, -0.1f}));
   w.set("tokenizer.ggml.token_type", i32_array({2, 3, 3, 1, 1, 1, 1, 1}));
   w.set_u32("tokenizer.ggml.bos_token_id", 1);
@@ -421,7 +438,10 @@ gguf::Writer tiny_bpe() {
   gguf::Writer w;
   w.set_string("tokenizer.ggml.model", "gpt2");
   w.set_string("tokenizer.ggml.pre", "gpt-2");
-  w.set("tokenizer.ggml.tokens", string_array({"a", "b", "ab", "\xC4\xA0", "\xC4\xA0" "ab", "<|endoftext|>"}));
+  w.set("tokenizer.ggml.tokens", string_array({"a", "b", "ab", "\xC4\xA0",
+                                               "\xC4\xA0"
+                                               "ab",
+                                               "<|endoftext|>"}));
   w.set("tokenizer.ggml.merges", string_array({"a b", "\xC4\xA0 ab"}));
   w.set("tokenizer.ggml.token_type", i32_array({1, 1, 1, 1, 1, 3}));
   w.set_u32("tokenizer.ggml.bos_token_id", 5);
@@ -461,7 +481,9 @@ TEST(TokenizerMetadata, BrokenVocabulariesGiveErrors) {
     ErrorCode code;
   };
   std::vector<Case> cases;
-  auto add = [&](const char* what, gguf::Writer w, ErrorCode code) { cases.push_back({what, std::move(w), code}); };
+  auto add = [&](const char* what, gguf::Writer w, ErrorCode code) {
+    cases.push_back({what, std::move(w), code});
+  };
   {
     gguf::Writer w;
     w.set_string("tokenizer.ggml.model", "llama");
@@ -554,7 +576,8 @@ TEST(TokenizerMetadata, BrokenVocabulariesGiveErrors) {
     auto tok = load_written(c.w, dir, "case" + std::to_string(i++) + ".gguf");
     ASSERT_FALSE(tok.has_value()) << c.what;
     EXPECT_EQ(tok.error().code, c.code) << c.what << ": " << tok.error().message;
-    EXPECT_NE(tok.error().message.find("tokenizer"), std::string::npos) << c.what << ": " << tok.error().message;
+    EXPECT_NE(tok.error().message.find("tokenizer"), std::string::npos)
+        << c.what << ": " << tok.error().message;
   }
 }
 
