@@ -10,7 +10,7 @@ namespace ll::apps {
 
 Runner add_gen_model_command(CLI::App& app) {
   struct Opts {
-    std::string preset, type = "q8_0", vocab, out;
+    std::string preset, type = "q8_0", vocab, out, arch = "llama";
     uint64_t seed = 42;
     bool quiet = false;
   };
@@ -23,6 +23,9 @@ Runner add_gen_model_command(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}, CLI::ignore_case));
   app.add_option("--vocab", o->vocab, "Copy the vocabulary of this GGUF file (default: a built-in one)")
       ->check(CLI::ExistingFile);
+  app.add_option("--arch", o->arch, "Architecture (qwen2 adds Q/K/V biases and NeoX RoPE)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"llama", "qwen2"}));
   app.add_option("--seed", o->seed, "Seed of the random weights")->capture_default_str();
   app.add_option("-o,--output", o->out, "Output GGUF file")->required();
   app.add_flag("-q,--quiet", o->quiet, "No progress output");
@@ -32,6 +35,7 @@ Runner add_gen_model_command(CLI::App& app) {
     g.type = *dtype_from_name(o->type);
     g.vocab_path = o->vocab;
     g.seed = o->seed;
+    g.arch = o->arch;
     const auto t0 = std::chrono::steady_clock::now();
     const bool tty = isatty(STDERR_FILENO) != 0;
     int last_pct = -1;
