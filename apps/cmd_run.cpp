@@ -50,7 +50,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--repeat-penalty", o->sampling.repeat_penalty, "Penalty for repeated tokens (1 = off)")
       ->capture_default_str();
   app.add_option("--repeat-last-n", o->sampling.repeat_last_n, "Window of the repeat penalty")->capture_default_str();
-  app.add_option("--seed", o->sampling.seed, "Random seed (a fixed seed reproduces a run)");
+  app.add_option("--seed", o->sampling.seed, "Random seed (default: random; --json reports the seed used)");
   app.add_option("--stop", o->stop, "Stop when this text appears (repeatable)");
   app.add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 256));
   app.add_option("-c,--ctx-size", o->ctx_size,
@@ -127,6 +127,7 @@ Runner add_run_command(CLI::App& app) {
       j["prefill_tok_s"] = res->prefill_tok_s();
       j["decode_tok_s"] = res->decode_tok_s();
       j["stop_reason"] = model::stop_reason_name(res->stop_reason);
+      j["seed"] = res->seed;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }
     return 0;

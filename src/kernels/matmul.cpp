@@ -24,10 +24,18 @@ using quant::BlockQ8_K;
 
 DType vec_dot_type(DType weight_type) {
   switch (weight_type) {
-    case DType::Q4_0: case DType::Q8_0: return DType::Q8_0;
-    case DType::Q4_K: case DType::Q6_K: return DType::Q8_K;
-    case DType::F32: case DType::F16: case DType::BF16: return DType::F32;
-    case DType::Q8_K: break;
+    case DType::Q4_0:
+    case DType::Q8_0:
+      return DType::Q8_0;
+    case DType::Q4_K:
+    case DType::Q6_K:
+      return DType::Q8_K;
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+      return DType::F32;
+    case DType::Q8_K:
+      break;
   }
   std::abort();  // Q8_K is an activation type, never a weight type
 }
@@ -137,20 +145,40 @@ static float dot_float(const Cvt& cvt, const float* x, int64_t n) {
 
 static float dot_scalar(DType wtype, const uint8_t* wrow, const void* xrow, int64_t n) {
   switch (wtype) {
-    case DType::Q8_0: return dot_q8_0(wrow, xrow, n);
-    case DType::Q4_0: return dot_q4_0(wrow, xrow, n);
-    case DType::Q4_K: return dot_q4_k(wrow, xrow, n);
-    case DType::Q6_K: return dot_q6_k(wrow, xrow, n);
+    case DType::Q8_0:
+      return dot_q8_0(wrow, xrow, n);
+    case DType::Q4_0:
+      return dot_q4_0(wrow, xrow, n);
+    case DType::Q4_K:
+      return dot_q4_k(wrow, xrow, n);
+    case DType::Q6_K:
+      return dot_q6_k(wrow, xrow, n);
     case DType::F32:
-      return dot_float([&](int64_t i) { float v; std::memcpy(&v, wrow + 4 * i, 4); return v; },
-                       static_cast<const float*>(xrow), n);
+      return dot_float(
+          [&](int64_t i) {
+            float v;
+            std::memcpy(&v, wrow + 4 * i, 4);
+            return v;
+          },
+          static_cast<const float*>(xrow), n);
     case DType::F16:
-      return dot_float([&](int64_t i) { uint16_t h; std::memcpy(&h, wrow + 2 * i, 2); return fp16_to_fp32(h); },
-                       static_cast<const float*>(xrow), n);
+      return dot_float(
+          [&](int64_t i) {
+            uint16_t h;
+            std::memcpy(&h, wrow + 2 * i, 2);
+            return fp16_to_fp32(h);
+          },
+          static_cast<const float*>(xrow), n);
     case DType::BF16:
-      return dot_float([&](int64_t i) { uint16_t h; std::memcpy(&h, wrow + 2 * i, 2); return bf16_to_fp32(h); },
-                       static_cast<const float*>(xrow), n);
-    case DType::Q8_K: break;
+      return dot_float(
+          [&](int64_t i) {
+            uint16_t h;
+            std::memcpy(&h, wrow + 2 * i, 2);
+            return bf16_to_fp32(h);
+          },
+          static_cast<const float*>(xrow), n);
+    case DType::Q8_K:
+      break;
   }
   std::abort();
 }
@@ -177,13 +205,15 @@ static void prepare_scalar(DType wtype, int64_t n_cols, const void* xq_row, uint
   std::memcpy(prep_row, xq_row, xq_row_bytes_of(wtype, n_cols));
 }
 
-static void rows_scalar(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_row_bytes,
-                        int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
+static void rows_scalar(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep,
+                        size_t prep_row_bytes, int64_t n_tokens, float* y, int64_t n_rows_total,
+                        int64_t row_first, int64_t row_last) {
   const size_t w_row_bytes = *dtype_row_bytes(wtype, static_cast<uint64_t>(n_cols));
   for (int64_t r = row_first; r < row_last; ++r) {
     const uint8_t* wrow = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * w_row_bytes;
     for (int64_t t = 0; t < n_tokens; ++t) {
-      y[t * n_rows_total + r] = dot_scalar(wtype, wrow, prep + static_cast<size_t>(t) * prep_row_bytes, n_cols);
+      y[t * n_rows_total + r] =
+          dot_scalar(wtype, wrow, prep + static_cast<size_t>(t) * prep_row_bytes, n_cols);
     }
   }
 }
@@ -194,10 +224,14 @@ static const IsaOps k_scalar_ops = {quantize_scalar, prep_row_bytes_scalar, prep
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::scalar: return "scalar";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-    case Isa::avx512vnni: return "avx512vnni";
+    case Isa::scalar:
+      return "scalar";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx512vnni:
+      return "avx512vnni";
   }
   return "?";
 }
@@ -205,13 +239,18 @@ const char* isa_name(Isa isa) {
 bool isa_supported(Isa isa) {
   static const CpuFeatures f = detect_cpu_features();
   switch (isa) {
-    case Isa::scalar: return true;
+    case Isa::scalar:
+      return true;
 #if defined(__x86_64__) || defined(_M_X64)
-    case Isa::avx2: return f.has_avx2();
-    case Isa::avx512: return f.has_avx512();
-    case Isa::avx512vnni: return f.has_avx512vnni();
+    case Isa::avx2:
+      return f.has_avx2();
+    case Isa::avx512:
+      return f.has_avx512();
+    case Isa::avx512vnni:
+      return f.has_avx512vnni();
 #else
-    default: return false;
+    default:
+      return false;
 #endif
   }
   return false;
@@ -230,19 +269,26 @@ Isa best_isa() {
 
 const IsaOps& isa_ops(Isa isa) {
   switch (isa) {
-    case Isa::scalar: return k_scalar_ops;
+    case Isa::scalar:
+      return k_scalar_ops;
 #if defined(__x86_64__) || defined(_M_X64)
-    case Isa::avx2: return isa_ops_avx2();
-    case Isa::avx512: return isa_ops_avx512();
-    case Isa::avx512vnni: return isa_ops_avx512vnni();
+    case Isa::avx2:
+      return isa_ops_avx2();
+    case Isa::avx512:
+      return isa_ops_avx512();
+    case Isa::avx512vnni:
+      return isa_ops_avx512vnni();
 #else
-    default: break;
+    default:
+      break;
 #endif
   }
   return k_scalar_ops;
 }
 
-void quantize_row_isa(Isa isa, DType vt, const float* x, void* y, int64_t n) { isa_ops(isa).quantize(vt, x, y, n); }
+void quantize_row_isa(Isa isa, DType vt, const float* x, void* y, int64_t n) {
+  isa_ops(isa).quantize(vt, x, y, n);
+}
 
 void matmul_rows_isa(Isa isa, DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes,
                      int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
@@ -323,14 +369,14 @@ void matmul(ThreadPool& pool, DType wtype, const void* w, int64_t n_rows, int64_
   detail::matmul_isa(detail::best_isa(), pool, wtype, w, n_rows, n_cols, x, n_tokens, y, scratch);
 }
 
-void matmul_rows(DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes, int64_t n_tokens,
-                 float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
+void matmul_rows(DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes,
+                 int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
   detail::matmul_rows_isa(detail::best_isa(), wtype, w, n_cols, xq, xq_row_bytes, n_tokens, y, n_rows_total,
                           row_first, row_last);
 }
 
-void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols, const float* x, int64_t n_tokens,
-                      float* y) {
+void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols, const float* x,
+                      int64_t n_tokens, float* y) {
   const DType vt = vec_dot_type(wtype);
   const size_t xq_bytes = detail::xq_row_bytes_of(wtype, n_cols);
   std::vector<uint8_t> xq(xq_bytes * static_cast<size_t>(n_tokens) + 1);
@@ -346,6 +392,8 @@ void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols
   detail::rows_scalar(wtype, w, n_cols, xq.data(), xq_bytes, n_tokens, y, n_rows, 0, n_rows);
 }
 
-const char* matmul_isa() { return detail::isa_name(detail::best_isa()); }
+const char* matmul_isa() {
+  return detail::isa_name(detail::best_isa());
+}
 
 }  // namespace ll::kernels

@@ -36,13 +36,13 @@ void matmul(ThreadPool& pool, DType wtype, const void* w, int64_t n_rows, int64_
 
 // Single-threaded on rows [row_first, row_last), with x already converted to vec_dot_type(wtype):
 // xq is [n_tokens] rows of xq_row_bytes each. y[t * n_rows_total + r] for r in the range.
-void matmul_rows(DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes, int64_t n_tokens,
-                 float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last);
+void matmul_rows(DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes,
+                 int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last);
 
 // Scalar reference (same semantics: activations quantized with the reference quantizer; single
 // thread, no SIMD). For tests.
-void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols, const float* x, int64_t n_tokens,
-                      float* y);
+void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols, const float* x,
+                      int64_t n_tokens, float* y);
 
 // The kernel level in use: "scalar", "avx2", "avx512" or "avx512vnni".
 const char* matmul_isa();

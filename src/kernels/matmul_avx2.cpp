@@ -27,7 +27,7 @@ using quant::BlockQ6_K;
 using quant::BlockQ8_0;
 using quant::BlockQ8_K;
 
-constexpr size_t k_block_bytes = 64;   // prepared Q8_0 block: 32 quants, float d, pad
+constexpr size_t k_block_bytes = 64;  // prepared Q8_0 block: 32 quants, float d, pad
 // prepared pair of Q8_0 blocks a, b for Q4_0 weights: [values 0-15 of a, b][values 16-31 of a, b]
 // [8 int32 bias][8 float scales], matching the nibbles of two weight blocks loaded as one vector
 constexpr size_t k_q4_pair_bytes = 128;
@@ -68,7 +68,9 @@ inline uint16_t load_u16(const void* p) {
   return v;
 }
 
-inline __m256 abs_ps(__m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+inline __m256 abs_ps(__m256 v) {
+  return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantizers (bit-identical to quant::quantize_row_q8_0 / _q8_k).
@@ -85,7 +87,8 @@ void quantize_q8_0(const float* x, void* vy, int64_t n) {
   for (int64_t i = 0; i < n / 32; ++i) {
     __m256 v[4];
     for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(x + 32 * i + 8 * j);
-    const __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])), _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])));
+    const __m256 m =
+        _mm256_max_ps(_mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])), _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])));
     const float amax = hmax8(m);
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -126,8 +129,10 @@ void quantize_q8_k(const float* x, void* vy, int64_t n) {
     const __m256i v127 = _mm256_set1_epi32(127);
     int16_t bsums[16];
     for (int j = 0; j < 16; ++j) {
-      const __m256i a = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * j), vis)), v127);
-      const __m256i b = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * j + 8), vis)), v127);
+      const __m256i a =
+          _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * j), vis)), v127);
+      const __m256i b =
+          _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 16 * j + 8), vis)), v127);
       bsums[j] = static_cast<int16_t>(hsum8_epi32(_mm256_add_epi32(a, b)));
       const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
       const __m128i q = _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
@@ -152,10 +157,13 @@ void quantize(DType vt, const float* x, void* y, int64_t n) {
 size_t prep_row_bytes(DType wtype, int64_t n_cols) {
   switch (vec_dot_type(wtype)) {
     case DType::Q8_0:
-      if (wtype == DType::Q4_0) return round_up64(static_cast<size_t>((n_cols / 32 + 1) / 2) * k_q4_pair_bytes);
+      if (wtype == DType::Q4_0)
+        return round_up64(static_cast<size_t>((n_cols / 32 + 1) / 2) * k_q4_pair_bytes);
       return round_up64(static_cast<size_t>(n_cols / 32) * k_block_bytes);
-    case DType::Q8_K: return static_cast<size_t>(n_cols / 256) * k_super_bytes;
-    default: return round_up64(static_cast<size_t>(n_cols) * 4);
+    case DType::Q8_K:
+      return static_cast<size_t>(n_cols / 256) * k_super_bytes;
+    default:
+      return round_up64(static_cast<size_t>(n_cols) * 4);
   }
 }
 
@@ -236,14 +244,15 @@ inline WBlock load_block(const uint8_t* row, int64_t i) {
 template <DType WT>
 inline __m256 block_step(const WBlock& w, const uint8_t* px, __m256 acc) {
   const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(px));
-  const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(w.aq, _mm256_sign_epi8(x, w.q)), _mm256_set1_epi16(1));
+  const __m256i lanes =
+      _mm256_madd_epi16(_mm256_maddubs_epi16(w.aq, _mm256_sign_epi8(x, w.q)), _mm256_set1_epi16(1));
   const __m256 s = _mm256_mul_ps(w.dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(px + 32)));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), s, acc);
 }
 
 template <DType WT, int R, int T>
-void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-             int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+             float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   const int64_t nb = n_cols / 32;
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w + static_cast<size_t>(r0 + r) * w_row_bytes;
@@ -305,8 +314,8 @@ inline __m256 pair4_step(const WPair4& w, const uint8_t* px, __m256 acc) {
 }
 
 template <DType WT, int R, int T>
-void tile_q4(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-             int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_q4(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+             float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   const int64_t nb = n_cols / 32;
   const int64_t n_full = nb / 2;
   const uint8_t* rows[R];
@@ -353,8 +362,8 @@ void tile_q4(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t
 // twice), up to 4 tokens sharing the unpacking.
 
 template <DType WT, int R, int T>
-void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-            int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+            float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   static_assert(R == 1, "K-quant AVX2 tiles are one row high");
   const int64_t nb = n_cols / 256;
   const uint8_t* row = w + static_cast<size_t>(r0) * w_row_bytes;
@@ -376,10 +385,12 @@ void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
       const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
       const uint32_t mn_lo = u[1] & 0x3f3f3f3fu;
       const uint32_t mn_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-      const __m128i scv = _mm_cvtsi64_si128(static_cast<long long>(sc_lo | (static_cast<uint64_t>(sc_hi) << 32)));
+      const __m128i scv =
+          _mm_cvtsi64_si128(static_cast<long long>(sc_lo | (static_cast<uint64_t>(sc_hi) << 32)));
       __m256i sc32 = _mm256_cvtepu8_epi32(scv);
       sc32 = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  // int16 scale twice per lane
-      const __m128i mnv = _mm_cvtsi64_si128(static_cast<long long>(mn_lo | (static_cast<uint64_t>(mn_hi) << 32)));
+      const __m128i mnv =
+          _mm_cvtsi64_si128(static_cast<long long>(mn_lo | (static_cast<uint64_t>(mn_hi) << 32)));
       m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnv, mnv));
       d = _cvtsh_ss(load_u16(&b->d));
       dmin = _cvtsh_ss(load_u16(&b->dmin));
@@ -426,7 +437,8 @@ void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), _mm256_set1_epi8(0x30)));
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {  // 32 values: sub-blocks 8h + 2c and 8h + 2c + 1
-          const __m256i sidx = _mm256_setr_epi32(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1);
+          const __m256i sidx =
+              _mm256_setr_epi32(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1);
           const __m256i sc = _mm256_permutevar8x32_epi32(sd[h], sidx);
 #pragma GCC unroll 4
           for (int t = 0; t < T; ++t) {
@@ -449,7 +461,8 @@ void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
         const float mscale = -(dmin * dx);
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m8), _mm256_set1_ps(mscale), acc[t]);
       } else {
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], m8)), _mm256_set1_ps(d * dx), acc[t]);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(isum[t], m8)), _mm256_set1_ps(d * dx),
+                                 acc[t]);
       }
     }
   }
@@ -472,13 +485,14 @@ inline __m256 load_w8(const uint8_t* p) {
 }
 
 template <DType WT, int R, int T>
-void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-            int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+            float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   constexpr size_t esize = WT == DType::F32 ? 4 : 2;
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w + static_cast<size_t>(r0 + r) * w_row_bytes;
   const float* xs[T];
-  for (int t = 0; t < T; ++t) xs[t] = reinterpret_cast<const float*>(prep + static_cast<size_t>(t0 + t) * prep_bytes);
+  for (int t = 0; t < T; ++t)
+    xs[t] = reinterpret_cast<const float*>(prep + static_cast<size_t>(t0 + t) * prep_bytes);
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -518,22 +532,33 @@ void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
 // ---------------------------------------------------------------------------------------------
 // Tiling.
 
-using TileFn = void (*)(const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t, int64_t);
+using TileFn = void (*)(const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t,
+                        int64_t);
 
 template <DType WT, int R, int T>
-struct TileQ8 { static constexpr TileFn fn = tile_q8<WT, R, T>; };
+struct TileQ8 {
+  static constexpr TileFn fn = tile_q8<WT, R, T>;
+};
 template <DType WT, int R, int T>
-struct TileQ4 { static constexpr TileFn fn = tile_q4<WT, R, T>; };
+struct TileQ4 {
+  static constexpr TileFn fn = tile_q4<WT, R, T>;
+};
 template <DType WT, int R, int T>
-struct TileK { static constexpr TileFn fn = tile_k<WT, 1, T>; };
+struct TileK {
+  static constexpr TileFn fn = tile_k<WT, 1, T>;
+};
 template <DType WT, int R, int T>
-struct TileF { static constexpr TileFn fn = tile_f<WT, R, T>; };
+struct TileF {
+  static constexpr TileFn fn = tile_f<WT, R, T>;
+};
 
 template <template <DType, int, int> class K, DType WT, int RT>
 void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens, float* y,
            int64_t n_rows_total, int64_t row_first, int64_t row_last) {
-  static constexpr TileFn full[5] = {nullptr, K<WT, RT, 1>::fn, K<WT, RT, 2>::fn, K<WT, RT, 3>::fn, K<WT, RT, 4>::fn};
-  static constexpr TileFn single[5] = {nullptr, K<WT, 1, 1>::fn, K<WT, 1, 2>::fn, K<WT, 1, 3>::fn, K<WT, 1, 4>::fn};
+  static constexpr TileFn full[5] = {nullptr, K<WT, RT, 1>::fn, K<WT, RT, 2>::fn, K<WT, RT, 3>::fn,
+                                     K<WT, RT, 4>::fn};
+  static constexpr TileFn single[5] = {nullptr, K<WT, 1, 1>::fn, K<WT, 1, 2>::fn, K<WT, 1, 3>::fn,
+                                       K<WT, 1, 4>::fn};
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t w_row_bytes = *dtype_row_bytes(WT, static_cast<uint64_t>(n_cols));
   int64_t block_rows = static_cast<int64_t>((256 * 1024) / (w_row_bytes + 1));
@@ -544,30 +569,39 @@ void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes
     for (int64_t t = 0; t < n_tokens; t += 4) {
       const int nt = static_cast<int>(std::min<int64_t>(4, n_tokens - t));
       int64_t r = rb;
-      for (; r + RT <= rb_end; r += RT) full[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
+      for (; r + RT <= rb_end; r += RT)
+        full[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
       for (; r < rb_end; ++r) single[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
     }
   }
 }
 
-void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens,
-          float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
+void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+          int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
   switch (wtype) {
     case DType::Q8_0:
-      return drive<TileQ8, DType::Q8_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileQ8, DType::Q8_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                           row_last);
     case DType::Q4_0:
-      return drive<TileQ4, DType::Q4_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileQ4, DType::Q4_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                           row_last);
     case DType::Q4_K:
-      return drive<TileK, DType::Q4_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileK, DType::Q4_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                          row_last);
     case DType::Q6_K:
-      return drive<TileK, DType::Q6_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileK, DType::Q6_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                          row_last);
     case DType::F32:
-      return drive<TileF, DType::F32, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileF, DType::F32, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                         row_last);
     case DType::F16:
-      return drive<TileF, DType::F16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileF, DType::F16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                         row_last);
     case DType::BF16:
-      return drive<TileF, DType::BF16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
-    case DType::Q8_K: break;
+      return drive<TileF, DType::BF16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
+                                          row_last);
+    case DType::Q8_K:
+      break;
   }
 }
 
@@ -575,6 +609,8 @@ const IsaOps k_ops_avx2 = {quantize, prep_row_bytes, prepare, rows};
 
 }  // namespace
 
-const IsaOps& isa_ops_avx2() { return k_ops_avx2; }
+const IsaOps& isa_ops_avx2() {
+  return k_ops_avx2;
+}
 
 }  // namespace ll::kernels::detail

@@ -20,7 +20,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "core/fp16.h"
 #include "kernels/matmul_impl.h"
@@ -107,8 +109,7 @@ void quantize_q8_k(const float* x, void* vy, int64_t n) {
     float max = 0.0f;
     const __m512 vamax = _mm512_set1_ps(amax);
     for (int j = 0; j < 16; ++j) {
-      const __mmask16 m =
-          _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * j)), vamax, _CMP_EQ_OQ);
+      const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * j)), vamax, _CMP_EQ_OQ);
       if (m != 0) {
         max = xb[16 * j + __builtin_ctz(m)];
         break;
@@ -145,13 +146,17 @@ void quantize(DType vt, const float* x, void* y, int64_t n) {
 
 constexpr size_t k_quad_bytes = 256;
 
-
 size_t prep_row_bytes(DType wtype, int64_t n_cols) {
   switch (wtype) {
-    case DType::Q8_0: return static_cast<size_t>((n_cols / 32 + 1) / 2) * k_pair_bytes;
-    case DType::Q4_0: return static_cast<size_t>((n_cols / 32 + 3) / 4) * k_quad_bytes;
-    case DType::Q4_K: case DType::Q6_K: return static_cast<size_t>(n_cols / 256) * k_super_bytes;
-    default: return round_up64(static_cast<size_t>(n_cols) * 4);
+    case DType::Q8_0:
+      return static_cast<size_t>((n_cols / 32 + 1) / 2) * k_pair_bytes;
+    case DType::Q4_0:
+      return static_cast<size_t>((n_cols / 32 + 3) / 4) * k_quad_bytes;
+    case DType::Q4_K:
+    case DType::Q6_K:
+      return static_cast<size_t>(n_cols / 256) * k_super_bytes;
+    default:
+      return round_up64(static_cast<size_t>(n_cols) * 4);
   }
 }
 
@@ -317,8 +322,8 @@ inline __m512 step_dot(const WStep& w, const uint8_t* px, __m512 acc) {
 }
 
 template <DType WT, bool VNNI, int R, int T>
-void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-             int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+             float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   using SI = StepInfo<WT>;
   using Block = typename SI::Block;
   constexpr int S = SI::blocks;
@@ -328,21 +333,21 @@ void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t
   for (int r = 0; r < R; ++r) rows[r] = w + static_cast<size_t>(r0 + r) * w_row_bytes;
   const uint8_t* px = prep + static_cast<size_t>(t0) * prep_bytes;
   __m512 acc[R][T];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < n_full; ++k) {
     WStep ws[R];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) prefetch_ahead(rows[r] + k * S * sizeof(Block), S * sizeof(Block));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) ws[r] = load_step<WT, VNNI>(rows[r] + k * S * sizeof(Block));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const uint8_t* pt = px + t * prep_bytes + k * SI::prep_bytes;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r][t] = step_dot<WT, VNNI>(ws[r], pt, acc[r][t]);
     }
   }
@@ -434,8 +439,8 @@ inline void load_q6_k(const BlockQ6_K* b, WSuper& w) {
   const __m512i sc32 = scale_layout<VNNI>(_mm512_cvtepu16_epi32(sc16));
   for (int g = 0; g < 4; ++g) {
     const int a = 4 * g;
-    const __m512i idx = _mm512_set_epi32(a + 3, a + 3, a + 3, a + 3, a + 2, a + 2, a + 2, a + 2, a + 1, a + 1, a + 1,
-                                         a + 1, a, a, a, a);
+    const __m512i idx = _mm512_set_epi32(a + 3, a + 3, a + 3, a + 3, a + 2, a + 2, a + 2, a + 2, a + 1, a + 1,
+                                         a + 1, a + 1, a, a, a, a);
     w.sc[g] = _mm512_permutexvar_epi32(idx, sc32);
   }
   w.m16 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5));
@@ -446,7 +451,7 @@ inline void load_q6_k(const BlockQ6_K* b, WSuper& w) {
 template <DType WT, bool VNNI>
 inline __m512 super_step(const WSuper& w, const uint8_t* px, __m512 acc) {
   __m512i isum = _mm512_setzero_si512();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int g = 0; g < 4; ++g) {
     const __m512i x = _mm512_load_si512(px + 64 * g);
     if constexpr (VNNI) {
@@ -470,8 +475,8 @@ inline __m512 super_step(const WSuper& w, const uint8_t* px, __m512 acc) {
 }
 
 template <DType WT, bool VNNI, int R, int T>
-void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-            int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+            float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   const int64_t nb = n_cols / 256;
   const uint8_t* px = prep + static_cast<size_t>(t0) * prep_bytes;
   __m512 acc[R][T];
@@ -479,7 +484,7 @@ void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   }
   for (int64_t i = 0; i < nb; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint8_t* row = w + static_cast<size_t>(r0 + r) * w_row_bytes;
       WSuper ws;
@@ -490,7 +495,7 @@ void tile_k(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
         prefetch_ahead(row + i * sizeof(BlockQ6_K), sizeof(BlockQ6_K));
         load_q6_k<VNNI>(reinterpret_cast<const BlockQ6_K*>(row) + i, ws);
       }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         acc[r][t] = super_step<WT, VNNI>(ws, px + t * prep_bytes + i * k_super_bytes, acc[r][t]);
       }
@@ -511,7 +516,8 @@ inline __m512 load_w16(const uint8_t* row, int64_t c) {
   } else if constexpr (WT == DType::F16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * c)));
   } else {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * c)));
+    const __m512i v =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * c)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
   }
 }
@@ -529,12 +535,13 @@ inline __m512 load_w16_masked(const uint8_t* row, int64_t c, __mmask16 m) {
 }
 
 template <DType WT, int R, int T>
-void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, float* y,
-            int64_t n_rows_total, int64_t r0, int64_t t0) {
+void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+            float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w + static_cast<size_t>(r0 + r) * w_row_bytes;
   const float* xs[T];
-  for (int t = 0; t < T; ++t) xs[t] = reinterpret_cast<const float*>(prep + static_cast<size_t>(t0 + t) * prep_bytes);
+  for (int t = 0; t < T; ++t)
+    xs[t] = reinterpret_cast<const float*>(prep + static_cast<size_t>(t0 + t) * prep_bytes);
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -543,15 +550,15 @@ void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
   for (int64_t c = 0; c < n_full; c += 16) {
     __m512 wv[R];
     constexpr size_t esize = WT == DType::F32 ? 4 : 2;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       if (WT == DType::F32 || c % 32 == 0) prefetch_ahead(rows[r] + c * esize, 1);
       wv[r] = load_w16<WT>(rows[r], c);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512 xv = _mm512_load_ps(xs[t] + c);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
     }
   }
@@ -572,59 +579,92 @@ void tile_f(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t*
 // ---------------------------------------------------------------------------------------------
 // Tiling: rows in blocks that stay in L2 while all token tiles pass over them.
 
-using TileFn = void (*)(const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t, int64_t);
+using TileFn = void (*)(const uint8_t*, size_t, int64_t, const uint8_t*, size_t, float*, int64_t, int64_t,
+                        int64_t);
 
+// Batch tile shapes (rows x tokens), 16 accumulators each: quantized weights favour more tokens
+// per unpacked weight step; float weights fewer activation loads per weight vector.
 template <DType WT, bool VNNI, int R, int T>
-struct TileQ8 { static constexpr TileFn fn = tile_q8<WT, VNNI, R, T>; };
+struct TileQ8 {
+  static constexpr TileFn fn = tile_q8<WT, VNNI, R, T>;
+  static constexpr int rows = 2, tokens = 8;
+};
 template <DType WT, bool VNNI, int R, int T>
-struct TileK { static constexpr TileFn fn = tile_k<WT, VNNI, R, T>; };
+struct TileK {
+  static constexpr TileFn fn = tile_k<WT, VNNI, R, T>;
+  static constexpr int rows = 2, tokens = 8;
+};
 template <DType WT, bool VNNI, int R, int T>
-struct TileF { static constexpr TileFn fn = tile_f<WT, R, T>; };
+struct TileF {
+  static constexpr TileFn fn = tile_f<WT, R, T>;
+  static constexpr int rows = 4, tokens = 4;
+};
+
+template <template <DType, bool, int, int> class K, DType WT, bool VNNI, int R, int... Ts>
+constexpr std::array<TileFn, sizeof...(Ts) + 1> tile_table(std::integer_sequence<int, Ts...>) {
+  return {nullptr, K<WT, VNNI, R, Ts + 1>::fn...};
+}
 
 template <template <DType, bool, int, int> class K, DType WT, bool VNNI>
 void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens, float* y,
            int64_t n_rows_total, int64_t row_first, int64_t row_last) {
-  static constexpr int k_rt = 4;  // row tile
-  static constexpr TileFn full[5] = {nullptr, K<WT, VNNI, k_rt, 1>::fn, K<WT, VNNI, k_rt, 2>::fn,
-                                     K<WT, VNNI, k_rt, 3>::fn, K<WT, VNNI, k_rt, 4>::fn};
-  static constexpr TileFn single[5] = {nullptr, K<WT, VNNI, 1, 1>::fn, K<WT, VNNI, 1, 2>::fn, K<WT, VNNI, 1, 3>::fn,
-                                       K<WT, VNNI, 1, 4>::fn};
+  // Decode (one token): 4 rows at a time (4 weight streams). Batches: tiles of k_rt rows x k_tt tokens.
+  static constexpr int k_rd = 4, k_rt = K<WT, VNNI, 1, 1>::rows, k_tt = K<WT, VNNI, 1, 1>::tokens;
+  static constexpr auto full = tile_table<K, WT, VNNI, k_rt>(std::make_integer_sequence<int, k_tt>{});
+  static constexpr auto single = tile_table<K, WT, VNNI, 1>(std::make_integer_sequence<int, k_tt>{});
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t w_row_bytes = *dtype_row_bytes(WT, static_cast<uint64_t>(n_cols));
+  if (n_tokens == 1) {
+    int64_t r = row_first;
+    for (; r + k_rd <= row_last; r += k_rd) {
+      K<WT, VNNI, k_rd, 1>::fn(wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, 0);
+    }
+    for (; r < row_last; ++r) single[1](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, 0);
+    return;
+  }
   // Keep a row block's weights (<= ~256 KiB) in L2 while every token tile uses them.
   int64_t block_rows = static_cast<int64_t>((256 * 1024) / (w_row_bytes + 1));
   block_rows = std::max<int64_t>(k_rt, block_rows / k_rt * k_rt);
-  if (n_tokens <= 4) block_rows = row_last - row_first;
+  if (n_tokens <= k_tt) block_rows = row_last - row_first;
   for (int64_t rb = row_first; rb < row_last; rb += block_rows) {
     const int64_t rb_end = std::min(row_last, rb + block_rows);
-    for (int64_t t = 0; t < n_tokens; t += 4) {
-      const int nt = static_cast<int>(std::min<int64_t>(4, n_tokens - t));
+    for (int64_t t = 0; t < n_tokens; t += k_tt) {
+      const int nt = static_cast<int>(std::min<int64_t>(k_tt, n_tokens - t));
       int64_t r = rb;
-      for (; r + k_rt <= rb_end; r += k_rt) full[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
+      for (; r + k_rt <= rb_end; r += k_rt)
+        full[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
       for (; r < rb_end; ++r) single[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
     }
   }
 }
 
 template <bool VNNI>
-void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens,
-          float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
+void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+          int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
   switch (wtype) {
     case DType::Q8_0:
-      return drive<TileQ8, DType::Q8_0, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileQ8, DType::Q8_0, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                              row_first, row_last);
     case DType::Q4_0:
-      return drive<TileQ8, DType::Q4_0, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileQ8, DType::Q4_0, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                              row_first, row_last);
     case DType::Q4_K:
-      return drive<TileK, DType::Q4_K, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileK, DType::Q4_K, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::Q6_K:
-      return drive<TileK, DType::Q6_K, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileK, DType::Q6_K, VNNI>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::F32:
-      return drive<TileF, DType::F32, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileF, DType::F32, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::F16:
-      return drive<TileF, DType::F16, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
+      return drive<TileF, DType::F16, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::BF16:
-      return drive<TileF, DType::BF16, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first, row_last);
-    case DType::Q8_K: break;
+      return drive<TileF, DType::BF16, false>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                              row_first, row_last);
+    case DType::Q8_K:
+      break;
   }
 }
 
@@ -633,7 +673,11 @@ const IsaOps k_ops_avx512vnni = {quantize, prep_row_bytes, prepare<true>, rows<t
 
 }  // namespace
 
-const IsaOps& isa_ops_avx512() { return k_ops_avx512; }
-const IsaOps& isa_ops_avx512vnni() { return k_ops_avx512vnni; }
+const IsaOps& isa_ops_avx512() {
+  return k_ops_avx512;
+}
+const IsaOps& isa_ops_avx512vnni() {
+  return k_ops_avx512vnni;
+}
 
 }  // namespace ll::kernels::detail

@@ -62,6 +62,8 @@ const IsaOps& isa_ops_avx512vnni();
 inline uint8_t* align64(uint8_t* p) {
   return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~static_cast<uintptr_t>(63));
 }
-inline size_t round_up64(size_t n) { return (n + 63) & ~static_cast<size_t>(63); }
+inline size_t round_up64(size_t n) {
+  return (n + 63) & ~static_cast<size_t>(63);
+}
 
 }  // namespace ll::kernels::detail

@@ -23,7 +23,14 @@ void rope_cos_sin(int64_t n_rot, int64_t pos, float freq_base, float* cos_out, f
 }
 
 void check_rope_args(int64_t head_dim, int64_t n_rot) {
-  if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim || n_rot > kMaxRopeDims) std::abort();
+  if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim) std::abort();
+}
+
+RopeBuffer::RopeBuffer(int64_t n) {
+  if (n > kRopeStackFloats) heap_ = new float[static_cast<size_t>(n)];
+}
+RopeBuffer::~RopeBuffer() {
+  delete[] heap_;
 }
 
 void check_attention_args(int64_t n_kv_pos, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
@@ -44,11 +51,14 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) 
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * w[i];
 }
 
-void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base, bool neox) {
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+          bool neox) {
   detail::check_rope_args(head_dim, n_rot);
-  float cs[kMaxRopeDims / 2], sn[kMaxRopeDims / 2];
-  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   const int64_t half = n_rot / 2;
+  detail::RopeBuffer buf(n_rot);
+  float* cs = buf.data();
+  float* sn = cs + half;
+  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   for (int64_t h = 0; h < n_heads; ++h) {
     float* xh = x + h * head_dim;
     for (int64_t i = 0; i < half; ++i) {
@@ -73,7 +83,9 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
+static inline float silu1(float v) {
+  return v / (1.0f + expf(-v));
+}
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = silu1(gate[i]) * up[i];
@@ -136,9 +148,17 @@ void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n) {
 
 const OpsTable& ops_scalar() {
   static const OpsTable table = {
-      "scalar",      ref::rms_norm, ref::rope,     ref::softmax,           ref::swiglu,
-      ref::silu,     ref::add,      ref::add_bias, ref::attention_kv_heads, ref::fp32_to_fp16_row,
-      ref::fp16_to_fp32_row,
+      .name = "scalar",
+      .rms_norm = ref::rms_norm,
+      .rope = ref::rope,
+      .softmax = ref::softmax,
+      .swiglu = ref::swiglu,
+      .silu = ref::silu,
+      .add = ref::add,
+      .add_bias = ref::add_bias,
+      .attention = ref::attention_kv_heads,
+      .fp32_to_fp16_row = ref::fp32_to_fp16_row,
+      .fp16_to_fp32_row = ref::fp16_to_fp32_row,
   };
   return table;
 }
@@ -178,14 +198,25 @@ size_t attention_scratch_floats(int64_t n_head, int64_t n_kv_pos) {
 void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) {
   ops_active().rms_norm(x, w, out, n, eps);
 }
-void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base, bool neox) {
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+          bool neox) {
   ops_active().rope(x, n_heads, head_dim, n_rot, pos, freq_base, neox);
 }
-void softmax(float* x, int64_t n) { ops_active().softmax(x, n); }
-void swiglu(const float* gate, const float* up, float* out, int64_t n) { ops_active().swiglu(gate, up, out, n); }
-void silu(const float* x, float* out, int64_t n) { ops_active().silu(x, out, n); }
-void add(const float* a, const float* b, float* out, int64_t n) { ops_active().add(a, b, out, n); }
-void add_bias(float* x, const float* bias, int64_t n) { ops_active().add_bias(x, bias, n); }
+void softmax(float* x, int64_t n) {
+  ops_active().softmax(x, n);
+}
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  ops_active().swiglu(gate, up, out, n);
+}
+void silu(const float* x, float* out, int64_t n) {
+  ops_active().silu(x, out, n);
+}
+void add(const float* a, const float* b, float* out, int64_t n) {
+  ops_active().add(a, b, out, n);
+}
+void add_bias(float* x, const float* bias, int64_t n) {
+  ops_active().add_bias(x, bias, n);
+}
 void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_kv_pos,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale, float* out, float* scratch) {
   ops_active().attention(q, k_cache, v_cache, n_kv_pos, n_head, n_head_kv, head_dim, scale, out, scratch, 0,
@@ -197,7 +228,11 @@ void attention_kv_heads(const float* q, const uint16_t* k_cache, const uint16_t*
   ops_active().attention(q, k_cache, v_cache, n_kv_pos, n_head, n_head_kv, head_dim, scale, out, scratch,
                          kv_head_first, kv_head_last);
 }
-void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) { ops_active().fp32_to_fp16_row(x, y, n); }
-void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n) { ops_active().fp16_to_fp32_row(x, y, n); }
+void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) {
+  ops_active().fp32_to_fp16_row(x, y, n);
+}
+void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n) {
+  ops_active().fp16_to_fp32_row(x, y, n);
+}
 
 }  // namespace ll::kernels

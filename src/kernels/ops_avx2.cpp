@@ -95,9 +95,9 @@ void softmax_impl(float* x, int64_t n) {
   __m256 vmax = neg_inf;
   for (int64_t i = 0; i < n; i += kLanes) {
     const int64_t left = n - i;
-    const __m256 v = left >= kLanes ? _mm256_loadu_ps(x + i)
-                                    : _mm256_blendv_ps(neg_inf, load(x + i, left),
-                                                       _mm256_castsi256_ps(tail_mask(left)));
+    const __m256 v = left >= kLanes
+                         ? _mm256_loadu_ps(x + i)
+                         : _mm256_blendv_ps(neg_inf, load(x + i, left), _mm256_castsi256_ps(tail_mask(left)));
     vmax = _mm256_max_ps(vmax, v);
   }
   const __m256 mx = _mm256_set1_ps(hmax(vmax));
@@ -129,11 +129,16 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) 
   }
 }
 
-void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base, bool neox) {
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+          bool neox) {
   detail::check_rope_args(head_dim, n_rot);
-  alignas(32) float cs[kMaxRopeDims / 2], sn[kMaxRopeDims / 2];
-  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   const int64_t half = n_rot / 2;
+  detail::RopeBuffer buf(3 * n_rot);  // cs, sn: n_rot/2 each; c2, s2: n_rot each
+  float* cs = buf.data();
+  float* sn = cs + half;
+  float* c2 = sn + half;
+  float* s2 = c2 + n_rot;
+  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   if (neox) {
     for (int64_t h = 0; h < n_heads; ++h) {
       float* xh = x + h * head_dim;
@@ -148,7 +153,6 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t po
     return;
   }
   // Interleaved pairs: out = x * (c0 c0 c1 c1 ..) + swap_pairs(x) * (-s0 s0 -s1 s1 ..).
-  alignas(32) float c2[kMaxRopeDims], s2[kMaxRopeDims];
   for (int64_t i = 0; i < half; ++i) {
     c2[2 * i] = c2[2 * i + 1] = cs[i];
     s2[2 * i] = -sn[i];
@@ -184,7 +188,9 @@ void add(const float* a, const float* b, float* out, int64_t n) {
   }
 }
 
-void add_bias(float* x, const float* bias, int64_t n) { add(x, bias, x, n); }
+void add_bias(float* x, const float* bias, int64_t n) {
+  add(x, bias, x, n);
+}
 
 void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; i += kLanes) {
@@ -223,8 +229,8 @@ inline __m256 reduce8(const __m256* v) {
 // The attention follows the AVX-512 version (see there for the layout of the passes), with 8 lanes:
 // score tiles of NJ heads x NP positions with NJ * NP = 8, value tiles of NJ <= 4 heads x 2 chunks.
 template <int NJ, int NP>
-inline void attn_scores_tile(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim, float scale,
-                             float* w, int64_t n_kv_pos) {
+inline void attn_scores_tile(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim,
+                             float scale, float* w, int64_t n_kv_pos) {
   __m256 acc[NJ * NP];
   for (int o = 0; o < NJ * NP; ++o) acc[o] = _mm256_setzero_ps();
   for (int64_t d = 0; d < head_dim; d += kLanes) {
@@ -262,20 +268,22 @@ template <int NJ>
 void attn_scores_block(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim, float scale,
                        float* w, int64_t n_kv_pos, int64_t pn, int64_t prefetch_pn) {
   constexpr int kNp = 8 / NJ;
-  prefetch_rows(k + kScorePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
+  if (prefetch_pn > 0) prefetch_rows(k + kScorePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
   int64_t i = 0;
   for (; i + kNp <= pn; i += kNp) {
     attn_scores_tile<NJ, kNp>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
   }
-  for (; i < pn; ++i) attn_scores_tile<NJ, 1>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
+  for (; i < pn; ++i)
+    attn_scores_tile<NJ, 1>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
 }
 
 template <int NJ, int CB>
-inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride, int64_t pn,
-                             float* out, int64_t head_dim, int64_t last_n) {
+inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride,
+                             int64_t pn, float* out, int64_t head_dim, int64_t last_n) {
   __m256 acc[NJ][CB];
   for (int j = 0; j < NJ; ++j)
-    for (int c = 0; c < CB; ++c) acc[j][c] = load(out + j * head_dim + c * kLanes, c == CB - 1 ? last_n : kLanes);
+    for (int c = 0; c < CB; ++c)
+      acc[j][c] = load(out + j * head_dim + c * kLanes, c == CB - 1 ? last_n : kLanes);
   for (int64_t p = 0; p < pn; ++p) {
     const uint16_t* vp = v + p * pos_stride;
     __m256 vv[CB];
@@ -286,14 +294,15 @@ inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v
     }
   }
   for (int j = 0; j < NJ; ++j)
-    for (int c = 0; c < CB; ++c) store(out + j * head_dim + c * kLanes, c == CB - 1 ? last_n : kLanes, acc[j][c]);
+    for (int c = 0; c < CB; ++c)
+      store(out + j * head_dim + c * kLanes, c == CB - 1 ? last_n : kLanes, acc[j][c]);
 }
 
 template <int NJ>
 void attn_values_block(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride, int64_t pn,
                        float* out, int64_t head_dim, int64_t prefetch_pn) {
   constexpr int64_t kMaxCb = 2;  // NJ * 2 <= 8 accumulators of the 16 registers
-  prefetch_rows(v + kValuePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
+  if (prefetch_pn > 0) prefetch_rows(v + kValuePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
   for (int64_t d0 = 0; d0 < head_dim; d0 += kMaxCb * kLanes) {
     const int64_t left = head_dim - d0;
     const int64_t n_chunks = (left + kLanes - 1) / kLanes;
@@ -363,8 +372,17 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
 }  // namespace
 
 const OpsTable kTable = {
-    "avx2", rms_norm, rope,      softmax_impl,     swiglu,           silu, add, add_bias,
-    attention, fp32_to_fp16_row, fp16_to_fp32_row,
+    .name = "avx2",
+    .rms_norm = rms_norm,
+    .rope = rope,
+    .softmax = softmax_impl,
+    .swiglu = swiglu,
+    .silu = silu,
+    .add = add,
+    .add_bias = add_bias,
+    .attention = attention,
+    .fp32_to_fp16_row = fp32_to_fp16_row,
+    .fp16_to_fp32_row = fp16_to_fp32_row,
 };
 
 }  // namespace ll::kernels::avx2

@@ -56,10 +56,13 @@ inline __m512 silu16(__m512 x) {
 // Adds the 16 floats of v (as doubles) into two double accumulators.
 inline void accumulate_pd(__m512 v, __m512d& acc_lo, __m512d& acc_hi) {
   acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-  acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+  acc_hi = _mm512_add_pd(acc_hi,
+                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
 
-inline __m512 load_f16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+inline __m512 load_f16(const uint16_t* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
 
 void softmax_impl(float* x, int64_t n) {
   __m512 vmax = _mm512_set1_ps(-INFINITY);
@@ -95,15 +98,21 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n, float eps) 
   for (int64_t i = 0; i < n; i += kLanes) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(v, scale), _mm512_maskz_loadu_ps(m, w + i)));
+    _mm512_mask_storeu_ps(out + i, m,
+                          _mm512_mul_ps(_mm512_mul_ps(v, scale), _mm512_maskz_loadu_ps(m, w + i)));
   }
 }
 
-void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base, bool neox) {
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
+          bool neox) {
   detail::check_rope_args(head_dim, n_rot);
-  alignas(64) float cs[kMaxRopeDims / 2], sn[kMaxRopeDims / 2];
-  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   const int64_t half = n_rot / 2;
+  detail::RopeBuffer buf(3 * n_rot);  // cs, sn: n_rot/2 each; c2, s2: n_rot each
+  float* cs = buf.data();
+  float* sn = cs + half;
+  float* c2 = sn + half;
+  float* s2 = c2 + n_rot;
+  detail::rope_cos_sin(n_rot, pos, freq_base, cs, sn);
   if (neox) {
     for (int64_t h = 0; h < n_heads; ++h) {
       float* xh = x + h * head_dim;
@@ -118,7 +127,6 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t po
     return;
   }
   // Interleaved pairs: out = x * (c0 c0 c1 c1 ..) + swap_pairs(x) * (-s0 s0 -s1 s1 ..).
-  alignas(64) float c2[kMaxRopeDims], s2[kMaxRopeDims];
   for (int64_t i = 0; i < half; ++i) {
     c2[2 * i] = c2[2 * i + 1] = cs[i];
     s2[2 * i] = -sn[i];
@@ -155,16 +163,20 @@ void silu(const float* x, float* out, int64_t n) {
 void add(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = 0; i < n; i += kLanes) {
     const __mmask16 m = tail_mask(n - i);
-    _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
+    _mm512_mask_storeu_ps(out + i, m,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
   }
 }
 
-void add_bias(float* x, const float* bias, int64_t n) { add(x, bias, x, n); }
+void add_bias(float* x, const float* bias, int64_t n) {
+  add(x, bias, x, n);
+}
 
 void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; i += kLanes) {
     const __mmask16 m = tail_mask(n - i);
-    const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i h =
+        _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_mask_storeu_epi16(y + i, m, h);
   }
 }
@@ -180,7 +192,8 @@ void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n) {
 // reduce16 computes hsum16 of 16 vectors at once by the very same tree, so a dot product has the same bits
 // whichever way it was reduced (a score depends only on q, k and head_dim, not on n_kv_pos or tiling).
 inline float hsum16(__m512 v) {
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -210,8 +223,8 @@ inline __m512 reduce16(const __m512* v) {
 // w[j*n_kv_pos + i] = scale * (q_j . k_i). Each K row chunk is converted once for the NJ heads and each q
 // chunk loaded once for the NP positions. Lanes accumulate over head_dim in order.
 template <int NJ, int NP>
-inline void attn_scores_tile(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim, float scale,
-                             float* w, int64_t n_kv_pos) {
+inline void attn_scores_tile(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim,
+                             float scale, float* w, int64_t n_kv_pos) {
   __m512 acc[NJ * NP];
   for (int o = 0; o < NJ * NP; ++o) acc[o] = _mm512_setzero_ps();
   for (int64_t d = 0; d < head_dim; d += kLanes) {
@@ -253,19 +266,22 @@ template <int NJ>
 void attn_scores_block(const float* q, const uint16_t* k, int64_t pos_stride, int64_t head_dim, float scale,
                        float* w, int64_t n_kv_pos, int64_t pn, int64_t prefetch_pn) {
   constexpr int kNp = 16 / NJ;
-  prefetch_rows(k + kScorePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);  // while this block computes
+  // The next block's rows of this kv head, fetched while this block computes.
+  if (prefetch_pn > 0) prefetch_rows(k + kScorePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
   int64_t i = 0;
   for (; i + kNp <= pn; i += kNp) {
     attn_scores_tile<NJ, kNp>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
   }
-  for (; i < pn; ++i) attn_scores_tile<NJ, 1>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
+  for (; i < pn; ++i)
+    attn_scores_tile<NJ, 1>(q, k + i * pos_stride, pos_stride, head_dim, scale, w + i, n_kv_pos);
 }
 
 // out_j[0, 16*CB) += sum over pn positions of w_j[p] * v_p (accumulators in registers, loaded from and stored
-// back to out, so the sum runs over p ascending exactly as one long loop would). last_mask masks the last chunk.
+// back to out, so the sum runs over p ascending exactly as one long loop would). last_mask masks the last
+// chunk.
 template <int NJ, int CB>
-inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride, int64_t pn,
-                             float* out, int64_t head_dim, __mmask16 last_mask) {
+inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride,
+                             int64_t pn, float* out, int64_t head_dim, __mmask16 last_mask) {
   __m512 acc[NJ][CB];
   for (int j = 0; j < NJ; ++j)
     for (int c = 0; c < CB; ++c)
@@ -287,7 +303,7 @@ inline void attn_values_tile(const float* w, int64_t n_kv_pos, const uint16_t* v
 template <int NJ>
 void attn_values_block(const float* w, int64_t n_kv_pos, const uint16_t* v, int64_t pos_stride, int64_t pn,
                        float* out, int64_t head_dim, int64_t prefetch_pn) {
-  prefetch_rows(v + kValuePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
+  if (prefetch_pn > 0) prefetch_rows(v + kValuePosBlock * pos_stride, prefetch_pn, pos_stride, head_dim);
   constexpr int64_t kMaxCb = 4;  // NJ * 4 <= 16 accumulators
   for (int64_t d0 = 0; d0 < head_dim; d0 += kMaxCb * kLanes) {
     const int64_t left = head_dim - d0;
@@ -295,14 +311,21 @@ void attn_values_block(const float* w, int64_t n_kv_pos, const uint16_t* v, int6
     const int64_t cb = n_chunks < kMaxCb ? n_chunks : kMaxCb;
     const __mmask16 last = tail_mask(left - (cb - 1) * kLanes);
     switch (cb) {
-      case 4: attn_values_tile<NJ, 4>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last); break;
-      case 3: attn_values_tile<NJ, 3>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last); break;
-      case 2: attn_values_tile<NJ, 2>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last); break;
-      default: attn_values_tile<NJ, 1>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last); break;
+      case 4:
+        attn_values_tile<NJ, 4>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last);
+        break;
+      case 3:
+        attn_values_tile<NJ, 3>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last);
+        break;
+      case 2:
+        attn_values_tile<NJ, 2>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last);
+        break;
+      default:
+        attn_values_tile<NJ, 1>(w, n_kv_pos, v + d0, pos_stride, pn, out + d0, head_dim, last);
+        break;
     }
   }
 }
-
 
 void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, int64_t n_kv_pos,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale, float* out, float* scratch,
@@ -322,11 +345,17 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
         const float* qh = q + h * head_dim;
         float* w = scratch + h * n_kv_pos + p0;
         if (left >= 4) {
-          attn_scores_block<4>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn, j0 == 0 ? prefetch_pn : 0), j0 += 4;
+          attn_scores_block<4>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn,
+                               j0 == 0 ? prefetch_pn : 0),
+              j0 += 4;
         } else if (left >= 2) {
-          attn_scores_block<2>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn, j0 == 0 ? prefetch_pn : 0), j0 += 2;
+          attn_scores_block<2>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn,
+                               j0 == 0 ? prefetch_pn : 0),
+              j0 += 2;
         } else {
-          attn_scores_block<1>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn, j0 == 0 ? prefetch_pn : 0), j0 += 1;
+          attn_scores_block<1>(qh, k, pos_stride, head_dim, scale, w, n_kv_pos, pn,
+                               j0 == 0 ? prefetch_pn : 0),
+              j0 += 1;
         }
       }
     }
@@ -344,11 +373,14 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
         const float* w = scratch + h * n_kv_pos + p0;
         float* oh = out + h * head_dim;
         if (left >= 4) {
-          attn_values_block<4>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0), j0 += 4;
+          attn_values_block<4>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0),
+              j0 += 4;
         } else if (left >= 2) {
-          attn_values_block<2>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0), j0 += 2;
+          attn_values_block<2>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0),
+              j0 += 2;
         } else {
-          attn_values_block<1>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0), j0 += 1;
+          attn_values_block<1>(w, n_kv_pos, v, pos_stride, pn, oh, head_dim, j0 == 0 ? prefetch_pn : 0),
+              j0 += 1;
         }
       }
     }
@@ -358,8 +390,17 @@ void attention(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
 }  // namespace
 
 const OpsTable kTable = {
-    "avx512", rms_norm, rope,      softmax_impl,     swiglu,           silu, add, add_bias,
-    attention, fp32_to_fp16_row, fp16_to_fp32_row,
+    .name = "avx512",
+    .rms_norm = rms_norm,
+    .rope = rope,
+    .softmax = softmax_impl,
+    .swiglu = swiglu,
+    .silu = silu,
+    .add = add,
+    .add_bias = add_bias,
+    .attention = attention,
+    .fp32_to_fp16_row = fp32_to_fp16_row,
+    .fp16_to_fp32_row = fp16_to_fp32_row,
 };
 
 }  // namespace ll::kernels::avx512

@@ -174,15 +174,22 @@ void UnitRunner::run_block(int64_t l, std::span<const BatchToken> batch, std::ve
   for (const auto& bt : batch) max_pos = std::max<int64_t>(max_pos, bt.pos + 1);
   const size_t per_thread = kernels::attention_scratch_floats(hp.n_head, max_pos);
   attn_scratch_.resize(per_thread * static_cast<size_t>(nth));
+  // Work items are (token, kv head) pairs, so that a single decode token's attention is split over
+  // threads too; heads are independent, so the bits do not depend on the split.
+  const int64_t n_items = n * hp.n_head_kv;
   pool_.run([&](int ith, int nthr) {
     int64_t first, last;
-    split_range(n, ith, nthr, first, last);
-    for (int64_t i = first; i < last; ++i) {
+    split_range(n_items, ith, nthr, first, last);
+    for (int64_t item = first; item < last;) {
+      const int64_t i = item / hp.n_head_kv;
+      const int64_t kv_first = item % hp.n_head_kv;
+      const int64_t kv_last = std::min<int64_t>(hp.n_head_kv, kv_first + (last - item));
       SequenceKv* s = seqs[static_cast<size_t>(i)];
       const int64_t n_kv = batch[static_cast<size_t>(i)].pos + 1;  // causal: itself and everything before
-      kernels::attention(q_.data() + i * QD, s->k_layer(layer_in_cache), s->v_layer(layer_in_cache), n_kv,
-                         hp.n_head, hp.n_head_kv, hp.head_dim, scale, attn_.data() + i * QD,
-                         attn_scratch_.data() + per_thread * static_cast<size_t>(ith));
+      kernels::attention_kv_heads(q_.data() + i * QD, s->k_layer(layer_in_cache), s->v_layer(layer_in_cache), n_kv,
+                                  hp.n_head, hp.n_head_kv, hp.head_dim, scale, attn_.data() + i * QD,
+                                  attn_scratch_.data() + per_thread * static_cast<size_t>(ith), kv_first, kv_last);
+      item += kv_last - kv_first;
     }
   });
   mm(L.wo, attn_.data(), ffn_.data());

@@ -96,6 +96,7 @@ Expected<GenerateResult> generate(UnitRunner& runner, const Tokenizer& tokenizer
   }
   const int64_t n_batch = std::max<int64_t>(1, opts.n_batch);
   Sampler sampler(opts.sampling);
+  res.seed = sampler.seed();
   TextStreamer streamer(opts.stop);
   std::vector<int32_t> history = prompt_tokens;
   std::vector<float> logits;

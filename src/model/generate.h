@@ -30,6 +30,7 @@ struct GenerateResult {
   std::string text;             // their text, cut before a stop string
   StopReason stop_reason = StopReason::length;
   int64_t n_prompt = 0;
+  uint64_t seed = 0;            // the sampler's seed (drawn at random unless one was given)
   double prefill_ms = 0;
   double decode_ms = 0;
   double prefill_tok_s() const { return prefill_ms > 0 ? n_prompt * 1000.0 / prefill_ms : 0; }
