@@ -45,7 +45,9 @@ struct Matrix {
 constexpr int k_n_layer = 22;
 constexpr int64_t k_embd = 2048, k_ff = 5632, k_kv = 256, k_vocab = 32000;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 double process_cpu_seconds() {
   timespec ts;
@@ -108,8 +110,12 @@ void fill_weights(DType t, uint8_t* p, size_t bytes) {
         std::memcpy(p + i, &u, 4);
       }
       break;
-    case DType::Q4_0: for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ4_0)) half(p + i); break;
-    case DType::Q8_0: for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ8_0)) half(p + i); break;
+    case DType::Q4_0:
+      for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ4_0)) half(p + i);
+      break;
+    case DType::Q8_0:
+      for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ8_0)) half(p + i);
+      break;
     case DType::Q4_K:
       for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ4_K)) {
         half(p + i);
@@ -117,9 +123,11 @@ void fill_weights(DType t, uint8_t* p, size_t bytes) {
       }
       break;
     case DType::Q6_K:
-      for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ6_K)) half(p + i + offsetof(quant::BlockQ6_K, d));
+      for (size_t i = 0; i < bytes; i += sizeof(quant::BlockQ6_K))
+        half(p + i + offsetof(quant::BlockQ6_K, d));
       break;
-    case DType::Q8_K: break;
+    case DType::Q8_K:
+      break;
   }
 }
 
@@ -225,8 +233,9 @@ int main(int argc, char** argv) {
     } else if (auto t = dtype_from_name(a); t && *t != DType::Q8_K) {
       wtype = *t;
     } else {
-      std::fprintf(stderr, "usage: %s [DTYPE] [--tokens 1,64] [--threads 1,2] [--reps N] [--isa LEVEL] [--no-probe]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr, "usage: %s [DTYPE] [--tokens 1,64] [--threads 1,2] [--reps N] [--isa LEVEL] [--no-probe]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -236,7 +245,8 @@ int main(int argc, char** argv) {
   size_t total = 0;
   auto add = [&](const char* name, int64_t rows, int64_t cols) {
     mats.push_back({name, rows, cols, total});
-    total += (*dtype_row_bytes(wtype, static_cast<uint64_t>(cols)) * static_cast<size_t>(rows) + 63) / 64 * 64;
+    total +=
+        (*dtype_row_bytes(wtype, static_cast<uint64_t>(cols)) * static_cast<size_t>(rows) + 63) / 64 * 64;
   };
   for (int l = 0; l < k_n_layer; ++l) {
     add("wq", k_embd, k_embd);
@@ -252,8 +262,8 @@ int main(int argc, char** argv) {
   const auto tf = Clock::now();
   fill_weights(wtype, weights, total);
   std::printf("bench_matmul: %s, kernels %s, weights %.3f GB (filled in %.1f s), cpu: %s\n",
-              std::string(dtype_name(wtype)).c_str(), kernels::detail::isa_name(isa), total / 1e9, seconds_since(tf),
-              cpu_features().describe().c_str());
+              std::string(dtype_name(wtype)).c_str(), kernels::detail::isa_name(isa), total / 1e9,
+              seconds_since(tf), cpu_features().describe().c_str());
 
   const int max_tokens = *std::max_element(tokens_list.begin(), tokens_list.end());
   std::vector<float> x(static_cast<size_t>(max_tokens) * k_ff), y(static_cast<size_t>(max_tokens) * k_vocab);
@@ -265,8 +275,8 @@ int main(int argc, char** argv) {
     if (probe) {
       double share = 0;
       const double gbs = probe_bandwidth(pool, weights, total, 3, &share);
-      std::printf("  read-bandwidth probe, %d thread(s): %.1f GB/s (AVX2 sum over %.2f GB), cpu %3.0f%%\n", n_threads,
-                  gbs, total / 1e9, 100.0 * share);
+      std::printf("  read-bandwidth probe, %d thread(s): %.1f GB/s (AVX2 sum over %.2f GB), cpu %3.0f%%\n",
+                  n_threads, gbs, total / 1e9, 100.0 * share);
     }
     for (int n_tokens : tokens_list) {
       double best = 1e30, best_cpu = 0;
@@ -275,8 +285,8 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         const double c0 = process_cpu_seconds();
         for (size_t m = 0; m < mats.size(); ++m) {
-          kernels::detail::matmul_isa(isa, pool, wtype, weights + mats[m].offset, mats[m].n_rows, mats[m].n_cols,
-                                      x.data(), n_tokens, y.data(), scratch);
+          kernels::detail::matmul_isa(isa, pool, wtype, weights + mats[m].offset, mats[m].n_rows,
+                                      mats[m].n_cols, x.data(), n_tokens, y.data(), scratch);
         }
         const double wall = seconds_since(t0);
         if (wall < best) {
@@ -286,10 +296,11 @@ int main(int argc, char** argv) {
       }
       // cpu: the share of the threads' wall time that they were on a CPU (others share the machine;
       // pool threads spin while waiting, so this is an upper bound).
-      std::printf("  n_tokens %2d, threads %d: %7.1f ms per pass, %6.1f GB/s of weights, %7.1f tok/s (all layers' "
-                  "matmuls), cpu %3.0f%%\n",
-                  n_tokens, n_threads, best * 1e3, total / best / 1e9, n_tokens / best,
-                  100.0 * best_cpu / (best * n_threads));
+      std::printf(
+          "  n_tokens %2d, threads %d: %7.1f ms per pass, %6.1f GB/s of weights, %7.1f tok/s (all layers' "
+          "matmuls), cpu %3.0f%%\n",
+          n_tokens, n_threads, best * 1e3, total / best / 1e9, n_tokens / best,
+          100.0 * best_cpu / (best * n_threads));
       std::fflush(stdout);
     }
   }

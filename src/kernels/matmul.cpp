@@ -183,7 +183,13 @@ static float dot_scalar(DType wtype, const uint8_t* wrow, const void* xrow, int6
   std::abort();
 }
 
+static void check_cols(DType wtype, int64_t n_cols) {
+  // A caller bug, not a data error: weight rows are whole blocks (checked when a model is loaded).
+  if (n_cols < 0 || n_cols % static_cast<int64_t>(dtype_block_elems(wtype)) != 0) std::abort();
+}
+
 static size_t xq_row_bytes_of(DType wtype, int64_t n_cols) {
+  check_cols(wtype, n_cols);
   const DType vt = vec_dot_type(wtype);
   if (vt == DType::F32) return static_cast<size_t>(n_cols) * 4;
   return *dtype_row_bytes(vt, static_cast<uint64_t>(n_cols));
@@ -292,6 +298,7 @@ void quantize_row_isa(Isa isa, DType vt, const float* x, void* y, int64_t n) {
 
 void matmul_rows_isa(Isa isa, DType wtype, const void* w, int64_t n_cols, const void* xq, size_t xq_row_bytes,
                      int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
+  check_cols(wtype, n_cols);
   if (row_first >= row_last || n_tokens <= 0) return;
   const IsaOps& ops = isa_ops(isa);
   const size_t prep_bytes = ops.prep_row_bytes(wtype, n_cols);

@@ -2,9 +2,9 @@
 // says so (matmul.cpp).
 //
 // Canonical arithmetic: every (row, token) pair owns one __m256 float accumulator.
-//   Q8_0, per block of 32: 8 int32 lanes, lane l = exact sum of w*x over values 4l..4l+3
-//     (maddubs(|w|, sign(x, w))), then acc = fma(float(lanes), dw*dx, acc). Q4_0, per two blocks:
-//     8 lanes of 8 values each (maddubs(nibble, x) plus a per-lane bias -8*sum(x)), then the same.
+//   Q8_0/Q4_0, per two blocks: 8 int32 lanes, 4 per block, lane = exact sum of w*x over 8 values
+//     (Q8_0: maddubs(|w|, sign(x, w)); Q4_0: maddubs(nibble, x) plus a per-lane bias -8*sum(x)),
+//     then acc = fma(float(lanes), dw*dx, acc).
 //   Q4_K/Q6_K, per super-block: int32 lanes with the sub-block scales applied in integers, then
 //     fma with d*dx (Q4_K: plus an fma of the mins term with -(dmin*dx)).
 //   F32/F16/BF16: acc = fma(w, x, acc) per 8 values (tail zero-filled).
@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/fp16.h"
 #include "kernels/matmul_impl.h"
@@ -27,10 +28,10 @@ using quant::BlockQ6_K;
 using quant::BlockQ8_0;
 using quant::BlockQ8_K;
 
-constexpr size_t k_block_bytes = 64;  // prepared Q8_0 block: 32 quants, float d, pad
-// prepared pair of Q8_0 blocks a, b for Q4_0 weights: [values 0-15 of a, b][values 16-31 of a, b]
-// [8 int32 bias][8 float scales], matching the nibbles of two weight blocks loaded as one vector
-constexpr size_t k_q4_pair_bytes = 128;
+// prepared pair of Q8_0 blocks a, b: [values 0-15 of a, b][values 16-31 of a, b][8 int32 bias]
+// [8 float scales], matching the nibbles of two Q4_0 blocks loaded as one vector, or the two halves
+// of two Q8_0 blocks
+constexpr size_t k_pair_bytes = 128;
 constexpr size_t k_super_bytes = 320;  // prepared Q8_K block: 256 quants, 16 int16 bsums, float d, pad
 
 inline float hsum8(__m256 v) {
@@ -157,9 +158,7 @@ void quantize(DType vt, const float* x, void* y, int64_t n) {
 size_t prep_row_bytes(DType wtype, int64_t n_cols) {
   switch (vec_dot_type(wtype)) {
     case DType::Q8_0:
-      if (wtype == DType::Q4_0)
-        return round_up64(static_cast<size_t>((n_cols / 32 + 1) / 2) * k_q4_pair_bytes);
-      return round_up64(static_cast<size_t>(n_cols / 32) * k_block_bytes);
+      return round_up64(static_cast<size_t>((n_cols / 32 + 1) / 2) * k_pair_bytes);
     case DType::Q8_K:
       return static_cast<size_t>(n_cols / 256) * k_super_bytes;
     default:
@@ -169,7 +168,7 @@ size_t prep_row_bytes(DType wtype, int64_t n_cols) {
 
 void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
   const DType vt = vec_dot_type(wtype);
-  if (wtype == DType::Q4_0) {
+  if (wtype == DType::Q4_0 || wtype == DType::Q8_0) {
     const auto* xb = static_cast<const BlockQ8_0*>(xq_row);
     const int64_t nb = n_cols / 32;
     const __m256i ones8 = _mm256_set1_epi8(1);
@@ -184,26 +183,19 @@ void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
         const float d = _cvtsh_ss(b.d);
         for (int l = 0; l < 4; ++l) dx[4 * j + l] = d;
       }
-      uint8_t* o = out + p * k_q4_pair_bytes;
+      uint8_t* o = out + p * k_pair_bytes;
       const __m256i ql = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
       const __m256i qh = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
       _mm256_store_si256(reinterpret_cast<__m256i*>(o), ql);
       _mm256_store_si256(reinterpret_cast<__m256i*>(o + 32), qh);
-      const __m256i sum = _mm256_madd_epi16(
-          _mm256_add_epi16(_mm256_maddubs_epi16(ones8, ql), _mm256_maddubs_epi16(ones8, qh)), ones16);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 64),
-                         _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 3)));
+      __m256i bias = _mm256_setzero_si256();  // Q8_0 multiplies signed values: no bias
+      if (wtype == DType::Q4_0) {             // nibbles are w + 8: -8 * sum(x) over the lane's 8 values
+        const __m256i sum = _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_maddubs_epi16(ones8, ql), _mm256_maddubs_epi16(ones8, qh)), ones16);
+        bias = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 3));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 64), bias);
       _mm256_store_ps(reinterpret_cast<float*>(o + 96), _mm256_load_ps(dx));
-    }
-  } else if (vt == DType::Q8_0) {
-    const auto* xb = static_cast<const BlockQ8_0*>(xq_row);
-    for (int64_t i = 0; i < n_cols / 32; ++i) {
-      uint8_t* o = out + i * k_block_bytes;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(o),
-                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[i].qs)));
-      const float d = _cvtsh_ss(xb[i].d);
-      std::memset(o + 32, 0, 32);
-      std::memcpy(o + 32, &d, 4);
     }
   } else if (vt == DType::Q8_K) {
     const auto* xb = static_cast<const BlockQ8_K*>(xq_row);
@@ -222,100 +214,64 @@ void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8_0 weights, per block.
-
-struct WBlock {
-  __m256i q;   // signed quants
-  __m256i aq;  // |q|
-  __m256 dw;   // broadcast scale
+// Q8_0 / Q4_0 in steps of two blocks a, b: values 0-15 of a and b in one vector, values 16-31 in
+// another; lane l = exact sum over 8 values of one block.
+struct WPair {
+  __m256i lo, hi;    // Q4_0: nibbles (w + 8); Q8_0: |w|
+  __m256i slo, shi;  // Q8_0: w (for the signs)
+  __m256 dw;         // [d(a) x 4, d(b) x 4]
 };
 
 template <DType WT>
-inline WBlock load_block(const uint8_t* row, int64_t i) {
-  static_assert(WT == DType::Q8_0);
-  WBlock w;
-  const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + i;
-  w.q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs));
-  w.aq = _mm256_abs_epi8(w.q);
-  w.dw = _mm256_set1_ps(_cvtsh_ss(load_u16(&b->d)));
-  return w;
-}
-
-template <DType WT>
-inline __m256 block_step(const WBlock& w, const uint8_t* px, __m256 acc) {
-  const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(px));
-  const __m256i lanes =
-      _mm256_madd_epi16(_mm256_maddubs_epi16(w.aq, _mm256_sign_epi8(x, w.q)), _mm256_set1_epi16(1));
-  const __m256 s = _mm256_mul_ps(w.dw, _mm256_broadcast_ss(reinterpret_cast<const float*>(px + 32)));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), s, acc);
-}
-
-template <DType WT, int R, int T>
-void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
-             float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
-  const int64_t nb = n_cols / 32;
-  const uint8_t* rows[R];
-  for (int r = 0; r < R; ++r) rows[r] = w + static_cast<size_t>(r0 + r) * w_row_bytes;
-  const uint8_t* px = prep + static_cast<size_t>(t0) * prep_bytes;
-  __m256 acc[R][T];
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+inline WPair load_pair(const uint8_t* blocks) {
+  using Block = std::conditional_t<WT == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
+  const auto* b = reinterpret_cast<const Block*>(blocks);
+  WPair w;
+  if constexpr (WT == DType::Q8_0) {
+    const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+    const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs));
+    w.slo = _mm256_permute2x128_si256(a0, a1, 0x20);
+    w.shi = _mm256_permute2x128_si256(a0, a1, 0x31);
+    w.lo = _mm256_abs_epi8(w.slo);
+    w.hi = _mm256_abs_epi8(w.shi);
+  } else {
+    const __m256i z = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    w.lo = _mm256_and_si256(z, m4);
+    w.hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), m4);
+    w.slo = w.shi = w.lo;
   }
-  for (int64_t i = 0; i < nb; ++i) {
-    WBlock wb[R];
-    constexpr size_t bsize = sizeof(BlockQ8_0);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      if (i % 2 == 0) prefetch_ahead(rows[r] + i * bsize, 2 * bsize);
-      wb[r] = load_block<WT>(rows[r], i);
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const uint8_t* pt = px + t * prep_bytes + i * k_block_bytes;
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = block_step<WT>(wb[r], pt, acc[r][t]);
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < R; ++r) y[(t0 + t) * n_rows_total + r0 + r] = hsum8(acc[r][t]);
-  }
-}
-
-// Q4_0 in steps of two blocks: low nibbles of a and b in one vector, high nibbles in another; lane l
-// = exact sum over 8 values of one block (bias -8 * sum(x) from the prepared activations).
-struct WPair4 {
-  __m256i lo, hi;
-  __m256 dw;  // [d(a) x 4, d(b) x 4]
-};
-
-inline WPair4 load_pair4(const uint8_t* blocks) {
-  const auto* b = reinterpret_cast<const BlockQ4_0*>(blocks);
-  const __m256i z = _mm256_inserti128_si256(
-      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs))),
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  WPair4 w;
-  w.lo = _mm256_and_si256(z, m4);
-  w.hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), m4);
   const uint32_t dd = load_u16(&b[0].d) | (static_cast<uint32_t>(load_u16(&b[1].d)) << 16);
   const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
   w.dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d2), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
   return w;
 }
 
-inline __m256 pair4_step(const WPair4& w, const uint8_t* px, __m256 acc) {
+template <DType WT>
+inline __m256 pair_step(const WPair& w, const uint8_t* px, __m256 acc) {
   const __m256i xl = _mm256_load_si256(reinterpret_cast<const __m256i*>(px));
   const __m256i xh = _mm256_load_si256(reinterpret_cast<const __m256i*>(px + 32));
-  const __m256i bias = _mm256_load_si256(reinterpret_cast<const __m256i*>(px + 64));
-  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, xl), _mm256_maddubs_epi16(w.hi, xh));
-  const __m256i lanes = _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), bias);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i lanes;
+  if constexpr (WT == DType::Q8_0) {  // int16 pair sums up to 2 * 128 * 127: add as int32
+    lanes =
+        _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w.lo, _mm256_sign_epi8(xl, w.slo)), ones16),
+                         _mm256_madd_epi16(_mm256_maddubs_epi16(w.hi, _mm256_sign_epi8(xh, w.shi)), ones16));
+  } else {  // int16 pair sums <= 2 * 2 * 15 * 128: no saturation
+    const __m256i bias = _mm256_load_si256(reinterpret_cast<const __m256i*>(px + 64));
+    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, xl), _mm256_maddubs_epi16(w.hi, xh));
+    lanes = _mm256_add_epi32(_mm256_madd_epi16(p, ones16), bias);
+  }
   const __m256 s = _mm256_mul_ps(w.dw, _mm256_load_ps(reinterpret_cast<const float*>(px + 96)));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), s, acc);
 }
 
 template <DType WT, int R, int T>
-void tile_q4(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
+void tile_q8(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,
              float* y, int64_t n_rows_total, int64_t r0, int64_t t0) {
+  using Block = std::conditional_t<WT == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
   const int64_t nb = n_cols / 32;
   const int64_t n_full = nb / 2;
   const uint8_t* rows[R];
@@ -326,30 +282,30 @@ void tile_q4(const uint8_t* w, size_t w_row_bytes, int64_t n_cols, const uint8_t
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
   for (int64_t k = 0; k < n_full; ++k) {
-    WPair4 wp[R];
+    WPair wp[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      prefetch_ahead(rows[r] + k * 2 * sizeof(BlockQ4_0), 2 * sizeof(BlockQ4_0));
-      wp[r] = load_pair4(rows[r] + k * 2 * sizeof(BlockQ4_0));
+      prefetch_ahead(rows[r] + k * 2 * sizeof(Block), 2 * sizeof(Block));
+      wp[r] = load_pair<WT>(rows[r] + k * 2 * sizeof(Block));
     }
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
-      const uint8_t* pt = px + t * prep_bytes + k * k_q4_pair_bytes;
+      const uint8_t* pt = px + t * prep_bytes + k * k_pair_bytes;
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = pair4_step(wp[r], pt, acc[r][t]);
+      for (int r = 0; r < R; ++r) acc[r][t] = pair_step<WT>(wp[r], pt, acc[r][t]);
     }
   }
   if (nb & 1) {  // the missing second block reads as zeros (scale 0)
-    WPair4 wp[R];
+    WPair wp[R];
     for (int r = 0; r < R; ++r) {
-      BlockQ4_0 tmp[2];
+      Block tmp[2];
       std::memset(static_cast<void*>(tmp), 0, sizeof(tmp));
-      std::memcpy(static_cast<void*>(tmp), rows[r] + n_full * 2 * sizeof(BlockQ4_0), sizeof(BlockQ4_0));
-      wp[r] = load_pair4(reinterpret_cast<const uint8_t*>(tmp));
+      std::memcpy(static_cast<void*>(tmp), rows[r] + n_full * 2 * sizeof(Block), sizeof(Block));
+      wp[r] = load_pair<WT>(reinterpret_cast<const uint8_t*>(tmp));
     }
     for (int t = 0; t < T; ++t) {
-      const uint8_t* pt = px + t * prep_bytes + n_full * k_q4_pair_bytes;
-      for (int r = 0; r < R; ++r) acc[r][t] = pair4_step(wp[r], pt, acc[r][t]);
+      const uint8_t* pt = px + t * prep_bytes + n_full * k_pair_bytes;
+      for (int r = 0; r < R; ++r) acc[r][t] = pair_step<WT>(wp[r], pt, acc[r][t]);
     }
   }
   for (int t = 0; t < T; ++t) {
@@ -540,10 +496,6 @@ struct TileQ8 {
   static constexpr TileFn fn = tile_q8<WT, R, T>;
 };
 template <DType WT, int R, int T>
-struct TileQ4 {
-  static constexpr TileFn fn = tile_q4<WT, R, T>;
-};
-template <DType WT, int R, int T>
 struct TileK {
   static constexpr TileFn fn = tile_k<WT, 1, T>;
 };
@@ -552,7 +504,9 @@ struct TileF {
   static constexpr TileFn fn = tile_f<WT, R, T>;
 };
 
-template <template <DType, int, int> class K, DType WT, int RT>
+// RT: row tile of batches; RD: row tile of one-token calls (more weight streams in flight).
+constexpr int k_decode_rows = 4;  // measured: better than 2 or 8 here
+template <template <DType, int, int> class K, DType WT, int RT, int RD>
 void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens, float* y,
            int64_t n_rows_total, int64_t row_first, int64_t row_last) {
   static constexpr TileFn full[5] = {nullptr, K<WT, RT, 1>::fn, K<WT, RT, 2>::fn, K<WT, RT, 3>::fn,
@@ -561,6 +515,13 @@ void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes
                                        K<WT, 1, 4>::fn};
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t w_row_bytes = *dtype_row_bytes(WT, static_cast<uint64_t>(n_cols));
+  if (n_tokens == 1) {
+    int64_t r = row_first;
+    for (; r + RD <= row_last; r += RD)
+      K<WT, RD, 1>::fn(wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, 0);
+    for (; r < row_last; ++r) single[1](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, 0);
+    return;
+  }
   int64_t block_rows = static_cast<int64_t>((256 * 1024) / (w_row_bytes + 1));
   block_rows = std::max<int64_t>(RT, block_rows / RT * RT);
   if (n_tokens <= 4) block_rows = row_last - row_first;
@@ -580,26 +541,26 @@ void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_
           int64_t n_tokens, float* y, int64_t n_rows_total, int64_t row_first, int64_t row_last) {
   switch (wtype) {
     case DType::Q8_0:
-      return drive<TileQ8, DType::Q8_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                           row_last);
+      return drive<TileQ8, DType::Q8_0, 2, k_decode_rows>(w, n_cols, prep, prep_bytes, n_tokens, y,
+                                                          n_rows_total, row_first, row_last);
     case DType::Q4_0:
-      return drive<TileQ4, DType::Q4_0, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                           row_last);
+      return drive<TileQ8, DType::Q4_0, 2, k_decode_rows>(w, n_cols, prep, prep_bytes, n_tokens, y,
+                                                          n_rows_total, row_first, row_last);
     case DType::Q4_K:
-      return drive<TileK, DType::Q4_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                          row_last);
+      return drive<TileK, DType::Q4_K, 1, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::Q6_K:
-      return drive<TileK, DType::Q6_K, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                          row_last);
+      return drive<TileK, DType::Q6_K, 1, 1>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total,
+                                             row_first, row_last);
     case DType::F32:
-      return drive<TileF, DType::F32, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                         row_last);
+      return drive<TileF, DType::F32, 2, k_decode_rows>(w, n_cols, prep, prep_bytes, n_tokens, y,
+                                                        n_rows_total, row_first, row_last);
     case DType::F16:
-      return drive<TileF, DType::F16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                         row_last);
+      return drive<TileF, DType::F16, 2, k_decode_rows>(w, n_cols, prep, prep_bytes, n_tokens, y,
+                                                        n_rows_total, row_first, row_last);
     case DType::BF16:
-      return drive<TileF, DType::BF16, 2>(w, n_cols, prep, prep_bytes, n_tokens, y, n_rows_total, row_first,
-                                          row_last);
+      return drive<TileF, DType::BF16, 2, k_decode_rows>(w, n_cols, prep, prep_bytes, n_tokens, y,
+                                                         n_rows_total, row_first, row_last);
     case DType::Q8_K:
       break;
   }

@@ -4,10 +4,10 @@
 // Canonical arithmetic (what makes results independent of batch size and row split): every
 // (row, token) pair owns one __m512 float accumulator, updated once per step in a fixed way, and
 // reduced by hsum16 at the end. Tiles of R rows x T tokens only interleave independent pairs.
-//   Q8_0 (activations Q8_0), one step = two blocks: 16 int32 lanes, lane l = exact sum of w*x over
-//     4 values (VNNI: vpdpbusd on w + 128 with a per-lane bias -128*sum(x) from the prepared
-//     activations; without VNNI: maddubs+madd, which yields the same integers), then
-//     acc = fma(float(lanes), dw*dx, acc). Q4_0: the same with steps of four blocks, lane = 8 values.
+//   Q8_0/Q4_0 (activations Q8_0), one step = four blocks: 16 int32 lanes, 4 per block, lane = exact
+//     sum of w*x over 8 values (VNNI: vpdpbusd on unsigned w + 128 or nibble w + 8, with a per-lane
+//     bias -128*sum(x) or -8*sum(x) from the prepared activations; without VNNI: maddubs+madd,
+//     which yields the same integers), then acc = fma(float(lanes), dw*dx, acc).
 //   Q4_K/Q6_K (activations Q8_K), one step = one super-block: int32 lanes summed over the 4
 //     groups of 64 with the sub-block scales applied in integers, then fma with d*dx (and for Q4_K a
 //     second fma of the mins term with -(dmin*dx)).
@@ -37,7 +37,6 @@ using quant::BlockQ6_K;
 using quant::BlockQ8_0;
 using quant::BlockQ8_K;
 
-constexpr size_t k_pair_bytes = 192;   // prepared Q8_0 pair: 64 quants, 16 int32 bias, 16 float scales
 constexpr size_t k_super_bytes = 320;  // prepared Q8_K block: 256 quants, 16 int16 bsums, float d, pad
 
 inline float hsum16(__m512 v) {
@@ -138,10 +137,10 @@ void quantize(DType vt, const float* x, void* y, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prepared activations. Q8_0 weights: per pair of blocks [x 64][bias 16 x int32][dx 16 x float].
-// Q4_0 weights: per 4 blocks a..d [x values 0-15 of a,b,c,d][values 16-31 of a,b,c,d][bias][dx], so
-// that the low and high nibbles of 4 weight blocks (loaded as one vector) line up with them; lane l
-// then covers 8 values of one block. Q8_K: per super-block [256 quants][16 x int16 bsums][float d]
+// Prepared activations. Q8_0/Q4_0 weights: per 4 blocks a..d [x values 0-15 of a,b,c,d][values
+// 16-31 of a,b,c,d][16 x int32 bias][16 x float dx], so that the low and high nibbles of 4 Q4_0
+// blocks (loaded as one vector) or the two halves of 4 Q8_0 blocks line up with them; lane l then
+// covers 8 values of one block. Q8_K: per super-block [256 quants][16 x int16 bsums][float d]
 // (Q4_K weights: quants in 32-value chunks 0,2,1,3,4,6,5,7, to match nibble unpacking of 64 bytes).
 
 constexpr size_t k_quad_bytes = 256;
@@ -149,7 +148,7 @@ constexpr size_t k_quad_bytes = 256;
 size_t prep_row_bytes(DType wtype, int64_t n_cols) {
   switch (wtype) {
     case DType::Q8_0:
-      return static_cast<size_t>((n_cols / 32 + 1) / 2) * k_pair_bytes;
+      return static_cast<size_t>((n_cols / 32 + 3) / 4) * k_quad_bytes;
     case DType::Q4_0:
       return static_cast<size_t>((n_cols / 32 + 3) / 4) * k_quad_bytes;
     case DType::Q4_K:
@@ -166,27 +165,7 @@ inline __m512i sum4_epi8(__m512i q) {  // int32 lane l = sum of signed bytes 4l.
 
 template <bool VNNI>
 void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
-  if (wtype == DType::Q8_0) {
-    const auto* xb = static_cast<const BlockQ8_0*>(xq_row);
-    const int64_t nb = n_cols / 32;
-    for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
-      const bool two = 2 * p + 1 < nb;
-      const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[2 * p].qs));
-      const __m256i qb = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[2 * p + 1].qs))
-                             : _mm256_setzero_si256();
-      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1);
-      uint8_t* o = out + p * k_pair_bytes;
-      _mm512_store_si512(o, q);
-      // VNNI feeds w + 128 as the unsigned operand: the bias -128 * sum(x) undoes it. Without VNNI
-      // signed values are multiplied directly and the bias is unused.
-      const __m512i bias = VNNI ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum4_epi8(q), 7))
-                                : _mm512_setzero_si512();
-      _mm512_store_si512(o + 64, bias);
-      const float da = _cvtsh_ss(xb[2 * p].d);
-      const float db = two ? _cvtsh_ss(xb[2 * p + 1].d) : 0.0f;
-      _mm512_store_ps(o + 128, _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(da), _mm512_set1_ps(db)));
-    }
-  } else if (wtype == DType::Q4_0) {
+  if (wtype == DType::Q8_0 || wtype == DType::Q4_0) {
     const auto* xb = static_cast<const BlockQ8_0*>(xq_row);
     const int64_t nb = n_cols / 32;
     for (int64_t k = 0; k < (nb + 3) / 4; ++k) {
@@ -203,9 +182,16 @@ void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
       const __m512i ql = _mm512_load_si512(lo), qh = _mm512_load_si512(hi);
       _mm512_store_si512(o, ql);
       _mm512_store_si512(o + 64, qh);
-      // nibbles are w + 8: bias -8 * sum(x) over the lane's 8 values
-      const __m512i s = _mm512_add_epi32(sum4_epi8(ql), sum4_epi8(qh));
-      _mm512_store_si512(o + 128, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, 3)));
+      // The unsigned operand is w + 8 (Q4_0 nibbles) or, with VNNI, w + 128 (Q8_0): the bias
+      // -8 * sum(x) or -128 * sum(x) over the lane's 8 values undoes it. Non-VNNI Q8_0 multiplies
+      // signed values directly and needs none.
+      const int shift = wtype == DType::Q4_0 ? 3 : (VNNI ? 7 : -1);
+      __m512i bias = _mm512_setzero_si512();
+      if (shift >= 0) {
+        const __m512i s = _mm512_add_epi32(sum4_epi8(ql), sum4_epi8(qh));
+        bias = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_sll_epi32(s, _mm_cvtsi32_si128(shift)));
+      }
+      _mm512_store_si512(o + 128, bias);
       _mm512_store_ps(o + 192, _mm512_load_ps(dx));
     }
   } else if (wtype == DType::Q4_K || wtype == DType::Q6_K) {
@@ -237,9 +223,9 @@ struct StepInfo;
 template <>
 struct StepInfo<DType::Q8_0> {
   using Block = BlockQ8_0;
-  static constexpr int blocks = 2;
-  static constexpr size_t prep_bytes = k_pair_bytes;
-  static constexpr size_t bias_off = 64, dx_off = 128;
+  static constexpr int blocks = 4;
+  static constexpr size_t prep_bytes = k_quad_bytes;
+  static constexpr size_t bias_off = 128, dx_off = 192;
 };
 template <>
 struct StepInfo<DType::Q4_0> {
@@ -250,34 +236,39 @@ struct StepInfo<DType::Q4_0> {
 };
 
 struct WStep {
-  __m512i q0;     // Q8_0: VNNI w + 128, else |w|; Q4_0: low nibbles of 4 blocks
-  __m512i q1;     // Q4_0: high nibbles
-  __mmask64 neg;  // non-VNNI Q8_0: lanes where w < 0
-  __m512 dw;      // block scales in lane layout
+  __m512i q0;            // values 0-15 of 4 blocks: Q8_0 w + 128 (VNNI) or |w|; Q4_0 low nibbles
+  __m512i q1;            // values 16-31: Q8_0 as q0; Q4_0 high nibbles
+  __mmask64 neg0, neg1;  // non-VNNI Q8_0: bytes where w < 0
+  __m512 dw;             // block scales in lane layout
 };
 
 template <DType WT, bool VNNI>
 inline WStep load_step(const uint8_t* blocks) {
+  using Block = typename StepInfo<WT>::Block;
+  const auto* b = reinterpret_cast<const Block*>(blocks);
   WStep w;
-  w.neg = 0;
+  w.neg0 = w.neg1 = 0;
   if constexpr (WT == DType::Q8_0) {
-    const auto* b = reinterpret_cast<const BlockQ8_0*>(blocks);
-    const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs));
-    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(qa), qb, 1);
+    // [a, b] and [c, d] (32 bytes each) -> values 0-15 of a..d and values 16-31 of a..d
+    const __m512i ab = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)), 1);
+    const __m512i cd = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[2].qs))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[3].qs)), 1);
+    const __m512i q0 = _mm512_permutex2var_epi64(ab, _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0), cd);
+    const __m512i q1 = _mm512_permutex2var_epi64(ab, _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2), cd);
     if constexpr (VNNI) {
-      w.q0 = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+      const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+      w.q0 = _mm512_xor_si512(q0, k80);
+      w.q1 = _mm512_xor_si512(q1, k80);
     } else {
-      w.q0 = _mm512_abs_epi8(q);
-      w.neg = _mm512_movepi8_mask(q);
+      w.q0 = _mm512_abs_epi8(q0);
+      w.q1 = _mm512_abs_epi8(q1);
+      w.neg0 = _mm512_movepi8_mask(q0);
+      w.neg1 = _mm512_movepi8_mask(q1);
     }
-    w.q1 = w.q0;
-    const uint32_t dd = load_u16(&b[0].d) | (static_cast<uint32_t>(load_u16(&b[1].d)) << 16);
-    const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
-    w.dw = _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
-                                 _mm512_castps128_ps512(d2));
   } else {
-    const auto* b = reinterpret_cast<const BlockQ4_0*>(blocks);
     __m512i z = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)));
     z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
     z = _mm512_inserti32x4(z, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[2].qs)), 2);
@@ -285,13 +276,13 @@ inline WStep load_step(const uint8_t* blocks) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     w.q0 = _mm512_and_si512(z, m4);
     w.q1 = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
-    const uint64_t dd = load_u16(&b[0].d) | (static_cast<uint64_t>(load_u16(&b[1].d)) << 16) |
-                        (static_cast<uint64_t>(load_u16(&b[2].d)) << 32) |
-                        (static_cast<uint64_t>(load_u16(&b[3].d)) << 48);
-    const __m128 d4 = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(dd)));
-    w.dw = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                                 _mm512_castps128_ps512(d4));
   }
+  const uint64_t dd = load_u16(&b[0].d) | (static_cast<uint64_t>(load_u16(&b[1].d)) << 16) |
+                      (static_cast<uint64_t>(load_u16(&b[2].d)) << 32) |
+                      (static_cast<uint64_t>(load_u16(&b[3].d)) << 48);
+  const __m128 d4 = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(dd)));
+  w.dw = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                               _mm512_castps128_ps512(d4));
   return w;
 }
 
@@ -299,23 +290,19 @@ template <DType WT, bool VNNI>
 inline __m512 step_dot(const WStep& w, const uint8_t* px, __m512 acc) {
   using SI = StepInfo<WT>;
   const __m512i bias = _mm512_load_si512(px + SI::bias_off);
+  const __m512i xl = _mm512_load_si512(px), xh = _mm512_load_si512(px + 64);
+  const __m512i ones16 = _mm512_set1_epi16(1);
   __m512i lanes;
-  if constexpr (WT == DType::Q8_0) {
-    const __m512i x = _mm512_load_si512(px);
-    if constexpr (VNNI) {
-      lanes = _mm512_dpbusd_epi32(bias, w.q0, x);
-    } else {
-      const __m512i sx = _mm512_mask_sub_epi8(x, w.neg, _mm512_setzero_si512(), x);
-      lanes = _mm512_madd_epi16(_mm512_maddubs_epi16(w.q0, sx), _mm512_set1_epi16(1));
-    }
-  } else {
-    const __m512i xl = _mm512_load_si512(px), xh = _mm512_load_si512(px + 64);
-    if constexpr (VNNI) {
-      lanes = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w.q0, xl), w.q1, xh);
-    } else {  // int16 pair sums <= 2 * 2 * 15 * 128: no saturation
-      const __m512i p = _mm512_add_epi16(_mm512_maddubs_epi16(w.q0, xl), _mm512_maddubs_epi16(w.q1, xh));
-      lanes = _mm512_add_epi32(_mm512_madd_epi16(p, _mm512_set1_epi16(1)), bias);
-    }
+  if constexpr (VNNI) {
+    lanes = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias, w.q0, xl), w.q1, xh);
+  } else if constexpr (WT == DType::Q8_0) {  // int16 pair sums up to 2 * 128 * 127: add as int32
+    const __m512i sl = _mm512_mask_sub_epi8(xl, w.neg0, _mm512_setzero_si512(), xl);
+    const __m512i sh = _mm512_mask_sub_epi8(xh, w.neg1, _mm512_setzero_si512(), xh);
+    lanes = _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(w.q0, sl), ones16),
+                             _mm512_madd_epi16(_mm512_maddubs_epi16(w.q1, sh), ones16));
+  } else {  // int16 pair sums <= 2 * 2 * 15 * 128: no saturation
+    const __m512i p = _mm512_add_epi16(_mm512_maddubs_epi16(w.q0, xl), _mm512_maddubs_epi16(w.q1, xh));
+    lanes = _mm512_add_epi32(_mm512_madd_epi16(p, ones16), bias);
   }
   const __m512 s = _mm512_mul_ps(w.dw, _mm512_load_ps(px + SI::dx_off));
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), s, acc);
@@ -608,8 +595,9 @@ constexpr std::array<TileFn, sizeof...(Ts) + 1> tile_table(std::integer_sequence
 template <template <DType, bool, int, int> class K, DType WT, bool VNNI>
 void drive(const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes, int64_t n_tokens, float* y,
            int64_t n_rows_total, int64_t row_first, int64_t row_last) {
-  // Decode (one token): 4 rows at a time (4 weight streams). Batches: tiles of k_rt rows x k_tt tokens.
-  static constexpr int k_rd = 4, k_rt = K<WT, VNNI, 1, 1>::rows, k_tt = K<WT, VNNI, 1, 1>::tokens;
+  // Decode (one token): 8 rows at a time (8 weight streams in flight: measured better than 4 or 16).
+  // Batches: tiles of k_rt rows x k_tt tokens.
+  static constexpr int k_rd = 8, k_rt = K<WT, VNNI, 1, 1>::rows, k_tt = K<WT, VNNI, 1, 1>::tokens;
   static constexpr auto full = tile_table<K, WT, VNNI, k_rt>(std::make_integer_sequence<int, k_tt>{});
   static constexpr auto single = tile_table<K, WT, VNNI, 1>(std::make_integer_sequence<int, k_tt>{});
   const auto* wb = static_cast<const uint8_t*>(w);

@@ -29,7 +29,8 @@ constexpr double k_tol_reference_vs_dequant = 2e-6;
 // Fast (F32 activations) vs exact float dot for F32/F16/BF16 weights.
 constexpr double k_tol_float = 2e-6;
 
-const DType k_weight_types[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K};
+const DType k_weight_types[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
+                                DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
 std::vector<Isa> fast_isas() {
   std::vector<Isa> v;
@@ -45,7 +46,9 @@ std::vector<Isa> all_isas() {
   return v;
 }
 
-size_t row_bytes(DType t, int64_t n) { return *dtype_row_bytes(t, static_cast<uint64_t>(n)); }
+size_t row_bytes(DType t, int64_t n) {
+  return *dtype_row_bytes(t, static_cast<uint64_t>(n));
+}
 
 std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale = 1.0f) {
   std::normal_distribution<float> nd(0.0f, scale);
@@ -61,7 +64,8 @@ std::vector<uint8_t> make_weights(std::mt19937& rng, DType t, int64_t n_rows, in
   std::vector<uint8_t> w(rb * static_cast<size_t>(n_rows));
   if (!raw || t == DType::F32 || t == DType::F16 || t == DType::BF16) {
     const std::vector<float> f = random_floats(rng, static_cast<size_t>(n_rows * n_cols), 0.05f);
-    for (int64_t r = 0; r < n_rows; ++r) quant::quantize_row(t, f.data() + r * n_cols, w.data() + r * rb, n_cols);
+    for (int64_t r = 0; r < n_rows; ++r)
+      quant::quantize_row(t, f.data() + r * n_cols, w.data() + r * rb, n_cols);
     return w;
   }
   std::uniform_int_distribution<int> byte(0, 255);
@@ -74,10 +78,19 @@ std::vector<uint8_t> make_weights(std::mt19937& rng, DType t, int64_t n_rows, in
   const size_t bb = dtype_block_bytes(t);
   for (size_t off = 0; off < w.size(); off += bb) {
     switch (t) {
-      case DType::Q4_0: case DType::Q8_0: put_half(&w[off]); break;
-      case DType::Q4_K: put_half(&w[off]); put_half(&w[off + 2]); break;
-      case DType::Q6_K: put_half(&w[off + offsetof(quant::BlockQ6_K, d)]); break;
-      default: break;
+      case DType::Q4_0:
+      case DType::Q8_0:
+        put_half(&w[off]);
+        break;
+      case DType::Q4_K:
+        put_half(&w[off]);
+        put_half(&w[off + 2]);
+        break;
+      case DType::Q6_K:
+        put_half(&w[off + offsetof(quant::BlockQ6_K, d)]);
+        break;
+      default:
+        break;
     }
   }
   return w;
@@ -185,8 +198,8 @@ TEST(Matmul, SimdQuantizersMatchReferenceBitForBit) {
         std::vector<uint8_t> want(row_bytes(vt, n)), got(row_bytes(vt, n), 0xAA);
         quant::quantize_row(vt, x.data(), want.data(), n);
         detail::quantize_row_isa(isa, vt, x.data(), got.data(), n);
-        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size())) << dtype_name(vt) << " " << detail::isa_name(isa)
-                                                                        << " rep " << rep;
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size()))
+            << dtype_name(vt) << " " << detail::isa_name(isa) << " rep " << rep;
       }
     }
   }
@@ -205,8 +218,8 @@ TEST(Matmul, ReferenceMatchesDequantizedDot) {
       std::vector<float> y(static_cast<size_t>(n_rows * n_tokens));
       matmul_reference(t, w.data(), n_rows, n_cols, x.data(), n_tokens, y.data());
       for (size_t i = 0; i < y.size(); ++i) {
-        ASSERT_NEAR(y[i], dot[i], k_tol_reference_vs_dequant * mag[i] + 1e-30) << dtype_name(t) << " raw " << raw
-                                                                               << " i " << i;
+        ASSERT_NEAR(y[i], dot[i], k_tol_reference_vs_dequant * mag[i] + 1e-30)
+            << dtype_name(t) << " raw " << raw << " i " << i;
       }
     }
   }
@@ -226,11 +239,13 @@ TEST(Matmul, FastPathsMatchReference) {
           exact_dots(t, w, n_rows, n_cols, xq, n_tokens, dot, mag);
           std::vector<float> want(static_cast<size_t>(n_rows * n_tokens)), got(want.size(), -1.0f);
           matmul_reference(t, w.data(), n_rows, n_cols, x.data(), n_tokens, want.data());
-          detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data(), xq.row_bytes, n_tokens, got.data(), n_rows,
-                                  0, n_rows);
-          const double tol = (t == DType::F32 || t == DType::F16 || t == DType::BF16) ? k_tol_float : k_tol_same_inputs;
+          detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data(), xq.row_bytes, n_tokens,
+                                  got.data(), n_rows, 0, n_rows);
+          const double tol =
+              (t == DType::F32 || t == DType::F16 || t == DType::BF16) ? k_tol_float : k_tol_same_inputs;
           for (size_t i = 0; i < got.size(); ++i) {
-            ASSERT_NEAR(got[i], want[i], tol * mag[i] + 1e-30) << label(t, isa) << " raw " << raw << " i " << i;
+            ASSERT_NEAR(got[i], want[i], tol * mag[i] + 1e-30)
+                << label(t, isa) << " raw " << raw << " i " << i;
           }
         }
       }
@@ -261,8 +276,8 @@ TEST(Matmul, BatchAndThreadInvariant) {
         for (int64_t b : batch_sizes) {
           for (int64_t first : {int64_t{0}, n_max - b}) {
             std::vector<float> y(static_cast<size_t>(n_rows * b), -7.0f);
-            detail::matmul_isa(isa, *pool, t, w.data(), n_rows, n_cols, x.data() + first * n_cols, b, y.data(),
-                               scratch);
+            detail::matmul_isa(isa, *pool, t, w.data(), n_rows, n_cols, x.data() + first * n_cols, b,
+                               y.data(), scratch);
             ASSERT_EQ(0, std::memcmp(y.data(), alone.data() + first * n_rows, y.size() * 4))
                 << label(t, isa) << " batch " << b << " first " << first << " threads " << pool->n_threads();
           }
@@ -275,14 +290,15 @@ TEST(Matmul, BatchAndThreadInvariant) {
       const int64_t ranges[][2] = {{0, 17}, {5, 24}, {6, 23}, {23, 45}, {44, 45}};
       for (const auto& rr : ranges) {
         const int64_t r0 = rr[0], r1 = rr[1];
-        detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data(), xq.row_bytes, nb, y.data(), n_rows, r0, r1);
+        detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data(), xq.row_bytes, nb, y.data(), n_rows,
+                                r0, r1);
       }
       std::vector<float> y1(static_cast<size_t>(n_rows), -7.0f);
       for (int64_t tok = 0; tok < nb; ++tok) {
-        detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data() + tok * xq.row_bytes, xq.row_bytes, 1,
-                                y1.data(), n_rows, 0, n_rows);
-        ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + tok * n_rows, y1.size() * 4)) << label(t, isa) << " rows tok "
-                                                                                      << tok;
+        detail::matmul_rows_isa(isa, t, w.data(), n_cols, xq.data.data() + tok * xq.row_bytes, xq.row_bytes,
+                                1, y1.data(), n_rows, 0, n_rows);
+        ASSERT_EQ(0, std::memcmp(y1.data(), y.data() + tok * n_rows, y1.size() * 4))
+            << label(t, isa) << " rows tok " << tok;
       }
     }
   }
@@ -299,14 +315,16 @@ TEST(Matmul, PublicApiUsesBestLevel) {
     const auto x = make_activations(rng, n_tokens, n_cols);
     std::vector<float> a(static_cast<size_t>(n_rows * n_tokens)), b(a.size()), ref(a.size());
     matmul(pool, t, w.data(), n_rows, n_cols, x.data(), n_tokens, a.data(), scratch);
-    detail::matmul_isa(detail::best_isa(), pool, t, w.data(), n_rows, n_cols, x.data(), n_tokens, b.data(), scratch);
+    detail::matmul_isa(detail::best_isa(), pool, t, w.data(), n_rows, n_cols, x.data(), n_tokens, b.data(),
+                       scratch);
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << dtype_name(t);
     // matmul_rows with activations quantized by the reference quantizer gives the same bits
     const XQ xq = quantize_ref(t, x, n_tokens, n_cols);
     matmul_rows(t, w.data(), n_cols, xq.data.data(), xq.row_bytes, n_tokens, b.data(), n_rows, 0, n_rows);
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << dtype_name(t);
     matmul_reference(t, w.data(), n_rows, n_cols, x.data(), n_tokens, ref.data());
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], ref[i], 1e-3 * (std::fabs(ref[i]) + 1.0f)) << dtype_name(t);
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_NEAR(a[i], ref[i], 1e-3 * (std::fabs(ref[i]) + 1.0f)) << dtype_name(t);
   }
 }
 
