@@ -18,8 +18,12 @@ inline std::string source_dir() {
 #endif
 }
 
-// Path of a file under ../shared/, e.g. shared_path("models/stories260K.gguf").
-inline std::string shared_path(const std::string& rel) { return source_dir() + "/../shared/" + rel; }
+// Path of a file under ../shared/ (relative to the repository; the environment variable
+// LL_SHARED_DIR overrides the directory), e.g. shared_path("models/stories260K.gguf").
+inline std::string shared_path(const std::string& rel) {
+  const char* dir = std::getenv("LL_SHARED_DIR");
+  return (dir != nullptr && *dir != 0 ? std::string(dir) : source_dir() + "/../shared") + "/" + rel;
+}
 
 inline bool under_ci() {
   const char* ci = std::getenv("CI");
