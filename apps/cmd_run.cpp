@@ -113,6 +113,7 @@ Runner add_run_command(CLI::App& app) {
       std::fflush(stdout);
     });
     std::fputc('\n', stdout);
+    std::fflush(stdout);
     if (!res) return report_error(res.error());
     if (o->verbose) {
       std::fprintf(stderr, "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",
