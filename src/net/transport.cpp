@@ -1,0 +1,572 @@
+#include "net/transport.h"
+
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <zmq.hpp>
+
+namespace ll::net {
+
+LinkStats LinkCounters::snapshot() const {
+  LinkStats s;
+  s.n_frames_in = n_frames_in_.load(std::memory_order_relaxed);
+  s.n_frames_out = n_frames_out_.load(std::memory_order_relaxed);
+  s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
+  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+  s.n_bad_frames = n_bad_frames_.load(std::memory_order_relaxed);
+  s.n_error_replies = n_error_replies_.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::string peer_name(const PeerId& p) {
+  static constexpr char k_digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(p.id.size() * 2);
+  for (char c : p.id) {
+    const auto b = static_cast<uint8_t>(c);
+    s.push_back(k_digits[b >> 4]);
+    s.push_back(k_digits[b & 15]);
+  }
+  return s;
+}
+
+namespace {
+
+// Validates a received frame's header. On failure: counts it, hands the ERROR reply (when the
+// options and the protocol allow one) to `reply`, and returns the Error.
+template <class Reply>
+Expected<Frame> accept_frame(std::vector<uint8_t> bytes, const TransportOptions& options,
+                             LinkCounters& counters, Reply&& reply) {
+  const size_t n = bytes.size();
+  Expected<FrameHeader> header = parse_frame_header(bytes, options.limits);
+  if (!header) {
+    counters.bad_frame(n);
+    if (options.reply_to_bad_frames) {
+      if (std::optional<Frame> answer = make_error_reply(bytes, header.error(), options.limits)) {
+        if (reply(std::move(*answer).take_bytes())) counters.error_reply();
+      }
+    }
+    return header.error();
+  }
+  counters.frame_in(n);
+  return Frame::from_bytes(std::move(bytes), options.limits);
+}
+
+// A frame larger than the limit would be dropped by the peer (with the connection, over ZeroMQ)
+// and never answered: refuse it here, where the sender can still learn why.
+Expected<void> check_outgoing(const Frame& frame, const TransportOptions& options) {
+  if (frame.size() > options.limits.max_frame_bytes) {
+    return make_error(ErrorCode::invalid_argument,
+                      message_type_name(frame.type()) + " frame of " + std::to_string(frame.size()) +
+                          " bytes exceeds max_frame_bytes " + std::to_string(options.limits.max_frame_bytes) +
+                          "; send it in smaller parts");
+  }
+  return {};
+}
+
+// ============================================================================================ ZeroMQ
+
+// One context per process while any socket lives (created on first use, freed with the last socket).
+std::shared_ptr<zmq::context_t> shared_context() {
+  static auto* mu = new std::mutex;  // never destroyed: sockets may outlive static destruction order
+  static auto* weak = new std::weak_ptr<zmq::context_t>;
+  std::lock_guard<std::mutex> lock(*mu);
+  std::shared_ptr<zmq::context_t> ctx = weak->lock();
+  if (!ctx) {
+    ctx = std::make_shared<zmq::context_t>(1);
+    *weak = ctx;
+  }
+  return ctx;
+}
+
+Error zmq_failure(ErrorCode code, const std::string& what, const zmq::error_t& e) {
+  return make_error(code, what + ": " + e.what());
+}
+
+// The one place where ZeroMQ sockets are created and configured (see transport.h for why each
+// option is set). CURVE goes here: set curve_server/curve_secretkey (Listener) or
+// curve_serverkey/curve_publickey/curve_secretkey (Link) from options.security.
+Expected<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type,
+                                    const TransportOptions& options) {
+  if (options.security.mode != SocketSecurity::Mode::plain) {
+    return make_error(ErrorCode::unsupported,
+                      "CURVE security is not implemented yet: only SocketSecurity::Mode::plain is supported");
+  }
+  try {
+    zmq::socket_t s(ctx, type);
+    s.set(zmq::sockopt::linger, options.linger_ms);
+    s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options.limits.max_frame_bytes));
+    s.set(zmq::sockopt::sndtimeo, options.send_timeout_ms);
+    s.set(zmq::sockopt::sndhwm, options.send_hwm);
+    s.set(zmq::sockopt::rcvhwm, options.recv_hwm);
+    if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
+    return s;
+  } catch (const zmq::error_t& e) {
+    return zmq_failure(ErrorCode::io, "cannot create a ZeroMQ socket", e);
+  }
+}
+
+// A message that owns `bytes` without copying them; ZeroMQ frees them once sent.
+zmq::message_t owning_message(std::vector<uint8_t> bytes) {
+  if (bytes.empty()) return zmq::message_t();
+  auto* owned = new std::vector<uint8_t>(std::move(bytes));
+  return zmq::message_t(
+      owned->data(), owned->size(),
+      [](void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); }, owned);
+}
+
+std::vector<uint8_t> message_bytes(const zmq::message_t& m) {
+  const auto* p = static_cast<const uint8_t*>(m.data());
+  return std::vector<uint8_t>(p, p + m.size());
+}
+
+// Waits until `sock` has something to read. false on timeout or EINTR.
+bool wait_readable(zmq::socket_t& sock, Millis timeout) {
+  zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+  if (timeout < Millis(0)) timeout = Millis(0);  // zmq_poll would take -1 as "forever"
+  try {
+    return zmq::poll(&item, 1, timeout) > 0 && (item.revents & ZMQ_POLLIN) != 0;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return false;
+    throw;
+  }
+}
+
+// Discards the remaining parts of a multipart message; returns their total size.
+size_t drain_parts(zmq::socket_t& sock, zmq::message_t& last) {
+  size_t n = 0;
+  while (last.more()) {
+    zmq::message_t part;
+    if (!sock.recv(part, zmq::recv_flags::dontwait)) break;  // parts arrive together; cannot happen
+    n += part.size();
+    last = std::move(part);
+  }
+  return n;
+}
+
+Error multipart_error(size_t n_parts_hint) {
+  return make_error(ErrorCode::parse, "frame: a multipart ZeroMQ message (" + std::to_string(n_parts_hint) +
+                                          "+ parts); a frame is exactly one part");
+}
+
+class ZmqLink final : public Link {
+ public:
+  ZmqLink(std::shared_ptr<zmq::context_t> ctx, zmq::socket_t sock, std::string endpoint,
+          TransportOptions options)
+      : ctx_(std::move(ctx)),
+        sock_(std::move(sock)),
+        endpoint_(std::move(endpoint)),
+        options_(std::move(options)) {}
+
+  Expected<void> send(Frame frame) override {
+    LL_TRY(check_outgoing(frame, options_));
+    return send_bytes(std::move(frame).take_bytes());
+  }
+
+  Expected<void> send_bytes(std::vector<uint8_t> bytes) override {
+    return send_message(std::move(bytes), zmq::send_flags::none);
+  }
+
+  Expected<std::optional<Frame>> recv(Millis timeout) override {
+    try {
+      if (!wait_readable(sock_, timeout)) return std::optional<Frame>();
+      zmq::message_t msg;
+      if (!sock_.recv(msg, zmq::recv_flags::dontwait)) return std::optional<Frame>();
+      if (msg.more()) {
+        const size_t extra = drain_parts(sock_, msg);
+        counters_.bad_frame(msg.size() + extra);
+        return multipart_error(2);
+      }
+      auto frame = accept_frame(message_bytes(msg), options_, counters_, [this](std::vector<uint8_t> reply) {
+        return static_cast<bool>(send_message(std::move(reply), zmq::send_flags::dontwait));
+      });
+      if (!frame) return frame.error();
+      return std::optional<Frame>(std::move(frame).value());
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::io, "receive from " + endpoint_, e);
+    }
+  }
+
+  LinkStats stats() const override { return counters_.snapshot(); }
+  std::string endpoint() const override { return endpoint_; }
+
+ private:
+  Expected<void> send_message(std::vector<uint8_t> bytes, zmq::send_flags flags) {
+    const size_t n = bytes.size();
+    try {
+      zmq::message_t msg = owning_message(std::move(bytes));
+      if (!sock_.send(msg, flags)) {
+        return make_error(ErrorCode::io, "send to " + endpoint_ + " timed out after " +
+                                             std::to_string(options_.send_timeout_ms) +
+                                             " ms (peer absent or not reading)");
+      }
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::io, "send to " + endpoint_, e);
+    }
+    counters_.frame_out(n);
+    return {};
+  }
+
+  std::shared_ptr<zmq::context_t> ctx_;  // declared first: outlives the socket
+  zmq::socket_t sock_;
+  std::string endpoint_;
+  TransportOptions options_;
+  LinkCounters counters_;
+};
+
+class ZmqListener final : public Listener {
+ public:
+  ZmqListener(std::shared_ptr<zmq::context_t> ctx, zmq::socket_t sock, std::string endpoint,
+              TransportOptions options)
+      : ctx_(std::move(ctx)),
+        sock_(std::move(sock)),
+        endpoint_(std::move(endpoint)),
+        options_(std::move(options)) {}
+
+  std::string endpoint() const override { return endpoint_; }
+
+  Expected<void> send(const PeerId& peer, Frame frame) override {
+    LL_TRY(check_outgoing(frame, options_));
+    return send_bytes(peer, std::move(frame).take_bytes());
+  }
+
+  Expected<void> send_bytes(const PeerId& peer, std::vector<uint8_t> bytes) override {
+    return send_message(peer, std::move(bytes), zmq::send_flags::none);
+  }
+
+  Expected<std::optional<Incoming>> recv(Millis timeout) override {
+    try {
+      if (!wait_readable(sock_, timeout)) return std::optional<Incoming>();
+      // A ROUTER delivers [routing id][part...]; a frame is exactly one part after the id.
+      zmq::message_t id;
+      if (!sock_.recv(id, zmq::recv_flags::dontwait)) return std::optional<Incoming>();
+      PeerId peer{std::string(static_cast<const char*>(id.data()), id.size())};
+      if (!id.more()) {  // cannot happen with a ROUTER; treat as an empty frame
+        counters_.bad_frame(0);
+        return make_error(ErrorCode::parse, "frame: empty message from peer " + peer_name(peer));
+      }
+      zmq::message_t msg;
+      if (!sock_.recv(msg, zmq::recv_flags::dontwait)) return std::optional<Incoming>();
+      if (msg.more()) {
+        const size_t extra = drain_parts(sock_, msg);
+        counters_.bad_frame(msg.size() + extra);
+        return multipart_error(2);
+      }
+      auto frame = accept_frame(message_bytes(msg), options_, counters_, [&](std::vector<uint8_t> reply) {
+        return static_cast<bool>(send_message(peer, std::move(reply), zmq::send_flags::dontwait));
+      });
+      if (!frame) return frame.error();
+      return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value()});
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::io, "receive on " + endpoint_, e);
+    }
+  }
+
+  LinkStats stats() const override { return counters_.snapshot(); }
+
+ private:
+  Expected<void> send_message(const PeerId& peer, std::vector<uint8_t> bytes, zmq::send_flags flags) {
+    const size_t n = bytes.size();
+    try {
+      zmq::message_t id(peer.id.data(), peer.id.size());
+      if (!sock_.send(id, flags | zmq::send_flags::sndmore)) {
+        return make_error(ErrorCode::io,
+                          "send to peer " + peer_name(peer) + " on " + endpoint_ + " timed out");
+      }
+      zmq::message_t msg = owning_message(std::move(bytes));
+      if (!sock_.send(msg, flags)) {
+        return make_error(ErrorCode::io,
+                          "send to peer " + peer_name(peer) + " on " + endpoint_ + " timed out");
+      }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) {
+        return make_error(ErrorCode::not_found,
+                          "peer " + peer_name(peer) + " is not connected to " + endpoint_);
+      }
+      return zmq_failure(ErrorCode::io, "send to peer " + peer_name(peer) + " on " + endpoint_, e);
+    }
+    counters_.frame_out(n);
+    return {};
+  }
+
+  std::shared_ptr<zmq::context_t> ctx_;  // declared first: outlives the socket
+  zmq::socket_t sock_;
+  std::string endpoint_;
+  TransportOptions options_;
+  LinkCounters counters_;
+};
+
+class ZmqNetwork final : public Network {
+ public:
+  explicit ZmqNetwork(TransportOptions options) : options_(std::move(options)) {}
+
+  Expected<std::unique_ptr<Listener>> listen(const std::string& endpoint) override {
+    std::shared_ptr<zmq::context_t> ctx = shared_context();
+    LL_ASSIGN_OR_RETURN(zmq::socket_t sock, make_socket(*ctx, zmq::socket_type::router, options_));
+    std::string resolved;
+    try {
+      sock.bind(endpoint);
+      resolved = sock.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::io, "cannot listen on " + endpoint, e);
+    }
+    return std::unique_ptr<Listener>(new ZmqListener(std::move(ctx), std::move(sock), resolved, options_));
+  }
+
+  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) override {
+    std::shared_ptr<zmq::context_t> ctx = shared_context();
+    LL_ASSIGN_OR_RETURN(zmq::socket_t sock, make_socket(*ctx, zmq::socket_type::dealer, options_));
+    try {
+      sock.connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::invalid_argument, "cannot connect to " + endpoint, e);
+    }
+    return std::unique_ptr<Link>(new ZmqLink(std::move(ctx), std::move(sock), endpoint, options_));
+  }
+
+ private:
+  TransportOptions options_;
+};
+
+// ======================================================================================== in-process
+
+// A queue of (sender id, frame bytes) owned by one receiver. Closed when its owner goes away;
+// pushing to a closed mailbox fails, as sending to a vanished peer does.
+class Mailbox {
+ public:
+  struct Item {
+    std::string from;
+    std::vector<uint8_t> bytes;
+  };
+
+  bool push(std::string from, std::vector<uint8_t> bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return false;
+      items_.push_back(Item{std::move(from), std::move(bytes)});
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+  std::optional<Item> pop(Millis timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [this] { return !items_.empty(); })) return std::nullopt;
+    Item item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    items_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> items_;
+  bool closed_ = false;
+};
+
+Error inproc_closed(const std::string& endpoint) {
+  return make_error(ErrorCode::io, "in-process peer " + endpoint + " is closed");
+}
+
+class InProcLink final : public Link {
+ public:
+  // `on_close` runs in the destructor (deregisters a client from its listener).
+  InProcLink(std::shared_ptr<Mailbox> inbox, std::shared_ptr<Mailbox> peer_inbox, std::string self_id,
+             std::string endpoint, TransportOptions options, std::function<void()> on_close = {})
+      : inbox_(std::move(inbox)),
+        peer_inbox_(std::move(peer_inbox)),
+        self_id_(std::move(self_id)),
+        endpoint_(std::move(endpoint)),
+        options_(std::move(options)),
+        on_close_(std::move(on_close)) {}
+
+  ~InProcLink() override {
+    inbox_->close();
+    if (on_close_) on_close_();
+  }
+
+  Expected<void> send(Frame frame) override {
+    LL_TRY(check_outgoing(frame, options_));
+    return send_bytes(std::move(frame).take_bytes());
+  }
+
+  Expected<void> send_bytes(std::vector<uint8_t> bytes) override {
+    const size_t n = bytes.size();
+    if (!peer_inbox_->push(self_id_, std::move(bytes))) return inproc_closed(endpoint_);
+    counters_.frame_out(n);
+    return {};
+  }
+
+  Expected<std::optional<Frame>> recv(Millis timeout) override {
+    std::optional<Mailbox::Item> item = inbox_->pop(timeout);
+    if (!item) return std::optional<Frame>();
+    auto frame = accept_frame(
+        std::move(item->bytes), options_, counters_,
+        [this](std::vector<uint8_t> reply) { return static_cast<bool>(send_bytes(std::move(reply))); });
+    if (!frame) return frame.error();
+    return std::optional<Frame>(std::move(frame).value());
+  }
+
+  LinkStats stats() const override { return counters_.snapshot(); }
+  std::string endpoint() const override { return endpoint_; }
+
+ private:
+  std::shared_ptr<Mailbox> inbox_;
+  std::shared_ptr<Mailbox> peer_inbox_;
+  std::string self_id_;
+  std::string endpoint_;
+  TransportOptions options_;
+  std::function<void()> on_close_;
+  LinkCounters counters_;
+};
+
+// What an in-process listener shares with the links connected to it.
+struct InProcListenerState {
+  std::shared_ptr<Mailbox> inbox = std::make_shared<Mailbox>();
+  std::mutex mu;
+  std::map<std::string, std::weak_ptr<Mailbox>> clients;  // peer id -> that client's inbox
+  uint64_t next_client = 1;
+};
+
+struct InProcRegistry {
+  std::mutex mu;
+  std::map<std::string, std::weak_ptr<InProcListenerState>> listeners;
+};
+
+class InProcListener final : public Listener {
+ public:
+  InProcListener(std::shared_ptr<InProcRegistry> registry, std::shared_ptr<InProcListenerState> state,
+                 std::string endpoint, TransportOptions options)
+      : registry_(std::move(registry)),
+        state_(std::move(state)),
+        endpoint_(std::move(endpoint)),
+        options_(std::move(options)) {}
+
+  ~InProcListener() override {
+    state_->inbox->close();
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    registry_->listeners.erase(endpoint_);
+  }
+
+  std::string endpoint() const override { return endpoint_; }
+
+  Expected<void> send(const PeerId& peer, Frame frame) override {
+    LL_TRY(check_outgoing(frame, options_));
+    return send_bytes(peer, std::move(frame).take_bytes());
+  }
+
+  Expected<void> send_bytes(const PeerId& peer, std::vector<uint8_t> bytes) override {
+    std::shared_ptr<Mailbox> box;
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      auto it = state_->clients.find(peer.id);
+      if (it != state_->clients.end()) box = it->second.lock();
+    }
+    const size_t n = bytes.size();
+    if (!box || !box->push(std::string(), std::move(bytes))) {
+      return make_error(ErrorCode::not_found,
+                        "peer " + peer_name(peer) + " is not connected to " + endpoint_);
+    }
+    counters_.frame_out(n);
+    return {};
+  }
+
+  Expected<std::optional<Incoming>> recv(Millis timeout) override {
+    std::optional<Mailbox::Item> item = state_->inbox->pop(timeout);
+    if (!item) return std::optional<Incoming>();
+    PeerId peer{std::move(item->from)};
+    auto frame = accept_frame(std::move(item->bytes), options_, counters_, [&](std::vector<uint8_t> reply) {
+      return static_cast<bool>(send_bytes(peer, std::move(reply)));
+    });
+    if (!frame) return frame.error();
+    return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value()});
+  }
+
+  LinkStats stats() const override { return counters_.snapshot(); }
+
+ private:
+  std::shared_ptr<InProcRegistry> registry_;
+  std::shared_ptr<InProcListenerState> state_;
+  std::string endpoint_;
+  TransportOptions options_;
+  LinkCounters counters_;
+};
+
+class InProcNetwork final : public Network {
+ public:
+  explicit InProcNetwork(TransportOptions options) : options_(std::move(options)) {}
+
+  Expected<std::unique_ptr<Listener>> listen(const std::string& endpoint) override {
+    auto state = std::make_shared<InProcListenerState>();
+    {
+      std::lock_guard<std::mutex> lock(registry_->mu);
+      auto it = registry_->listeners.find(endpoint);
+      if (it != registry_->listeners.end() && !it->second.expired()) {
+        return make_error(ErrorCode::io, "cannot listen on " + endpoint + ": already in use");
+      }
+      registry_->listeners[endpoint] = state;
+    }
+    return std::unique_ptr<Listener>(new InProcListener(registry_, std::move(state), endpoint, options_));
+  }
+
+  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) override {
+    std::shared_ptr<InProcListenerState> state;
+    {
+      std::lock_guard<std::mutex> lock(registry_->mu);
+      auto it = registry_->listeners.find(endpoint);
+      if (it != registry_->listeners.end()) state = it->second.lock();
+    }
+    if (!state)
+      return make_error(ErrorCode::not_found, "cannot connect to " + endpoint + ": nobody listens there");
+    auto inbox = std::make_shared<Mailbox>();
+    std::string id;
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      const uint64_t n = state->next_client++;
+      for (int i = 0; i < 8; ++i) id.push_back(static_cast<char>(n >> (8 * i)));
+      state->clients[id] = inbox;
+    }
+    std::weak_ptr<InProcListenerState> weak_state = state;
+    auto on_close = [weak_state, id] {
+      if (auto s = weak_state.lock()) {
+        std::lock_guard<std::mutex> lock(s->mu);
+        s->clients.erase(id);
+      }
+    };
+    return std::unique_ptr<Link>(
+        new InProcLink(std::move(inbox), state->inbox, id, endpoint, options_, on_close));
+  }
+
+ private:
+  TransportOptions options_;
+  std::shared_ptr<InProcRegistry> registry_ = std::make_shared<InProcRegistry>();
+};
+
+}  // namespace
+
+std::unique_ptr<Network> make_zmq_network(TransportOptions options) {
+  return std::make_unique<ZmqNetwork>(std::move(options));
+}
+
+std::unique_ptr<Network> make_inproc_network(TransportOptions options) {
+  return std::make_unique<InProcNetwork>(std::move(options));
+}
+
+std::pair<std::unique_ptr<Link>, std::unique_ptr<Link>> make_inproc_pair(TransportOptions options) {
+  auto a = std::make_shared<Mailbox>();
+  auto b = std::make_shared<Mailbox>();
+  std::unique_ptr<Link> la(new InProcLink(a, b, "a", "inproc://pair/a", options));
+  std::unique_ptr<Link> lb(new InProcLink(b, a, "b", "inproc://pair/b", options));
+  return {std::move(la), std::move(lb)};
+}
+
+}  // namespace ll::net

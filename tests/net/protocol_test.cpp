@@ -1,0 +1,674 @@
+#include "net/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "net/net_test_util.h"
+#include "net/xxh64.h"
+
+namespace ll::net {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+using testing::frame_bytes;
+using testing::sample_messages;
+
+Bytes to_bytes(std::span<const uint8_t> s) {
+  return Bytes(s.begin(), s.end());
+}
+
+// The error's message, for EXPECT_*; fails the test when decoding succeeded.
+template <class T>
+std::string error_of(const Expected<T>& r) {
+  if (r) return "<decoded successfully>";
+  EXPECT_EQ(r.error().code, ErrorCode::parse) << r.error().message;
+  return r.error().message;
+}
+
+#define EXPECT_CONTAINS(haystack, needle)                                \
+  do {                                                                   \
+    const std::string ll_h_ = (haystack);                                \
+    EXPECT_NE(ll_h_.find(needle), std::string::npos) << "in: " << ll_h_; \
+  } while (0)
+
+Expected<Message> decode_payload_of(MessageType t, const Bytes& payload, const Limits& limits = {}) {
+  return decode_payload(static_cast<uint16_t>(t), payload, limits);
+}
+
+// ---------------------------------------------------------------------------------------- round trips
+
+TEST(Protocol, MessageIdsAreUniqueAndNamed) {
+  for (MessageType t : k_message_types) {
+    EXPECT_TRUE(is_known_message_type(static_cast<uint16_t>(t)));
+    EXPECT_EQ(message_type_name(t).find("type 0x"), std::string::npos);
+  }
+  EXPECT_FALSE(is_known_message_type(0));
+  EXPECT_FALSE(is_known_message_type(0x0104));
+  EXPECT_EQ(message_type_name(0x7777), "type 0x7777");
+}
+
+TEST(Protocol, EveryMessageRoundTrips) {
+  uint64_t rid = 1000;
+  for (const Message& m : sample_messages()) {
+    const Frame f = encode(m, ++rid);
+    SCOPED_TRACE(message_type_name(message_type(m)));
+    EXPECT_EQ(f.type(), message_type(m));
+    EXPECT_EQ(f.request_id(), rid);
+    EXPECT_EQ(f.size(), k_frame_header_bytes + f.payload().size());
+    auto env = decode(f.bytes(), Limits{});
+    ASSERT_TRUE(env) << env.error().message;
+    EXPECT_EQ(env->request_id, rid);
+    EXPECT_TRUE(env->message == m);
+    // Canonical: decoding then encoding gives the same bytes.
+    EXPECT_EQ(to_bytes(encode(env->message, rid).bytes()), to_bytes(f.bytes()));
+    // Frame::from_bytes + decode_message agree with decode().
+    auto frame = Frame::from_bytes(to_bytes(f.bytes()), Limits{});
+    ASSERT_TRUE(frame);
+    auto m2 = decode_message(*frame, Limits{});
+    ASSERT_TRUE(m2);
+    EXPECT_TRUE(*m2 == m);
+  }
+}
+
+TEST(Protocol, F16HiddenStatesAreExactForHalfValues) {
+  const ActivationBatch b = testing::sample_batch(WireDType::f16);
+  const Frame f = encode(b, 1);
+  // F16 on the wire: 2 bytes per value.
+  EXPECT_EQ(f.payload().size(), 4 + 3 * k_token_wire_bytes + 4 + 1 + 4 + b.hidden.size() * 2);
+  auto back = decode_activation_batch(f.payload(), Limits{});
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->hidden.size(), b.hidden.size());
+  for (size_t i = 0; i < b.hidden.size(); ++i) {
+    EXPECT_EQ(std::bit_cast<uint32_t>(back->hidden[i]), std::bit_cast<uint32_t>(b.hidden[i])) << i;
+  }
+}
+
+TEST(Protocol, F16RoundsValuesNotRepresentableInHalf) {
+  ActivationBatch b;
+  b.tokens = {{0, 0, true}};
+  b.n_embd = 2;
+  b.dtype = WireDType::f16;
+  b.hidden = {0.1f, 1.0f / 3.0f};
+  auto back = decode_activation_batch(encode(b, 0).payload(), Limits{});
+  ASSERT_TRUE(back);
+  EXPECT_NEAR(back->hidden[0], 0.1f, 0.1f / 1024);
+  EXPECT_NEAR(back->hidden[1], 1.0f / 3.0f, 1.0f / 3.0f / 1024);
+}
+
+// ---------------------------------------------------------------------------------------- golden bytes
+
+TEST(Protocol, GoldenHeartbeat) {
+  const Frame f = encode(Heartbeat{0x1122334455667788ull, 42}, 0x0102030405060708ull);
+  const Bytes expect = {
+      'L',  'L',  'N',  'K',                           // magic
+      0x01, 0x00,                                      // version 1
+      0x02, 0x01,                                      // type 0x0102 HEARTBEAT
+      0x00, 0x00, 0x00, 0x00,                          // flags
+      0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // request id
+      0x10, 0x00, 0x00, 0x00,                          // payload_bytes 16
+      0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,  // timestamp_us
+      0x2A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // sequence 42
+  };
+  EXPECT_EQ(to_bytes(f.bytes()), expect);
+}
+
+TEST(Protocol, GoldenHello) {
+  Hello h;
+  h.role = Role::coordinator;
+  h.name = "co";
+  h.n_threads = 4;
+  h.free_memory_bytes = 1ull << 32;
+  h.memory_limit_bytes = 0;
+  h.cpu_features = "avx2";
+  const Frame f = encode(h, 0);
+  const Bytes expect = {
+      'L',  'L',  'N', 'K', 0x01, 0x00, 0x01, 0x01, 0, 0, 0, 0,  // magic, version 1, type 0x0101, flags
+      0,    0,    0,   0,   0,    0,    0,    0,                 // request id 0
+      41,   0,    0,   0,                                        // payload_bytes
+      0x01, 0x00,                                                // protocol_version 1
+      0x01,                                                      // role coordinator
+      2,    0,    0,   0,   'c',  'o',                           // name
+      4,    0,    0,   0,                                        // n_threads
+      0,    0,    0,   0,   1,    0,    0,    0,                 // free_memory_bytes 2^32
+      0,    0,    0,   0,   0,    0,    0,    0,                 // memory_limit_bytes
+      4,    0,    0,   0,   'a',  'v',  'x',  '2',               // cpu_features
+      0,    0,    0,   0,                                        // auth_token ""
+  };
+  EXPECT_EQ(to_bytes(f.bytes()), expect);
+}
+
+TEST(Protocol, GoldenActivationBatch) {
+  ActivationBatch b;
+  b.tokens = {{3, 5, true}};
+  b.n_embd = 2;
+  b.hidden = {1.0f, -2.0f};
+  b.dtype = WireDType::f16;
+  const Bytes expect_f16 = {
+      'L',  'L',  'N',  'K',  0x01, 0x00, 0x01, 0x03, 0, 0, 0, 0,  // type 0x0301 ACTIVATION_BATCH
+      7,    0,    0,    0,    0,    0,    0,    0,                 // request id 7
+      26,   0,    0,    0,                                         // payload_bytes
+      1,    0,    0,    0,                                         // n_tokens
+      3,    0,    0,    0,    5,    0,    0,    0,    1,           // seq_id 3, pos 5, want_output
+      2,    0,    0,    0,                                         // n_embd
+      1,                                                           // dtype F16
+      4,    0,    0,    0,                                         // hidden: 4 bytes
+      0x00, 0x3C, 0x00, 0xC0,                                      // 1.0, -2.0 as half
+  };
+  EXPECT_EQ(to_bytes(encode(b, 7).bytes()), expect_f16);
+  b.dtype = WireDType::f32;
+  const Bytes expect_f32 = {
+      'L',  'L',  'N',  'K',  0x01, 0x00, 0x01, 0x03, 0, 0, 0, 0,  // type 0x0301 ACTIVATION_BATCH
+      7,    0,    0,    0,    0,    0,    0,    0,                 // request id 7
+      30,   0,    0,    0,                                         // payload_bytes
+      1,    0,    0,    0,                                         // n_tokens
+      3,    0,    0,    0,    5,    0,    0,    0,    1,           // seq_id 3, pos 5, want_output
+      2,    0,    0,    0,                                         // n_embd
+      0,                                                           // dtype F32
+      8,    0,    0,    0,                                         // hidden: 8 bytes
+      0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0,              // 1.0f, -2.0f
+  };
+
+  EXPECT_EQ(to_bytes(encode(b, 7).bytes()), expect_f32);
+}
+
+TEST(Protocol, GoldenTensorChunkCarriesXxh64) {
+  TensorChunk c;
+  c.tensor_index = 2;
+  c.offset = 0;
+  c.total_bytes = 3;
+  c.data = {'a', 'b', 'c'};
+  const Bytes expect = {
+      'L',  'L',  'N',  'K',  0x01, 0x00, 0x03, 0x02, 0, 0, 0, 0,  // type 0x0203 TENSOR_CHUNK
+      0,    0,    0,    0,    0,    0,    0,    0,                 // request id 0
+      35,   0,    0,    0,                                         // payload_bytes
+      2,    0,    0,    0,                                         // tensor_index
+      0,    0,    0,    0,    0,    0,    0,    0,                 // offset
+      3,    0,    0,    0,    0,    0,    0,    0,                 // total_bytes
+      0x99, 0x09, 0x77, 0xAD, 0xF5, 0x2C, 0xBC, 0x44,              // xxh64("abc") = 0x44bc2cf5ad770999
+      3,    0,    0,    0,    'a',  'b',  'c',                     // data
+  };
+  EXPECT_EQ(to_bytes(encode(c, 0).bytes()), expect);
+}
+
+// ---------------------------------------------------------------------------------------- frame header
+
+TEST(ProtocolFrame, TruncatedAtEveryLength) {
+  for (const Message& m : sample_messages()) {
+    const Bytes full = to_bytes(encode(m, 9).bytes());
+    for (size_t n = 0; n < full.size(); ++n) {
+      auto r = decode(std::span(full).first(n), Limits{});
+      ASSERT_FALSE(r) << message_type_name(message_type(m)) << " cut at " << n;
+      EXPECT_EQ(r.error().code, ErrorCode::parse);
+    }
+  }
+}
+
+TEST(ProtocolFrame, PayloadTruncatedAtEveryLengthWithConsistentHeader) {
+  // The header agrees with the cut payload, so the payload decoder itself must notice.
+  for (const Message& m : sample_messages()) {
+    const Frame f = encode(m, 9);
+    const Bytes payload = to_bytes(f.payload());
+    for (size_t n = 0; n < payload.size(); ++n) {
+      const Bytes cut(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(n));
+      auto r = decode(frame_bytes(f.type(), cut, 9), Limits{});
+      ASSERT_FALSE(r) << message_type_name(f.type()) << " payload cut at " << n;
+      EXPECT_EQ(r.error().code, ErrorCode::parse);
+    }
+  }
+}
+
+TEST(ProtocolFrame, TrailingBytes) {
+  for (const Message& m : sample_messages()) {
+    const Frame f = encode(m, 9);
+    Bytes payload = to_bytes(f.payload());
+    payload.push_back(0);
+    const std::string e = error_of(decode(frame_bytes(f.type(), payload, 9), Limits{}));
+    EXPECT_CONTAINS(e, "trailing");
+    // Bytes after the declared payload are trailing too.
+    Bytes whole = to_bytes(f.bytes());
+    whole.push_back(0);
+    EXPECT_CONTAINS(error_of(decode(whole, Limits{})), "payload_bytes");
+  }
+}
+
+TEST(ProtocolFrame, WrongMagic) {
+  Bytes b = to_bytes(encode(Heartbeat{}, 0).bytes());
+  b[3] = 'X';
+  EXPECT_CONTAINS(error_of(decode(b, Limits{})), "bad magic");
+}
+
+TEST(ProtocolFrame, WrongVersionNamesBoth) {
+  const Bytes b = frame_bytes(static_cast<uint16_t>(MessageType::heartbeat), Bytes(16, 0), 0, 2);
+  const std::string e = error_of(decode(b, Limits{}));
+  EXPECT_CONTAINS(e, "version 2");
+  EXPECT_CONTAINS(e, "version 1");
+}
+
+TEST(ProtocolFrame, HelloWithOtherVersionNamesBoth) {
+  Frame f = encode(testing::sample_hello(), 0);
+  Bytes payload = to_bytes(f.payload());
+  payload[0] = 7;  // protocol_version 7
+  const std::string e = error_of(decode(frame_bytes(MessageType::hello, payload), Limits{}));
+  EXPECT_CONTAINS(e, "HELLO");
+  EXPECT_CONTAINS(e, "version 7");
+  EXPECT_CONTAINS(e, "version 1");
+}
+
+TEST(ProtocolFrame, UnknownTypeAndFlags) {
+  EXPECT_CONTAINS(error_of(decode(frame_bytes(uint16_t{0x0999}, Bytes{}), Limits{})),
+                  "unknown message type 0x0999");
+  EXPECT_CONTAINS(error_of(decode(frame_bytes(uint16_t{0}, Bytes{}), Limits{})), "unknown message type");
+  EXPECT_CONTAINS(error_of(decode_payload(0x0500, Bytes{}, Limits{})), "unknown message type");
+  const Bytes flagged = frame_bytes(static_cast<uint16_t>(MessageType::stats_request), Bytes{}, 0, 1, 0x10);
+  EXPECT_CONTAINS(error_of(decode(flagged, Limits{})), "flags");
+}
+
+TEST(ProtocolFrame, PayloadLengthMustMatch) {
+  Bytes b = to_bytes(encode(Heartbeat{}, 0).bytes());
+  b[20] = 17;  // says 17, 16 follow
+  EXPECT_CONTAINS(error_of(decode(b, Limits{})), "payload_bytes says 17 but 16");
+  b[20] = 0xFF;
+  b[23] = 0xFF;  // absurd
+  EXPECT_FALSE(decode(b, Limits{}));
+}
+
+TEST(ProtocolFrame, FrameLimit) {
+  Limits small;
+  small.max_frame_bytes = 64;
+  const Frame f = encode(testing::sample_batch(WireDType::f32), 0);
+  ASSERT_GT(f.size(), 64u);
+  EXPECT_CONTAINS(error_of(decode(f.bytes(), small)), "exceed the frame limit");
+  EXPECT_FALSE(Frame::from_bytes(to_bytes(f.bytes()), small));
+}
+
+TEST(ProtocolFrame, SingleByteMutationsNeverCrash) {
+  // A small deterministic fuzz: every byte of every sample set to a few values. Whatever decodes
+  // must re-encode to the same bytes.
+  for (const Message& m : sample_messages()) {
+    const Bytes full = to_bytes(encode(m, 3).bytes());
+    for (size_t i = 0; i < full.size(); ++i) {
+      for (uint8_t v : {uint8_t{0}, uint8_t{1}, uint8_t{0x7F}, uint8_t{0x80}, uint8_t{0xFF}}) {
+        Bytes b = full;
+        b[i] = v;
+        auto r = decode(b, Limits{});
+        if (r) {
+          EXPECT_EQ(to_bytes(encode(r->message, r->request_id).bytes()), b);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------- payload checks
+
+// Builders of hand-made payloads.
+Bytes batch_payload(uint32_t n_tokens, std::vector<TokenMeta> tokens, uint32_t n_embd, uint8_t dtype,
+                    const Bytes& blob) {
+  Writer w;
+  w.u32(n_tokens);
+  for (const auto& t : tokens) {
+    w.i32(t.seq_id);
+    w.i32(t.pos);
+    w.u8(t.want_output ? 1 : 0);
+  }
+  w.u32(n_embd);
+  w.u8(dtype);
+  w.bytes(blob);
+  return w.take();
+}
+
+Bytes f32_blob(std::vector<float> v) {
+  Writer w;
+  w.f32_array(v);
+  return w.take();
+}
+
+TEST(ProtocolActivation, AbsurdTokenCount) {
+  const std::string e =
+      error_of(decode_payload_of(MessageType::activation_batch, batch_payload(0xFFFFFFFF, {}, 4, 0, {})));
+  EXPECT_CONTAINS(e, "ACTIVATION_BATCH: n_tokens");
+  EXPECT_CONTAINS(e, "exceeds the limit 65536");
+  // Within the limit but more tokens than bytes.
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1000, {{0, 0, false}}, 4, 0, {}))),
+                  "bytes left");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch, batch_payload(0, {}, 4, 0, {}))),
+                  "n_tokens: is 0");
+}
+
+TEST(ProtocolActivation, HiddenSizeLimits) {
+  EXPECT_CONTAINS(
+      error_of(decode_payload_of(MessageType::activation_batch, batch_payload(1, {{0, 0, false}}, 0, 0, {}))),
+      "n_embd: 0 is outside");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, {{0, 0, false}}, (1u << 20) + 1, 0, {}))),
+                  "n_embd: 1048577 is outside");
+}
+
+TEST(ProtocolActivation, BlobMustEqualTokensTimesHiddenTimesElemSize) {
+  const std::vector<TokenMeta> two = {{0, 0, false}, {0, 1, true}};
+  EXPECT_TRUE(
+      decode_payload_of(MessageType::activation_batch, batch_payload(2, two, 2, 0, f32_blob({1, 2, 3, 4}))));
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(2, two, 2, 0, f32_blob({1, 2, 3})))),
+                  "hidden: length 12 != 2 rows x 2 x 4 bytes = 16");
+  // F16 declared, F32-sized blob.
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(2, two, 2, 1, f32_blob({1, 2, 3, 4})))),
+                  "!= 2 rows x 2 x 2 bytes = 8");
+}
+
+TEST(ProtocolActivation, SizeProductDoesNotWrap) {
+  // 4096 tokens x 2^20 x 4 bytes = 2^34, which is 0 in 32-bit arithmetic: an empty blob must not pass.
+  std::vector<TokenMeta> many(4096, TokenMeta{0, 0, false});
+  for (size_t i = 0; i < many.size(); ++i) many[i].pos = static_cast<int32_t>(i);
+  EXPECT_CONTAINS(
+      error_of(decode_payload_of(MessageType::activation_batch, batch_payload(4096, many, 1u << 20, 0, {}))),
+      "length 0 != 4096 rows x 1048576 x 4 bytes = 17179869184");
+  // With the limits raised to the maximum, the products still cannot overflow silently.
+  Limits huge;
+  huge.max_tokens = 0xFFFFFFFF;
+  huge.max_hidden = 0xFFFFFFFF;
+  EXPECT_FALSE(decode_payload_of(MessageType::activation_batch,
+                                 batch_payload(1, {{0, 0, false}}, 0xFFFFFFFF, 0, {}), huge));
+}
+
+TEST(ProtocolActivation, BadEnumsAndNegativeIds) {
+  const Bytes blob = f32_blob({1, 2});
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, {{0, 0, false}}, 2, 2, blob))),
+                  "dtype: 2 is not 0 (F32) or 1 (F16)");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, {{0, -1, false}}, 2, 0, blob))),
+                  "tokens[0].pos: -1 is negative");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(2, {{0, 0, false}, {-3, 0, false}}, 1, 0, blob))),
+                  "tokens[1].seq_id: -3 is negative");
+  Bytes p = batch_payload(1, {{0, 0, true}}, 2, 0, blob);
+  p[4 + 8] = 2;  // want_output
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch, p)),
+                  "tokens[0].want_output: 2 is not 0 or 1");
+}
+
+TEST(ProtocolActivation, NonFiniteValuesRejected) {
+  const std::vector<TokenMeta> one = {{0, 0, false}};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, one, 2, 0, f32_blob({1, nan})))),
+                  "hidden[1]: not finite");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, one, 2, 0, f32_blob({-inf, 1})))),
+                  "hidden[0]: not finite");
+  // F16 infinity (0x7c00) and NaN (0x7e00).
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::activation_batch,
+                                             batch_payload(1, one, 2, 1, Bytes{0, 0x3C, 0, 0x7C}))),
+                  "hidden[1]: not finite");
+  EXPECT_FALSE(
+      decode_payload_of(MessageType::activation_batch, batch_payload(1, one, 2, 1, Bytes{0, 0x7E, 0, 0x3C})));
+}
+
+TEST(ProtocolResult, Checks) {
+  auto result_payload = [](uint8_t kind, uint32_t n_rows, std::vector<TokenMeta> rows, auto&& tail) {
+    Writer w;
+    w.u8(kind);
+    w.u32(n_rows);
+    for (const auto& t : rows) {
+      w.i32(t.seq_id);
+      w.i32(t.pos);
+      w.u8(t.want_output ? 1 : 0);
+    }
+    tail(w);
+    return w.take();
+  };
+  const std::vector<TokenMeta> one = {{1, 2, true}};
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::result, result_payload(3, 0, {}, [](Writer&) {}))),
+                  "kind: 3 is not");
+  EXPECT_TRUE(decode_payload_of(MessageType::result, result_payload(2, 1, one, [](Writer& w) { w.i32(5); })));
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::result,
+                                             result_payload(2, 1, one, [](Writer& w) { w.i32(-5); }))),
+                  "token_ids[0]: -5 is negative");
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::result,
+                                             result_payload(2, 1, one, [](Writer& w) { w.u16(5); }))),
+                  "truncated");
+  // No rows: a valid (empty) answer for every kind.
+  EXPECT_TRUE(decode_payload_of(MessageType::result, result_payload(2, 0, {}, [](Writer&) {})));
+  EXPECT_TRUE(decode_payload_of(MessageType::result, result_payload(1, 0, {}, [](Writer& w) {
+                                  w.u32(7);
+                                  w.u8(0);
+                                  w.u32(0);
+                                })));
+  // Logits width limit is max_vocab, hidden width limit is max_hidden.
+  Limits l;
+  l.max_vocab = 10;
+  l.max_hidden = 100;
+  auto wide = [](Writer& w) {
+    w.u32(50);
+    w.u8(0);
+    w.u32(0);
+  };
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::result, result_payload(1, 0, {}, wide), l)),
+                  "width: 50 is outside 1..10");
+  EXPECT_TRUE(decode_payload_of(MessageType::result, result_payload(0, 0, {}, wide), l));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_CONTAINS(
+      error_of(decode_payload_of(MessageType::result, result_payload(1, 1, one,
+                                                                     [&](Writer& w) {
+                                                                       w.u32(2);
+                                                                       w.u8(0);
+                                                                       w.bytes(f32_blob({0, nan}));
+                                                                     }))),
+      "values[1]: not finite");
+}
+
+LoadSegment segment_with(std::function<void(LoadSegment&)> edit) {
+  LoadSegment m = testing::sample_load_segment();
+  edit(m);
+  return m;
+}
+
+// Decodes an encoded (possibly invalid) LoadSegment.
+std::string load_error(const LoadSegment& m, const Limits& l = {}) {
+  return error_of(decode_load_segment(encode(m, 0).payload(), l));
+}
+
+TEST(ProtocolLoadSegment, Checks) {
+  EXPECT_TRUE(decode_load_segment(encode(testing::sample_load_segment(), 0).payload(), Limits{}));
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.unit_first = 8; })),
+                  "unit_first: 8 > unit_last 7");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.unit_last = 70000; })),
+                  "unit_last: 70000 exceeds");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.n_ctx = 0; })), "n_ctx: 0 is outside");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[1].name = ""; })),
+                  "tensors[1]: name: is empty");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[1].name = m.tensors[0].name; })),
+                  "duplicate name");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[0].shape = {}; })),
+                  "tensors[0]: n_dims: 0 is outside");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) {
+                    m.tensors[0].shape = {1, 1, 1, 1, 1};
+                  })),
+                  "n_dims: 5 is outside 1..4");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) {
+                    m.tensors[0].shape = {4, 0};
+                  })),
+                  "ne[1]: is 0");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[0].n_bytes = 31; })),
+                  "n_bytes: 31 != 32 implied by dtype F32");
+  // Q8_0 rows must be whole blocks of 32.
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) {
+                    m.tensors[1].shape = {33, 3};
+                  })),
+                  "block size");
+  // Size overflow: 2^62 x 8 elements.
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) {
+                    m.tensors[0].shape = {1ull << 62, 8};
+                  })),
+                  "overflows");
+  Limits small;
+  small.max_tensors = 1;
+  EXPECT_CONTAINS(load_error(testing::sample_load_segment(), small),
+                  "n_tensors: count 2 exceeds the limit 1");
+  small = Limits{};
+  small.max_metadata_bytes = 4;
+  EXPECT_CONTAINS(load_error(testing::sample_load_segment(), small),
+                  "metadata: length 8 exceeds the limit 4");
+  small = Limits{};
+  small.max_string = 8;
+  EXPECT_CONTAINS(load_error(testing::sample_load_segment(), small),
+                  "next_endpoint: length 21 exceeds the limit 8");
+}
+
+TEST(ProtocolLoadSegment, UnsupportedDtypeId) {
+  LoadSegment m = testing::sample_load_segment();
+  Bytes p = to_bytes(encode(m, 0).payload());
+  // The first tensor's dtype follows: hash(32) units(8) n_ctx(4) endpoint(4+21) metadata(4+8) n_tensors(4)
+  // name(4+22).
+  const size_t at = 32 + 8 + 4 + 4 + 21 + 4 + 8 + 4 + 4 + 22;
+  ASSERT_EQ(load_u32_le(p.data() + at), 0u);  // F32
+  store_u32_le(p.data() + at, 3);             // Q4_1: a GGML type we do not read
+  EXPECT_CONTAINS(error_of(decode_load_segment(p, Limits{})), "tensors[0]: dtype: type id 3");
+  store_u32_le(p.data() + at, 0xFFFFFFFF);
+  EXPECT_CONTAINS(error_of(decode_load_segment(p, Limits{})), "is not supported");
+}
+
+TEST(ProtocolLoadSegment, AbsurdTensorCount) {
+  Writer w;
+  w.raw(testing::digest_of(0));
+  w.u32(0);
+  w.u32(0);
+  w.u32(16);
+  w.string("");
+  w.bytes(Bytes{});
+  w.u32(60000);  // within max_tensors, but no bytes follow
+  EXPECT_CONTAINS(error_of(decode_load_segment(w.buffer(), Limits{})),
+                  "n_tensors: count 60000 of at least 60 bytes");
+}
+
+TEST(ProtocolChunk, Checks) {
+  TensorChunk c;
+  c.tensor_index = 0;
+  c.offset = 10;
+  c.total_bytes = 12;
+  c.data = {1, 2};
+  EXPECT_TRUE(decode_tensor_chunk(encode(c, 0).payload(), Limits{}));
+  c.total_bytes = 11;
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(encode(c, 0).payload(), Limits{})),
+                  "runs past total_bytes 11");
+  c.offset = ~0ull;
+  c.total_bytes = ~0ull;
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(encode(c, 0).payload(), Limits{})), "runs past");
+  c = TensorChunk{0, 0, 0, {1}};
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(encode(c, 0).payload(), Limits{})), "total_bytes: is 0");
+  c = TensorChunk{0, 0, 5, {}};
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(encode(c, 0).payload(), Limits{})), "data: is empty");
+  c = TensorChunk{70000, 0, 5, {1}};
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(encode(c, 0).payload(), Limits{})),
+                  "tensor_index: 70000 exceeds");
+  // A flipped data byte no longer matches the hash.
+  c = TensorChunk{1, 0, 5, {1, 2, 3}};
+  Bytes p = to_bytes(encode(c, 0).payload());
+  p.back() ^= 1;
+  EXPECT_CONTAINS(error_of(decode_tensor_chunk(p, Limits{})), "chunk_xxh64: mismatch");
+}
+
+TEST(ProtocolSmallMessages, Checks) {
+  // SEGMENT_STATUS
+  EXPECT_CONTAINS(error_of(decode_segment_status(Bytes{2, 0, 0, 0, 0}, Limits{})), "state: 2 is not");
+  EXPECT_CONTAINS(
+      error_of(decode_segment_status(encode(SegmentStatus{SegmentState::ready, {1}}, 0).payload(), Limits{})),
+      "in state ready");
+  EXPECT_CONTAINS(error_of(decode_segment_status(
+                      encode(SegmentStatus{SegmentState::need_tensors, {3, 3}}, 0).payload(), Limits{})),
+                  "missing[1]: indices must be strictly increasing");
+  EXPECT_CONTAINS(error_of(decode_segment_status(
+                      encode(SegmentStatus{SegmentState::need_tensors, {70000}}, 0).payload(), Limits{})),
+                  "missing[0]: 70000 exceeds");
+  // RELEASE_SEQUENCE
+  EXPECT_CONTAINS(error_of(decode_release_sequence(encode(ReleaseSequence{-1}, 0).payload(), Limits{})),
+                  "seq_id: -1 is negative");
+  // ERROR
+  EXPECT_CONTAINS(error_of(decode_error(Bytes{0, 0, 0, 0, 0, 0, 0, 0}, Limits{})),
+                  "code: 0 is not a known error code");
+  EXPECT_CONTAINS(error_of(decode_error(Bytes{11, 0, 0, 0, 0, 0, 0, 0}, Limits{})), "code: 11 is not");
+  // HELLO
+  Hello h = testing::sample_hello();
+  Bytes p = to_bytes(encode(h, 0).payload());
+  p[2] = 2;  // role
+  EXPECT_CONTAINS(error_of(decode_hello(p, Limits{})), "role: 2 is not 0 (worker) or 1 (coordinator)");
+  h.name = std::string(5000, 'n');
+  EXPECT_CONTAINS(error_of(decode_hello(encode(h, 0).payload(), Limits{})),
+                  "HELLO: name: length 5000 exceeds the limit 4096");
+  // STATS_REQUEST has no payload.
+  EXPECT_CONTAINS(error_of(decode_stats_request(Bytes{0}, Limits{})), "trailing");
+}
+
+TEST(ProtocolStats, Checks) {
+  Stats s;
+  s.units = {{1, 0, std::numeric_limits<double>::quiet_NaN()}};
+  EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})),
+                  "units[0].compute_ms: must be finite and >= 0");
+  s.units = {{1, 0, -1.0}};
+  EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})), "must be finite");
+  s.units = {{1, 0, std::numeric_limits<double>::infinity()}};
+  EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})), "must be finite");
+  s.units = {{2, 0, 1.0}, {2, 0, 1.0}};
+  EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})),
+                  "units[1].unit: units must be strictly increasing");
+  s.units = {{70000, 0, 1.0}};
+  EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})), "exceeds the unit limit");
+}
+
+// ---------------------------------------------------------------------------------------- errors
+
+TEST(ProtocolErrors, ErrorMessagesAndReplies) {
+  const ErrorMessage m = make_error_message(make_error(ErrorCode::resource, "too big"), 0x0201);
+  EXPECT_EQ(m.code, WireError::resource);
+  EXPECT_EQ(m.in_reply_to, 0x0201);
+  const Error e = to_error(m);
+  EXPECT_EQ(e.code, ErrorCode::resource);
+  EXPECT_CONTAINS(e.message, "peer error (resource exhausted): too big");
+
+  // Truncated to max_string, never inside a UTF-8 sequence.
+  Limits l;
+  l.max_string = 5;
+  const ErrorMessage t = make_error_message(WireError::internal, "abcd\xC3\xA9xyz", 0, l);
+  EXPECT_EQ(t.message, "abcd");
+
+  // A reply to garbage echoes what is readable.
+  Bytes bad = to_bytes(encode(Heartbeat{}, 0xABCDEF).bytes());
+  bad.push_back(0);
+  auto why = decode(bad, Limits{});
+  ASSERT_FALSE(why);
+  auto reply = make_error_reply(bad, why.error(), Limits{});
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->request_id(), 0xABCDEFu);
+  auto em = decode_error(reply->payload(), Limits{});
+  ASSERT_TRUE(em);
+  EXPECT_EQ(em->code, WireError::malformed);
+  EXPECT_EQ(em->in_reply_to, static_cast<uint16_t>(MessageType::heartbeat));
+
+  // Another version: version_mismatch.
+  const Bytes v2 = frame_bytes(static_cast<uint16_t>(MessageType::hello), Bytes{}, 5, 2);
+  auto r2 = make_error_reply(v2, decode(v2, Limits{}).error(), Limits{});
+  ASSERT_TRUE(r2.has_value());
+  EXPECT_EQ(decode_error(r2->payload(), Limits{})->code, WireError::version_mismatch);
+
+  // Never answer an ERROR, even a broken one or one from another version.
+  const Bytes bad_error = frame_bytes(static_cast<uint16_t>(MessageType::error), Bytes{1}, 0, 9);
+  EXPECT_FALSE(make_error_reply(bad_error, make_error(ErrorCode::parse, "x"), Limits{}).has_value());
+
+  // Pure garbage (no magic): request id 0, type 0.
+  auto g = make_error_reply(Bytes{1, 2, 3}, make_error(ErrorCode::parse, "garbage"), Limits{});
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(g->request_id(), 0u);
+  EXPECT_EQ(decode_error(g->payload(), Limits{})->in_reply_to, 0);
+}
+
+}  // namespace
+}  // namespace ll::net

@@ -1,0 +1,528 @@
+#include "net/transport.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <zmq.hpp>
+
+#include "net/channel.h"
+#include "net/net_test_util.h"
+
+namespace ll::net {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+using testing::frame_bytes;
+
+// Waiting for a real peer: generous, never asserted as a duration.
+constexpr Millis k_wait{5000};
+// Waiting for something that must NOT arrive.
+constexpr Millis k_short{200};
+
+Bytes to_bytes(std::span<const uint8_t> s) {
+  return Bytes(s.begin(), s.end());
+}
+
+// Receives one frame that must arrive, with a valid header.
+Frame must_recv(Link& link) {
+  auto r = link.recv(k_wait);
+  EXPECT_TRUE(r) << r.error().message;
+  if (!r || !r->has_value()) {
+    ADD_FAILURE() << "nothing received";
+    return Frame();
+  }
+  return std::move(**r);
+}
+
+Incoming must_recv(Listener& l) {
+  auto r = l.recv(k_wait);
+  EXPECT_TRUE(r) << r.error().message;
+  if (!r || !r->has_value()) {
+    ADD_FAILURE() << "nothing received";
+    return Incoming{};
+  }
+  return std::move(**r);
+}
+
+ErrorMessage as_error(const Frame& f) {
+  EXPECT_EQ(f.type(), MessageType::error);
+  auto e = decode_error(f.payload(), Limits{});
+  EXPECT_TRUE(e) << e.error().message;
+  return e ? *e : ErrorMessage{};
+}
+
+// ------------------------------------------------------------------------------------------ in-process
+
+TEST(InProc, PairRoundTrip) {
+  auto [a, b] = make_inproc_pair();
+  const Frame f = encode(testing::sample_batch(WireDType::f16), 77);
+  ASSERT_TRUE(a->send(encode(testing::sample_batch(WireDType::f16), 77)));
+  const Frame got = must_recv(*b);
+  EXPECT_EQ(to_bytes(got.bytes()), to_bytes(f.bytes()));
+  EXPECT_EQ(got.request_id(), 77u);
+  EXPECT_EQ(a->stats().n_frames_out, 1u);
+  EXPECT_EQ(b->stats().n_frames_in, 1u);
+  EXPECT_EQ(b->stats().bytes_in, f.size());
+  ASSERT_TRUE(b->send(encode(Heartbeat{1, 2}, 78)));
+  EXPECT_EQ(must_recv(*a).type(), MessageType::heartbeat);
+}
+
+TEST(InProc, OversizedFramesAreRefusedBySenderAndReceiver) {
+  TransportOptions options;
+  options.limits.max_frame_bytes = 100;
+  auto [a, b] = make_inproc_pair(options);
+  auto r = a->send(encode(testing::sample_batch(WireDType::f32), 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(r.error().message.find("exceeds max_frame_bytes 100"), std::string::npos) << r.error().message;
+  // Pushed through unchecked, the receiver rejects it.
+  ASSERT_TRUE(a->send_bytes(to_bytes(encode(testing::sample_batch(WireDType::f32), 1).bytes())));
+  auto got = b->recv(k_wait);
+  ASSERT_FALSE(got);
+  EXPECT_NE(got.error().message.find("exceed the frame limit"), std::string::npos) << got.error().message;
+}
+
+TEST(InProc, ReceiveTimeoutIsAValue) {
+  auto [a, b] = make_inproc_pair();
+  auto r = a->recv(Millis(10));
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->has_value());
+  auto r0 = a->recv(Millis(0));
+  ASSERT_TRUE(r0);
+  EXPECT_FALSE(r0->has_value());
+}
+
+TEST(InProc, BadFrameIsCountedAndAnswered) {
+  auto [a, b] = make_inproc_pair();
+  Bytes bad = to_bytes(encode(Heartbeat{}, 4242).bytes());
+  bad[20] = 99;  // payload length lies
+  ASSERT_TRUE(a->send_bytes(bad));
+  auto r = b->recv(k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::parse);
+  EXPECT_EQ(b->stats().n_bad_frames, 1u);
+  EXPECT_EQ(b->stats().n_error_replies, 1u);
+  const Frame reply = must_recv(*a);
+  EXPECT_EQ(reply.request_id(), 4242u);
+  const ErrorMessage em = as_error(reply);
+  EXPECT_EQ(em.code, WireError::malformed);
+  EXPECT_EQ(em.in_reply_to, static_cast<uint16_t>(MessageType::heartbeat));
+  EXPECT_NE(em.message.find("payload_bytes"), std::string::npos) << em.message;
+  // The link still works.
+  ASSERT_TRUE(a->send(encode(Heartbeat{}, 1)));
+  EXPECT_EQ(must_recv(*b).type(), MessageType::heartbeat);
+}
+
+TEST(InProc, BadErrorFramesAreNotAnswered) {
+  auto [a, b] = make_inproc_pair();
+  ASSERT_TRUE(a->send_bytes(frame_bytes(static_cast<uint16_t>(MessageType::error), Bytes{1}, 0, 3)));
+  EXPECT_FALSE(b->recv(k_wait));
+  EXPECT_EQ(b->stats().n_bad_frames, 1u);
+  EXPECT_EQ(b->stats().n_error_replies, 0u);
+  auto none = a->recv(Millis(20));
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST(InProc, SendToClosedPeerFails) {
+  auto [a, b] = make_inproc_pair();
+  b.reset();
+  auto r = a->send(encode(Heartbeat{}, 0));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::io);
+}
+
+TEST(InProc, NetworkRoutesByPeer) {
+  auto net = make_inproc_network();
+  auto listener = net->listen("inproc://worker-1");
+  ASSERT_TRUE(listener);
+  EXPECT_FALSE(net->listen("inproc://worker-1"));  // taken
+  auto nobody = net->connect("inproc://nobody");
+  ASSERT_FALSE(nobody);
+  EXPECT_EQ(nobody.error().code, ErrorCode::not_found);
+
+  auto c1 = net->connect("inproc://worker-1");
+  auto c2 = net->connect("inproc://worker-1");
+  ASSERT_TRUE(c1 && c2);
+  ASSERT_TRUE((*c1)->send(encode(Heartbeat{1, 1}, 1)));
+  ASSERT_TRUE((*c2)->send(encode(Heartbeat{2, 2}, 2)));
+  for (int i = 0; i < 2; ++i) {
+    Incoming in = must_recv(**listener);
+    // Echo back to whoever sent it.
+    ASSERT_TRUE((*listener)->send(in.peer, encode(Heartbeat{}, in.frame.request_id())));
+  }
+  EXPECT_EQ(must_recv(**c1).request_id(), 1u);
+  EXPECT_EQ(must_recv(**c2).request_id(), 2u);
+  // A peer that left is not found.
+  ASSERT_TRUE((*c1)->send(encode(Heartbeat{}, 3)));
+  Incoming in = must_recv(**listener);
+  c1->reset();
+  auto gone = (*listener)->send(in.peer, encode(Heartbeat{}, 0));
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ErrorCode::not_found);
+  // The name is free again once its listener is gone.
+  listener->reset();
+  EXPECT_TRUE(net->listen("inproc://worker-1"));
+}
+
+// -------------------------------------------------------------------------------------------- channels
+
+Hello coordinator_hello() {
+  Hello h;
+  h.role = Role::coordinator;
+  h.name = "origin";
+  h.n_threads = 1;
+  return h;
+}
+
+TEST(Channel, HelloMustComeFirst) {
+  auto net = make_inproc_network();
+  auto listener = net->listen("w");
+  auto link = net->connect("w");
+  ASSERT_TRUE(listener && link);
+  ServerChannel server(**listener);
+  Channel client(**link);
+
+  ASSERT_TRUE(client.send(Heartbeat{}, 5));
+  auto r = server.recv(k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("HEARTBEAT before HELLO"), std::string::npos) << r.error().message;
+  EXPECT_EQ(server.n_bad_messages(), 1u);
+  const Frame reply = must_recv(**link);
+  EXPECT_EQ(reply.request_id(), 5u);
+  EXPECT_EQ(as_error(reply).code, WireError::unexpected);
+
+  // After HELLO the same message is fine.
+  ASSERT_TRUE(client.send(coordinator_hello(), 6));
+  auto hello = server.recv(k_wait);
+  ASSERT_TRUE(hello && hello->has_value());
+  EXPECT_TRUE(std::holds_alternative<Hello>((*hello)->message));
+  EXPECT_TRUE(server.said_hello((*hello)->peer));
+  ASSERT_TRUE(client.send(Heartbeat{}, 7));
+  auto hb = server.recv(k_wait);
+  ASSERT_TRUE(hb && hb->has_value());
+  EXPECT_EQ((*hb)->request_id, 7u);
+  server.forget((*hb)->peer);
+  EXPECT_FALSE(server.said_hello((*hb)->peer));
+}
+
+TEST(Channel, BadPayloadIsCountedAndAnswered) {
+  auto net = make_inproc_network();
+  auto listener = net->listen("w");
+  auto link = net->connect("w");
+  ASSERT_TRUE(listener && link);
+  ServerChannel server(**listener);
+  Channel client(**link);
+  ASSERT_TRUE(client.send(coordinator_hello(), 1));
+  ASSERT_TRUE(server.recv(k_wait));
+
+  // NaN in the hidden states.
+  Writer w;
+  w.u32(1);
+  w.i32(0);
+  w.i32(0);
+  w.u8(0);
+  w.u32(1);
+  w.u8(0);
+  w.u32(4);
+  w.u32(0x7FC00000);
+  ASSERT_TRUE((*link)->send_bytes(frame_bytes(MessageType::activation_batch, w.buffer(), 99)));
+  auto r = server.recv(k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("hidden[0]: not finite"), std::string::npos) << r.error().message;
+  EXPECT_EQ(server.n_bad_messages(), 1u);
+  const ErrorMessage em = as_error(must_recv(**link));
+  EXPECT_EQ(em.code, WireError::malformed);
+  EXPECT_EQ(em.in_reply_to, static_cast<uint16_t>(MessageType::activation_batch));
+  EXPECT_NE(em.message.find("not finite"), std::string::npos);
+
+  // The server keeps serving.
+  ASSERT_TRUE(client.send(ReleaseSequence{3}, 100));
+  auto ok = server.recv(k_wait);
+  ASSERT_TRUE(ok && ok->has_value());
+  EXPECT_EQ(std::get<ReleaseSequence>((*ok)->message).seq_id, 3);
+}
+
+TEST(Channel, HandshakeAndVersionMismatch) {
+  auto net = make_inproc_network();
+  auto listener = net->listen("w");
+  ASSERT_TRUE(listener);
+  std::thread worker([&] {
+    ServerChannel server(**listener);
+    for (int served = 0; served < 2;) {
+      auto r = server.recv(k_wait);
+      if (!r) continue;  // the bad HELLO below: counted and answered by the channel
+      if (!r->has_value()) break;
+      Hello mine = testing::sample_hello();
+      (void)server.send((*r)->peer, mine, (*r)->request_id);
+      ++served;
+    }
+  });
+  {
+    auto link = net->connect("w");
+    ASSERT_TRUE(link);
+    Channel client(**link);
+    auto peer = client.handshake(coordinator_hello(), Role::worker, k_wait);
+    ASSERT_TRUE(peer) << peer.error().message;
+    EXPECT_EQ(peer->name, "phone-a");
+    EXPECT_TRUE(client.peer_said_hello());
+  }
+  {
+    // A HELLO from "version 3" (frame header still v1): the worker answers version_mismatch.
+    auto link = net->connect("w");
+    ASSERT_TRUE(link);
+    Bytes payload = to_bytes(encode(coordinator_hello(), 0).payload());
+    payload[0] = 3;
+    ASSERT_TRUE((*link)->send_bytes(frame_bytes(MessageType::hello, payload, 0)));
+    const ErrorMessage em = as_error(must_recv(**link));
+    EXPECT_EQ(em.code, WireError::version_mismatch);
+    EXPECT_NE(em.message.find("version 3"), std::string::npos) << em.message;
+    EXPECT_NE(em.message.find("version 1"), std::string::npos) << em.message;
+    // A handshake that gets an ERROR answer returns it as the Error; a role mismatch is refused.
+    Channel client(**link);
+    auto peer = client.handshake(coordinator_hello(), Role::coordinator, k_wait);
+    ASSERT_FALSE(peer);
+    EXPECT_NE(peer.error().message.find("expected a coordinator"), std::string::npos) << peer.error().message;
+  }
+  worker.join();
+}
+
+TEST(Channel, HandshakeTimesOut) {
+  auto [a, b] = make_inproc_pair();
+  Channel client(*a);
+  auto r = client.handshake(coordinator_hello(), Role::worker, Millis(20));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("no HELLO"), std::string::npos);
+}
+
+TEST(Channel, ErrorFromPeerBeforeHelloBecomesHandshakeError) {
+  auto [a, b] = make_inproc_pair();
+  Channel client(*a);
+  ASSERT_TRUE(b->send(encode(make_error_message(WireError::unauthorized, "bad token", 0x0101), 0)));
+  auto r = client.handshake(coordinator_hello(), Role::worker, k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("peer error (unauthorized): bad token"), std::string::npos)
+      << r.error().message;
+}
+
+// ---------------------------------------------------------------------------------------------- ZeroMQ
+
+class Zmq : public ::testing::Test {
+ protected:
+  void SetUp() override { start(TransportOptions{}); }
+
+  void start(TransportOptions options) {
+    net_ = make_zmq_network(options);
+    auto l = net_->listen("tcp://127.0.0.1:*");
+    ASSERT_TRUE(l) << l.error().message;
+    listener_ = std::move(*l);
+    auto c = net_->connect(listener_->endpoint());
+    ASSERT_TRUE(c) << c.error().message;
+    link_ = std::move(*c);
+  }
+
+  // A plain DEALER socket, outside our transport, connected to the listener.
+  zmq::socket_t raw_socket() {
+    zmq::socket_t s(raw_ctx_, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(listener_->endpoint());
+    return s;
+  }
+
+  static std::optional<Bytes> raw_recv(zmq::socket_t& s) {
+    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, k_wait) <= 0) return std::nullopt;
+    zmq::message_t m;
+    if (!s.recv(m, zmq::recv_flags::dontwait)) return std::nullopt;
+    const auto* p = static_cast<const uint8_t*>(m.data());
+    return Bytes(p, p + m.size());
+  }
+
+  zmq::context_t raw_ctx_;
+  std::unique_ptr<Network> net_;
+  std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Link> link_;
+};
+
+TEST_F(Zmq, ListenerResolvesItsPort) {
+  const std::string ep = listener_->endpoint();
+  EXPECT_EQ(ep.rfind("tcp://127.0.0.1:", 0), 0u) << ep;
+  EXPECT_EQ(ep.find('*'), std::string::npos) << ep;
+  EXPECT_EQ(link_->endpoint(), ep);
+  auto busy = net_->listen(ep);  // same port again
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, ErrorCode::io);
+  EXPECT_FALSE(net_->connect("no-such-transport://x"));
+}
+
+TEST_F(Zmq, HelloAndActivationBatchRoundTrip) {
+  std::atomic<uint64_t> worker_bad{0};
+  std::thread worker([&] {
+    ServerChannel server(*listener_);
+    for (int served = 0; served < 2;) {
+      auto r = server.recv(k_wait);
+      if (!r) continue;
+      if (!r->has_value()) break;
+      IncomingMessage& in = **r;
+      if (std::holds_alternative<Hello>(in.message)) {
+        (void)server.send(in.peer, testing::sample_hello(), in.request_id);
+      } else if (auto* batch = std::get_if<ActivationBatch>(&in.message)) {
+        Result out;
+        out.kind = ResultKind::hidden;
+        out.tokens = batch->tokens;
+        out.width = batch->n_embd;
+        out.dtype = WireDType::f32;
+        out.values = batch->hidden;
+        (void)server.send(in.peer, out, in.request_id);
+      }
+      ++served;
+    }
+    worker_bad = server.n_bad_messages();
+  });
+
+  Channel client(*link_);
+  auto peer = client.handshake(coordinator_hello(), Role::worker, k_wait);
+  ASSERT_TRUE(peer) << peer.error().message;
+  EXPECT_EQ(*peer, testing::sample_hello());
+
+  // A batch big enough to span many TCP segments: 64 tokens x 2048, as F16.
+  ActivationBatch batch;
+  batch.n_embd = 2048;
+  batch.dtype = WireDType::f16;
+  for (int t = 0; t < 64; ++t) batch.tokens.push_back({t % 3, t, t == 63});
+  batch.hidden.resize(64 * 2048);
+  for (size_t i = 0; i < batch.hidden.size(); ++i)
+    batch.hidden[i] = static_cast<float>(static_cast<int>(i % 2001) - 1000) / 8;
+  ASSERT_TRUE(client.send(batch, 1234));
+  auto reply = client.recv(k_wait);
+  ASSERT_TRUE(reply && reply->has_value()) << (reply ? "timeout" : reply.error().message);
+  EXPECT_EQ((*reply)->request_id, 1234u);
+  const auto* result = std::get_if<Result>(&(*reply)->message);
+  ASSERT_NE(result, nullptr);
+  EXPECT_EQ(result->tokens, batch.tokens);
+  EXPECT_EQ(result->values, batch.hidden);  // exact: the values are representable in half
+  worker.join();
+  EXPECT_EQ(worker_bad, 0u);
+  EXPECT_EQ(listener_->stats().n_frames_in, 2u);
+  EXPECT_EQ(link_->stats().n_frames_in, 2u);
+}
+
+TEST_F(Zmq, ReceiveTimeoutIsAValue) {
+  auto r = listener_->recv(Millis(50));
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->has_value());
+  auto r2 = link_->recv(Millis(50));
+  ASSERT_TRUE(r2);
+  EXPECT_FALSE(r2->has_value());
+}
+
+TEST_F(Zmq, GarbageFromARawSocketIsAnsweredAndCounted) {
+  zmq::socket_t raw = raw_socket();
+  const std::string garbage = "GET / HTTP/1.1\r\nHost: worker\r\n\r\n";
+  ASSERT_TRUE(raw.send(zmq::buffer(garbage), zmq::send_flags::none));
+  auto r = listener_->recv(k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("bad magic"), std::string::npos) << r.error().message;
+  EXPECT_EQ(listener_->stats().n_bad_frames, 1u);
+  auto reply = raw_recv(raw);
+  ASSERT_TRUE(reply.has_value());
+  auto env = decode(*reply, Limits{});
+  ASSERT_TRUE(env) << env.error().message;
+  ASSERT_TRUE(std::holds_alternative<ErrorMessage>(env->message));
+  EXPECT_EQ(std::get<ErrorMessage>(env->message).code, WireError::malformed);
+
+  // A multipart message is bad too.
+  ASSERT_TRUE(raw.send(zmq::buffer(std::string("a")), zmq::send_flags::sndmore));
+  ASSERT_TRUE(raw.send(zmq::buffer(std::string("b")), zmq::send_flags::none));
+  auto mp = listener_->recv(k_wait);
+  ASSERT_FALSE(mp);
+  EXPECT_NE(mp.error().message.find("multipart"), std::string::npos);
+  EXPECT_EQ(listener_->stats().n_bad_frames, 2u);
+
+  // A valid frame before HELLO, through the message layer: refused as unexpected.
+  ServerChannel server(*listener_);
+  const Frame hb = encode(Heartbeat{}, 31);
+  ASSERT_TRUE(raw.send(zmq::buffer(hb.bytes().data(), hb.size()), zmq::send_flags::none));
+  EXPECT_FALSE(server.recv(k_wait));
+  auto unexpected = raw_recv(raw);
+  ASSERT_TRUE(unexpected.has_value());
+  auto uenv = decode(*unexpected, Limits{});
+  ASSERT_TRUE(uenv);
+  EXPECT_EQ(uenv->request_id, 31u);
+  EXPECT_EQ(std::get<ErrorMessage>(uenv->message).code, WireError::unexpected);
+  EXPECT_EQ(server.n_bad_messages(), 3u);
+
+  // The listener still serves the real link.
+  ASSERT_TRUE(link_->send(encode(coordinator_hello(), 1)));
+  auto ok = server.recv(k_wait);
+  ASSERT_TRUE(ok && ok->has_value()) << (ok ? "timeout" : ok.error().message);
+  EXPECT_TRUE(std::holds_alternative<Hello>((*ok)->message));
+}
+
+TEST_F(Zmq, GarbageToALinkIsAnswered) {
+  // The accepting side sends garbage to a connected Link: the Link counts it and answers.
+  ASSERT_TRUE(link_->send(encode(coordinator_hello(), 1)));
+  Incoming in = must_recv(*listener_);
+  ASSERT_TRUE(listener_->send_bytes(in.peer, Bytes{1, 2, 3}));
+  auto r = link_->recv(k_wait);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("truncated header"), std::string::npos) << r.error().message;
+  EXPECT_EQ(link_->stats().n_bad_frames, 1u);
+  Incoming answer = must_recv(*listener_);
+  EXPECT_EQ(as_error(answer.frame).code, WireError::malformed);
+}
+
+TEST(ZmqLimits, OversizeMessageIsDroppedByMaxMsgSize) {
+  TransportOptions options;
+  options.limits.max_frame_bytes = 64 << 10;
+  auto net = make_zmq_network(options);
+  auto listener = net->listen("tcp://127.0.0.1:*");
+  ASSERT_TRUE(listener) << listener.error().message;
+  auto link = net->connect((*listener)->endpoint());
+  ASSERT_TRUE(link);
+
+  zmq::context_t ctx;
+  zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect((*listener)->endpoint());
+  // A well-formed header announcing 1 MiB, with the 1 MiB: more than the 64 KiB limit.
+  const Bytes big = frame_bytes(MessageType::tensor_chunk, Bytes(1 << 20, 0), 1);
+  ASSERT_TRUE(raw.send(zmq::buffer(big), zmq::send_flags::none));
+
+  // The real link's frame arrives; the oversized one never does.
+  ASSERT_TRUE((*link)->send(encode(Heartbeat{}, 2)));
+  Incoming in = must_recv(**listener);
+  EXPECT_EQ(in.frame.request_id(), 2u);
+  auto none = (*listener)->recv(k_short);
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ((*listener)->stats().n_bad_frames, 0u);
+  EXPECT_LT((*listener)->stats().bytes_in, 1000u);
+}
+
+TEST(ZmqLimits, SendToUnknownPeerIsNotFound) {
+  auto net = make_zmq_network();
+  auto listener = net->listen("tcp://127.0.0.1:*");
+  ASSERT_TRUE(listener);
+  auto r = (*listener)->send(PeerId{"nobody"}, encode(Heartbeat{}, 0));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::not_found);
+}
+
+TEST(ZmqLimits, CurveIsNotSupportedYet) {
+  TransportOptions options;
+  options.security.mode = SocketSecurity::Mode::curve;
+  auto net = make_zmq_network(options);
+  auto l = net->listen("tcp://127.0.0.1:*");
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error().code, ErrorCode::unsupported);
+  EXPECT_NE(l.error().message.find("CURVE"), std::string::npos);
+  auto c = net->connect("tcp://127.0.0.1:1");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::unsupported);
+}
+
+}  // namespace
+}  // namespace ll::net
