@@ -1,0 +1,783 @@
+// The planner as mixed-integer linear programs solved with COIN-OR CBC. docs/planner.md writes the
+// models out; in short, with "nodes" = the D devices plus (ring) a second copy of the origin for the
+// last stage, so that every node hosts at most one stage:
+//
+// Latency (one MILP, minimise the sum of stage costs):
+//   x[i,s,e]   binary: node i runs units s..e as one stage (only intervals that fit the device's
+//              memory; the origin's first copy starts at 0, ring's second copy ends at U-1, no other
+//              node holds unit 0, nor in ring mode unit U-1)
+//   t[j,i,k]   in [0,1]: node i's stage ends at unit j and node k's starts at j+1
+//   partition  sum of x over the intervals that hold unit u = 1, for every u
+//   one stage  sum of x over node i's intervals <= 1 (= 1 for the origin's first copy)
+//   hand-over  sum_k t[j,i,k] = sum_s x[i,s,j];  sum_i t[j,i,k] = sum_e x[k,j+1,e]  (t is the product
+//              of "a stage of i ends at j" and "a stage of k starts at j+1", linearised as a
+//              transportation polytope: integral once x is)
+//   memory     the ring origin's two stages share its memory: one row; every other limit is met by
+//              leaving out the intervals that do not fit
+//   objective  sum x * (compute of s..e on i, + the token's hop home for e = U-1)
+//              + sum t * hop(i, k, out_bytes[j])
+//
+// Throughput (minimise the largest stage cost T): the direct model (T >= each node's cost) has a weak
+// LP relaxation — a fractional plan spreads a long stage thinly over many devices — and CBC could not
+// prove optimality at 8 devices x 40 units in a minute. Instead the bottleneck is found by bisection
+// over the finitely many possible stage costs, each step a feasibility MILP "is there a plan whose
+// every stage costs <= theta?":
+//   y[i,s,e,k] binary: node i runs s..e and hands over to node k (k = none for the last stage); its
+//              exact stage cost c = compute + hop is known, so every arc with c > theta is left out
+//   flow       the arcs form a path from (unit 0, origin) to the end: flow conservation at every
+//              (unit, node), plus partition, one stage per node and the ring origin's memory as above
+// The optimum is the smallest theta that is feasible; once "anything below the incumbent?" is proven
+// infeasible, the incumbent is optimal.
+//
+// Plans found by CBC are re-costed exactly by evaluate(), after the exact split DP for the device
+// order CBC chose has polished away any solver tolerance (and, for throughput, any slack below theta).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <string>
+#include <tuple>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <coin/CbcModel.hpp>
+#include <coin/CbcSolver.hpp>
+#include <coin/ClpSolve.hpp>
+#include <coin/CoinMessageHandler.hpp>
+#include <coin/CoinPackedMatrix.hpp>
+#include <coin/OsiClpSolverInterface.hpp>
+#pragma GCC diagnostic pop
+
+#include "plan/plan.h"
+
+namespace ll::plan {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Beyond this many columns the models alone would take minutes and gigabytes.
+constexpr double kMaxColumns = 4e6;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Devices as nodes that host at most one stage each.
+struct Nodes {
+  int n_units = 0, n_nodes = 0, origin = 0, o_first = 0, o_last = -1;  // o_last: ring's second origin copy
+  bool ring = false, latency = false;
+
+  Nodes(const Profile& p, const SolveOptions& o)
+      : n_units(p.n_units()), n_nodes(p.n_devices() + (o.ring ? 1 : 0)), origin(p.origin), o_first(p.origin),
+        o_last(o.ring ? p.n_devices() : -1), ring(o.ring), latency(o.objective == Objective::latency) {}
+  int device(int i) const { return i == o_last ? origin : i; }
+  // Whether node i may run units s..e as one stage (memory aside).
+  bool may_run(int i, int s, int e) const {
+    if ((i == o_first) != (s == 0)) return false;          // the origin's first copy, and only it, holds unit 0
+    if (i == o_last && e != n_units - 1) return false;     // ring: the second copy ends the plan
+    if (ring && e == n_units - 1 && i != o_first && i != o_last) return false;
+    return true;
+  }
+  // Whether node k's stage may directly follow node i's.
+  bool may_follow(int i, int k) const {
+    if (i == k || k == o_first || i == o_last) return false;  // the first stage is never re-entered, the last never left
+    if (ring && latency && i == o_first && k == o_last) return false;  // costs what one stage costs: keep one
+    return true;
+  }
+};
+
+// Column names for MIP starts ("c123"); snprintf, as g++ 12 misreports "c" + std::to_string(i)
+// under -Wrestrict.
+std::string col_name(int col) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "c%d", col);
+  return buf;
+}
+
+int no_callback(CbcModel* /*model*/, int /*where_from*/) { return 0; }
+
+// A row under construction (SparseRow checks each insert for duplicates, which is quadratic
+// in the row length; our rows never repeat a column).
+struct SparseRow {
+  std::vector<int> index;
+  std::vector<double> value;
+  void insert(int col, double v) {
+    index.push_back(col);
+    value.push_back(v);
+  }
+  int getNumElements() const { return static_cast<int>(index.size()); }
+};
+
+// The constraint matrix, row by row, in compressed sparse row form.
+class RowSet {
+ public:
+  explicit RowSet(int n_cols) : n_cols_(n_cols) {}
+  void add(const SparseRow& r, double lb, double ub) {
+    start_.push_back(static_cast<CoinBigIndex>(index_.size()));
+    length_.push_back(r.getNumElements());
+    index_.insert(index_.end(), r.index.begin(), r.index.end());
+    value_.insert(value_.end(), r.value.begin(), r.value.end());
+    lb_.push_back(lb);
+    ub_.push_back(ub);
+  }
+  CoinPackedMatrix matrix() const {
+    return CoinPackedMatrix(false, n_cols_, static_cast<int>(lb_.size()), static_cast<CoinBigIndex>(value_.size()),
+                            value_.data(), index_.data(), start_.data(), length_.data());
+  }
+  const std::vector<double>& lb() const { return lb_; }
+  const std::vector<double>& ub() const { return ub_; }
+
+ private:
+  int n_cols_;
+  std::vector<CoinBigIndex> start_;
+  std::vector<int> length_, index_;
+  std::vector<double> value_, lb_, ub_;
+};
+
+struct CbcOutcome {
+  bool has_solution = false;
+  bool proven_optimal = false;   // search completed with a solution
+  bool proven_infeasible = false;
+  std::vector<double> solution;
+};
+
+OsiClpSolverInterface make_lp(const RowSet& rows, const std::vector<double>& col_lb, const std::vector<double>& col_ub,
+                              const std::vector<double>& obj, int n_integer) {
+  OsiClpSolverInterface lp;
+  lp.messageHandler()->setLogLevel(0);
+  // The dual simplex for the first LP: Clp's automatic choice may pick its "idiot" crash, whose
+  // crossover segfaults (in ClpPresolve) on these LPs in Clp 1.17.
+  ClpSolve initial;
+  initial.setSolveType(ClpSolve::useDual);
+  lp.setSolveOptions(initial);
+  lp.loadProblem(rows.matrix(), col_lb.data(), col_ub.data(), obj.data(), rows.lb().data(), rows.ub().data());
+  for (int c = 0; c < n_integer; ++c) lp.setInteger(c);
+  return lp;
+}
+
+// CBC's standard driver (presolve, cuts, heuristics) with a wall-clock limit and no output. `start`
+// (optional) gives values for the first start.size() columns, which must be named col_name(c).
+CbcOutcome run_cbc(const OsiClpSolverInterface& lp, double seconds, const std::vector<double>& start,
+                   bool heuristics = true) {
+  CbcModel model(lp);
+  model.setLogLevel(0);
+  model.messageHandler()->setLogLevel(0);
+  model.solver()->messageHandler()->setLogLevel(0);
+  if (!start.empty()) {
+    std::vector<std::string> names;
+    for (size_t c = 0; c < start.size(); ++c) names.push_back(col_name(static_cast<int>(c)));
+    std::vector<const char*> ptrs;
+    for (const auto& n : names) ptrs.push_back(n.c_str());
+    model.setMIPStart(static_cast<int>(ptrs.size()), ptrs.data(), start.data());
+  }
+  CbcSolverUsefulData data;
+  CbcMain0(model, data);
+  data.noPrinting_ = true;
+  data.useSignalHandler_ = false;
+  char sec[32];
+  std::snprintf(sec, sizeof sec, "%.3f", std::max(seconds, 0.001));
+#ifdef LL_PLAN_DEBUG_LOG
+  const char* log_level = "1";
+#else
+  const char* log_level = "0";
+#endif
+  const char* argv[] = {"lingua-plan", "-log",          log_level, "-sec",       sec,     "-timeMode", "elapsed",
+                        "-ratioGap",   "0",             "-allowableGap", "1e-10", "-increment", "1e-10", "-solve",
+                        "-quit"};
+  std::vector<const char*> args(argv, argv + sizeof argv / sizeof argv[0]);
+  if (!heuristics) args.insert(args.end() - 2, {"-heuristicsOnOff", "off"});
+  CbcMain1(static_cast<int>(args.size()), args.data(), model, no_callback, data);
+  CbcOutcome out;
+  const double* sol = model.bestSolution();
+  if (sol != nullptr) {
+    out.has_solution = true;
+    out.solution.assign(sol, sol + model.getNumCols());
+    out.proven_optimal = model.isProvenOptimal();
+  } else {
+    out.proven_infeasible = model.isProvenInfeasible() || (model.status() == 0 && !model.isSecondsLimitReached());
+  }
+  return out;
+}
+
+double seconds_left(Clock::time_point deadline) {
+  return std::chrono::duration<double>(deadline - Clock::now()).count();
+}
+
+// Node of each stage of a plan (the origin's last stage in ring mode is the second copy).
+std::vector<int> stage_nodes(int o_last, const Profile& p, const std::vector<Stage>& stages) {
+  std::vector<int> nodes;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const bool second_origin = o_last >= 0 && s > 0 && s + 1 == stages.size() && stages[s].device == p.origin;
+    nodes.push_back(second_origin ? o_last : stages[s].device);
+  }
+  return nodes;
+}
+
+// Cheap good plans to start CBC from: the baselines and, for the devices in profile order and in
+// order of total unit time, each prefix with its best split.
+bool heuristic_plan(const Profile& p, const SolveOptions& o, std::vector<Stage>& best, double& best_cost) {
+  bool found = false;
+  auto offer = [&](const std::vector<Stage>& stages) {
+    auto c = evaluate(p, stages, o);
+    if (c && (!found || *c < best_cost)) {
+      best = stages;
+      best_cost = *c;
+      found = true;
+    }
+  };
+  if (auto e = plan_even(p, 0, o)) offer(*e);
+  if (auto m = plan_memory(p, o)) offer(*m);
+  std::vector<int> by_index, by_speed;
+  for (int d = 0; d < p.n_devices(); ++d) {
+    if (d != p.origin) by_index.push_back(d);
+  }
+  by_speed = by_index;
+  std::vector<double> total_ms(static_cast<size_t>(p.n_devices()), 0.0);
+  for (int d = 0; d < p.n_devices(); ++d) {
+    for (double ms : p.devices[d].unit_ms) total_ms[static_cast<size_t>(d)] += ms;
+  }
+  std::stable_sort(by_speed.begin(), by_speed.end(),
+                   [&](int x, int y) { return total_ms[static_cast<size_t>(x)] < total_ms[static_cast<size_t>(y)]; });
+  SplitResult split;
+  for (const auto* others : {&by_index, &by_speed}) {
+    std::vector<int> order{p.origin};
+    for (size_t n = 0; n <= others->size(); ++n) {
+      if (n > 0) order.push_back((*others)[n - 1]);
+      std::vector<int> closed = order;
+      if (o.ring) closed.push_back(p.origin);
+      // (The origin twice in a row costs what one stage costs under latency: offer one stage only.)
+      const bool twice = o.ring && n == 0;
+      if (!(twice && o.objective == Objective::latency) && best_split_for_order(p, closed, o, split)) {
+        offer(split.stages);
+      }
+      if (twice && best_split_for_order(p, order, o, split)) offer(split.stages);
+    }
+  }
+  return found;
+}
+
+
+// Local search over device orders. An order is the origin, a "middle" of distinct other devices,
+// and (ring) the origin again; a move inserts, removes, replaces, swaps or moves one device of the
+// middle, and each order is costed by its exact best split. First improvement, until a local optimum
+// or until the work budget (in DP cell updates, roughly) is spent.
+class OrderSearch {
+ public:
+  OrderSearch(const Profile& p, const SolveOptions& o, double budget, Clock::time_point deadline)
+      : p_(p), o_(o), budget_(budget), deadline_(deadline) {}
+
+  // Improves `plan` (a valid plan costing `cost`) in place.
+  void improve(std::vector<Stage>& plan, double& cost) {
+    std::vector<int> middle;
+    for (size_t s = 1; s < plan.size(); ++s) {
+      if (!(o_.ring && s + 1 == plan.size())) middle.push_back(plan[s].device);
+    }
+    std::vector<char> in_middle(static_cast<size_t>(p_.n_devices()), 0);
+    for (int d : middle) in_middle[static_cast<size_t>(d)] = 1;
+    std::vector<int> others;
+    for (int d = 0; d < p_.n_devices(); ++d) {
+      if (d != p_.origin) others.push_back(d);
+    }
+    SplitResult trial;
+    auto try_middle = [&](const std::vector<int>& m) {
+      if (!cost_of(m, trial) || !(trial.cost_ms < cost)) return false;
+      plan = trial.stages;
+      cost = trial.cost_ms;
+      middle = m;
+      std::fill(in_middle.begin(), in_middle.end(), 0);
+      for (int d : middle) in_middle[static_cast<size_t>(d)] = 1;
+      return true;
+    };
+    bool improved = true;
+    while (improved && spent_ < budget_) {
+      improved = false;
+      const size_t n = middle.size();
+      std::vector<int> m;
+      for (size_t i = 0; i < n && !improved; ++i) {  // remove
+        m = middle;
+        m.erase(m.begin() + static_cast<std::ptrdiff_t>(i));
+        improved = try_middle(m);
+      }
+      for (int d : others) {  // insert or replace with an unused device
+        if (improved || in_middle[static_cast<size_t>(d)]) continue;
+        for (size_t i = 0; i <= n && !improved; ++i) {
+          m = middle;
+          m.insert(m.begin() + static_cast<std::ptrdiff_t>(i), d);
+          improved = try_middle(m);
+        }
+        for (size_t i = 0; i < n && !improved; ++i) {
+          m = middle;
+          m[i] = d;
+          improved = try_middle(m);
+        }
+      }
+      for (size_t i = 0; i < n && !improved; ++i) {  // swap, move
+        for (size_t j = 0; j < n && !improved; ++j) {
+          if (i == j) continue;
+          m = middle;
+          if (i < j) {
+            std::swap(m[i], m[j]);
+            improved = try_middle(m);
+            if (improved) break;
+          }
+          m = middle;
+          const int d = m[i];
+          m.erase(m.begin() + static_cast<std::ptrdiff_t>(i));
+          m.insert(m.begin() + static_cast<std::ptrdiff_t>(j), d);
+          improved = try_middle(m);
+        }
+      }
+    }
+  }
+
+ private:
+  bool cost_of(const std::vector<int>& middle, SplitResult& out) {
+    if (spent_ >= budget_ || Clock::now() >= deadline_) {
+      spent_ = budget_;
+      return false;
+    }
+    std::vector<int> order{p_.origin};
+    order.insert(order.end(), middle.begin(), middle.end());
+    const double k = static_cast<double>(order.size() + (o_.ring ? 1 : 0)), u = p_.n_units();
+    spent_ += o_.ring ? k * u * u * u / 6 : k * u * u / 2;
+    if (!o_.ring) return best_split_for_order(p_, order, o_, out);
+    bool found = false;
+    SplitResult closed;
+    if (middle.empty() && best_split_for_order(p_, order, o_, out)) found = true;  // one stage
+    if (middle.empty() && o_.objective == Objective::latency) return found;  // [origin, origin] = one stage
+    order.push_back(p_.origin);
+    if (best_split_for_order(p_, order, o_, closed) && (!found || closed.cost_ms < out.cost_ms)) {
+      out = closed;
+      found = true;
+    }
+    return found;
+  }
+
+  const Profile& p_;
+  const SolveOptions& o_;
+  double budget_, spent_ = 0;
+  Clock::time_point deadline_;
+};
+
+// The best split for the device order of `stages` (a plan CBC found), if it beats the plan itself.
+std::vector<Stage> polish(const Profile& p, const SolveOptions& o, std::vector<Stage> stages) {
+  std::vector<int> order;
+  for (const Stage& s : stages) order.push_back(s.device);
+  auto raw = evaluate(p, stages, o);
+  SplitResult best;
+  if (best_split_for_order(p, order, o, best) && (!raw || best.cost_ms < *raw)) return best.stages;
+  return stages;
+}
+
+// Work budget of one local search, in DP cell updates (about a nanosecond or two each).
+constexpr double kLocalSearchBudget = 1e8;
+
+struct Search {
+  std::vector<Stage> plan;       // best plan so far (empty: none)
+  double cost_ms = kInf;
+  bool proven_optimal = false;
+  bool proven_infeasible = false;
+  double solver_objective_ms = std::numeric_limits<double>::quiet_NaN();
+};
+
+// ---- latency: one MILP -------------------------------------------------------------------------
+
+struct Interval {
+  int node, first, last;
+  double cost_ms;  // compute (+ the token's hop home when it is the last stage)
+  uint64_t memory_bytes;
+};
+
+Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search search, Clock::time_point deadline) {
+  if (seconds_left(deadline) <= 0 && !search.plan.empty()) return search;
+  const Nodes g(p, o);
+  const int n_units = g.n_units, n_nodes = g.n_nodes;
+  std::vector<Interval> xs;
+  for (int i = 0; i < n_nodes; ++i) {
+    const int d = g.device(i);
+    for (int s = 0; s < n_units; ++s) {
+      uint64_t mem = 0;
+      double compute = 0.0;
+      for (int e = s; e < n_units; ++e) {
+        mem = add_sat(mem, p.units[e].memory_bytes);
+        if (mem > p.devices[d].memory_bytes) break;
+        compute += p.devices[d].unit_ms[e];
+        if (!g.may_run(i, s, e)) continue;
+        const double home = e == n_units - 1 ? p.hop_ms(d, p.origin, p.token_bytes) : 0.0;
+        xs.push_back(Interval{i, s, e, compute + home, mem});
+      }
+    }
+  }
+  auto at = [&](int node, int unit) { return static_cast<size_t>(node) * n_units + unit; };
+  std::vector<std::vector<int>> ends(static_cast<size_t>(n_nodes) * n_units), starts(ends.size());
+  for (size_t c = 0; c < xs.size(); ++c) {
+    ends[at(xs[c].node, xs[c].last)].push_back(static_cast<int>(c));
+    starts[at(xs[c].node, xs[c].first)].push_back(static_cast<int>(c));
+  }
+  struct Transfer {
+    int after_unit, from, to;
+    double cost_ms;
+  };
+  std::vector<Transfer> ts;
+  for (int j = 0; j + 1 < n_units; ++j) {
+    for (int i = 0; i < n_nodes; ++i) {
+      if (ends[at(i, j)].empty()) continue;
+      for (int k = 0; k < n_nodes; ++k) {
+        if (!g.may_follow(i, k) || starts[at(k, j + 1)].empty()) continue;
+        ts.push_back(Transfer{j, i, k, p.hop_ms(g.device(i), g.device(k), p.units[j].out_bytes)});
+      }
+    }
+  }
+  const int n_x = static_cast<int>(xs.size()), n_t = static_cast<int>(ts.size()), n_cols = n_x + n_t;
+
+  double max_cost = 0.0;
+  for (const auto& x : xs) max_cost = std::max(max_cost, x.cost_ms);
+  for (const auto& t : ts) max_cost = std::max(max_cost, t.cost_ms);
+  const double scale = max_cost > 0 ? 1.0 / max_cost : 1.0;  // objective units per ms: coefficients <= 1
+
+  std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
+      obj(static_cast<size_t>(n_cols), 0.0);
+  for (int c = 0; c < n_x; ++c) obj[static_cast<size_t>(c)] = xs[static_cast<size_t>(c)].cost_ms * scale;
+  for (int c = 0; c < n_t; ++c) obj[static_cast<size_t>(n_x + c)] = ts[static_cast<size_t>(c)].cost_ms * scale;
+
+  RowSet rows(n_cols);
+  const double inf = std::numeric_limits<double>::max();
+  auto add_row = [&](const SparseRow& v, double lb, double ub) { rows.add(v, lb, ub); };
+  std::vector<SparseRow> cover(static_cast<size_t>(n_units)), node_row(static_cast<size_t>(n_nodes));
+  for (int c = 0; c < n_x; ++c) {
+    const Interval& x = xs[static_cast<size_t>(c)];
+    for (int u = x.first; u <= x.last; ++u) cover[static_cast<size_t>(u)].insert(c, 1.0);
+    node_row[static_cast<size_t>(x.node)].insert(c, 1.0);
+  }
+  for (int u = 0; u < n_units; ++u) {
+    if (cover[static_cast<size_t>(u)].getNumElements() == 0) {  // no node can hold u here
+      search.proven_infeasible = search.plan.empty();
+      return search;
+    }
+    add_row(cover[static_cast<size_t>(u)], 1.0, 1.0);
+  }
+  for (int i = 0; i < n_nodes; ++i) {
+    if (node_row[static_cast<size_t>(i)].getNumElements() == 0) continue;
+    add_row(node_row[static_cast<size_t>(i)], i == g.o_first ? 1.0 : -inf, 1.0);
+  }
+  {
+    std::vector<SparseRow> out(static_cast<size_t>(n_nodes) * n_units), in(out.size());
+    for (int c = 0; c < n_t; ++c) {
+      const Transfer& t = ts[static_cast<size_t>(c)];
+      out[at(t.from, t.after_unit)].insert(n_x + c, 1.0);
+      in[at(t.to, t.after_unit + 1)].insert(n_x + c, 1.0);
+    }
+    for (int i = 0; i < n_nodes; ++i) {
+      for (int j = 0; j + 1 < n_units; ++j) {
+        SparseRow& ov = out[at(i, j)];  // a stage of i that ends at j hands over to someone
+        for (int c : ends[at(i, j)]) ov.insert(c, -1.0);
+        if (ov.getNumElements() > 0) add_row(ov, 0.0, 0.0);
+        SparseRow& iv = in[at(i, j + 1)];  // a stage of i that starts at j+1 is handed to
+        for (int c : starts[at(i, j + 1)]) iv.insert(c, -1.0);
+        if (iv.getNumElements() > 0) add_row(iv, 0.0, 0.0);
+      }
+    }
+  }
+  uint64_t total = 0;
+  for (const auto& unit : p.units) total = add_sat(total, unit.memory_bytes);
+  if (g.ring && total > p.devices[p.origin].memory_bytes) {  // the origin's two stages share its memory
+    const double cap = static_cast<double>(std::max<uint64_t>(p.devices[p.origin].memory_bytes, 1));
+    SparseRow v;
+    for (int c = 0; c < n_x; ++c) {
+      const Interval& x = xs[static_cast<size_t>(c)];
+      if ((x.node == g.o_first || x.node == g.o_last) && x.memory_bytes > 0) {
+        v.insert(c, static_cast<double>(x.memory_bytes) / cap);
+      }
+    }
+    if (v.getNumElements() > 0) add_row(v, -inf, static_cast<double>(p.devices[p.origin].memory_bytes) / cap);
+  }
+
+  OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_x);
+  std::vector<double> start;
+  if (!search.plan.empty()) {  // the incumbent as a MIP start
+    std::map<std::tuple<int, int, int>, int> index;
+    for (int c = 0; c < n_x; ++c) {
+      const Interval& x = xs[static_cast<size_t>(c)];
+      index[{x.node, x.first, x.last}] = c;
+    }
+    start.assign(static_cast<size_t>(n_x), 0.0);
+    const std::vector<int> nodes = stage_nodes(g.o_last, p, search.plan);
+    bool complete = true;
+    for (size_t s = 0; s < search.plan.size(); ++s) {
+      auto it = index.find({nodes[s], search.plan[s].first_unit, search.plan[s].last_unit});
+      if (it == index.end()) {
+        complete = false;
+      } else {
+        start[static_cast<size_t>(it->second)] = 1.0;
+      }
+    }
+    if (complete) {
+      lp.setIntParam(OsiNameDiscipline, 1);
+      for (int c = 0; c < n_x; ++c) lp.setColName(c, col_name(c));
+    } else {
+      start.clear();
+    }
+  }
+  const CbcOutcome r = run_cbc(lp, seconds_left(deadline), start);
+  if (!r.has_solution) {
+    search.proven_infeasible = r.proven_infeasible && search.plan.empty();
+    return search;
+  }
+  std::vector<Stage> stages;
+  for (int c = 0; c < n_x; ++c) {
+    if (r.solution[static_cast<size_t>(c)] > 0.5) {
+      const Interval& x = xs[static_cast<size_t>(c)];
+      stages.push_back(Stage{g.device(x.node), x.first, x.last});
+    }
+  }
+  std::sort(stages.begin(), stages.end(), [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
+  double objective = 0.0;
+  for (int c = 0; c < n_cols; ++c) objective += obj[static_cast<size_t>(c)] * r.solution[static_cast<size_t>(c)];
+  search.solver_objective_ms = objective / scale;
+  stages = polish(p, o, std::move(stages));
+  auto cost = evaluate(p, stages, o);
+  if (!cost) return make_error(ErrorCode::internal, "the MILP's plan is not valid: " + cost.error().message);
+  if (*cost < search.cost_ms || search.plan.empty()) {
+    search.plan = std::move(stages);
+    search.cost_ms = *cost;
+  }
+  search.proven_optimal = r.proven_optimal;
+  return search;
+}
+
+// ---- throughput: bisection over feasibility MILPs ----------------------------------------------
+
+struct Arc {
+  int node, first, last, next;  // next = -1: the last stage
+  double cost_ms;               // exactly evaluate()'s stage cost
+  uint64_t memory_bytes;
+};
+
+enum class Feasibility { feasible, infeasible, unknown };
+
+// Is there a plan using only `arcs` (all costing <= theta)? On success, `plan` holds one.
+Expected<Feasibility> feasible_with(const Profile& p, const SolveOptions& o, const Nodes& g,
+                                    const std::vector<Arc>& arcs, Clock::time_point deadline,
+                                    std::vector<Stage>& plan) {
+  const int n_units = g.n_units, n_nodes = g.n_nodes, n_cols = static_cast<int>(arcs.size());
+  std::vector<SparseRow> cover(static_cast<size_t>(n_units)), node_row(static_cast<size_t>(n_nodes));
+  std::vector<SparseRow> flow(static_cast<size_t>(n_nodes) * (n_units + 1));  // (node, first unit)
+  auto at = [&](int node, int unit) { return static_cast<size_t>(node) * (n_units + 1) + unit; };
+  for (int c = 0; c < n_cols; ++c) {
+    const Arc& a = arcs[static_cast<size_t>(c)];
+    for (int u = a.first; u <= a.last; ++u) cover[static_cast<size_t>(u)].insert(c, 1.0);
+    node_row[static_cast<size_t>(a.node)].insert(c, 1.0);
+    flow[at(a.node, a.first)].insert(c, -1.0);
+    if (a.next >= 0) flow[at(a.next, a.last + 1)].insert(c, 1.0);
+  }
+  for (const auto& v : cover) {
+    if (v.getNumElements() == 0) return Feasibility::infeasible;  // some unit fits in no cheap enough stage
+  }
+  if (flow[at(g.o_first, 0)].getNumElements() == 0) return Feasibility::infeasible;
+
+  RowSet rows(n_cols);
+  const double inf = std::numeric_limits<double>::max();
+  auto add_row = [&](const SparseRow& v, double lb, double ub) { rows.add(v, lb, ub); };
+  for (const auto& v : cover) add_row(v, 1.0, 1.0);
+  for (int i = 0; i < n_nodes; ++i) {
+    if (node_row[static_cast<size_t>(i)].getNumElements() > 0) add_row(node_row[static_cast<size_t>(i)], -inf, 1.0);
+  }
+  for (int i = 0; i < n_nodes; ++i) {  // what flows into (i, j) flows out; the path starts at (origin, 0)
+    for (int j = 0; j < n_units; ++j) {
+      const SparseRow& v = flow[at(i, j)];
+      if (v.getNumElements() == 0) continue;
+      const double rhs = (i == g.o_first && j == 0) ? -1.0 : 0.0;
+      add_row(v, rhs, rhs);
+    }
+  }
+  uint64_t total = 0;
+  for (const auto& unit : p.units) total = add_sat(total, unit.memory_bytes);
+  if (g.ring && total > p.devices[p.origin].memory_bytes) {
+    const double cap = static_cast<double>(std::max<uint64_t>(p.devices[p.origin].memory_bytes, 1));
+    SparseRow v;
+    for (int c = 0; c < n_cols; ++c) {
+      const Arc& a = arcs[static_cast<size_t>(c)];
+      if ((a.node == g.o_first || a.node == g.o_last) && a.memory_bytes > 0) {
+        v.insert(c, static_cast<double>(a.memory_bytes) / cap);
+      }
+    }
+    if (v.getNumElements() > 0) add_row(v, -inf, static_cast<double>(p.devices[p.origin].memory_bytes) / cap);
+  }
+  const std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
+      obj(static_cast<size_t>(n_cols), 0.0);  // any plan will do
+  const OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_cols);
+  // No primal heuristics: near the optimum most probes are infeasible, and the feasibility pump
+  // spends seconds failing to find what is not there before the search proves it so.
+  const CbcOutcome r = run_cbc(lp, seconds_left(deadline), {}, /*heuristics=*/false);
+  if (!r.has_solution) return r.proven_infeasible ? Feasibility::infeasible : Feasibility::unknown;
+  plan.clear();
+  for (int c = 0; c < n_cols; ++c) {
+    if (r.solution[static_cast<size_t>(c)] > 0.5) {
+      const Arc& a = arcs[static_cast<size_t>(c)];
+      plan.push_back(Stage{g.device(a.node), a.first, a.last});
+    }
+  }
+  std::sort(plan.begin(), plan.end(), [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
+  auto cost = evaluate(p, plan, o);
+  if (!cost) return make_error(ErrorCode::internal, "the MILP's plan is not valid: " + cost.error().message);
+  return Feasibility::feasible;
+}
+
+Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Search search,
+                                  Clock::time_point deadline) {
+  const Nodes g(p, o);
+  const int n_units = g.n_units, n_nodes = g.n_nodes;
+  // Every stage there could be, with its successor and exact cost.
+  std::vector<Arc> all;
+  for (int i = 0; i < n_nodes; ++i) {
+    const int d = g.device(i);
+    for (int s = 0; s < n_units; ++s) {
+      uint64_t mem = 0;
+      double compute = 0.0;
+      for (int e = s; e < n_units; ++e) {
+        mem = add_sat(mem, p.units[e].memory_bytes);
+        if (mem > p.devices[d].memory_bytes) break;
+        compute += p.devices[d].unit_ms[e];
+        if (!g.may_run(i, s, e)) continue;
+        if (e == n_units - 1) {
+          all.push_back(Arc{i, s, e, -1, compute + p.hop_ms(d, p.origin, p.token_bytes), mem});
+          continue;
+        }
+        for (int k = 0; k < n_nodes; ++k) {
+          if (g.may_follow(i, k)) {
+            all.push_back(Arc{i, s, e, k, compute + p.hop_ms(d, g.device(k), p.units[e].out_bytes), mem});
+          }
+        }
+      }
+    }
+  }
+  // No plan can beat the cheapest stage that could hold the costliest-to-hold unit.
+  std::vector<double> cheapest(static_cast<size_t>(n_units), kInf);
+  for (const Arc& a : all) {
+    for (int u = a.first; u <= a.last; ++u) cheapest[static_cast<size_t>(u)] = std::min(cheapest[static_cast<size_t>(u)], a.cost_ms);
+  }
+  const double lower = *std::max_element(cheapest.begin(), cheapest.end());
+  if (lower == kInf) {
+    search.proven_infeasible = search.plan.empty();
+    return search;
+  }
+  // The optimum is one of the arc costs; bisect over them. Known: no plan has its largest stage cost
+  // <= below (or < lower); the incumbent costs search.cost_ms.
+  std::vector<double> costs;
+  costs.reserve(all.size());
+  for (const Arc& a : all) {
+    if (a.cost_ms >= lower) costs.push_back(a.cost_ms);
+  }
+  std::sort(costs.begin(), costs.end());
+  costs.erase(std::unique(costs.begin(), costs.end()), costs.end());
+  double below = -kInf;
+  int descents = 0;  // probes just below the incumbent in a row
+  std::vector<Arc> arcs;
+  std::vector<Stage> found;
+  for (;;) {
+    const size_t lo = static_cast<size_t>(std::upper_bound(costs.begin(), costs.end(), below) - costs.begin());
+    const size_t hi = static_cast<size_t>(std::lower_bound(costs.begin(), costs.end(), search.cost_ms) - costs.begin());
+    if (lo >= hi) {  // nothing left between what is impossible and what we have
+      if (search.plan.empty()) {
+        search.proven_infeasible = true;
+      } else {
+        search.proven_optimal = true;
+      }
+      return search;
+    }
+    if (seconds_left(deadline) <= 0) return search;
+    // Ask whether the incumbent can be beaten at all: after the local search it usually cannot, and
+    // a plan that beats it is polished into the next incumbent. Should that keep succeeding, halve
+    // the range instead now and then.
+    static const int max_descents = std::getenv("LL_DESC") ? std::atoi(std::getenv("LL_DESC")) : 3;
+    const size_t probe = (search.plan.empty() || descents < max_descents) ? hi - 1 : lo + (hi - lo) / 2;
+    descents = probe == hi - 1 ? descents + 1 : 0;
+    const double theta = costs[probe];
+    arcs.clear();
+    for (const Arc& a : all) {
+      if (a.cost_ms <= theta) arcs.push_back(a);
+    }
+#ifdef LL_PLAN_TRACE
+    const auto t0 = Clock::now();
+#endif
+    LL_ASSIGN_OR_RETURN(Feasibility f, feasible_with(p, o, g, arcs, deadline, found));
+#ifdef LL_PLAN_TRACE
+    std::fprintf(stderr, "  theta %.6f (%zu of %zu..%zu) arcs %zu: %s in %.0f ms%s\n", theta, probe, lo, hi, arcs.size(),
+                 f == Feasibility::feasible ? "feasible" : f == Feasibility::infeasible ? "infeasible" : "unknown",
+                 std::chrono::duration<double, std::milli>(Clock::now() - t0).count(),
+                 f == Feasibility::feasible ? (" -> " + std::to_string(*evaluate(p, found, o))).c_str() : "");
+#endif
+    if (f == Feasibility::unknown) return search;
+    if (f == Feasibility::infeasible) {
+      below = theta;
+      descents = 0;
+      continue;
+    }
+    search.solver_objective_ms = *evaluate(p, found, o);
+    found = polish(p, o, std::move(found));
+    double cost = *evaluate(p, found, o);
+    OrderSearch(p, o, kLocalSearchBudget, deadline).improve(found, cost);
+    if (cost < search.cost_ms) {
+      search.plan = found;
+      search.cost_ms = cost;
+    }
+  }
+}
+
+}  // namespace
+
+Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options) {
+  LL_TRY(validate(profile));
+  if (!(options.time_limit_s > 0) || !std::isfinite(options.time_limit_s)) {
+    return make_error(ErrorCode::invalid_argument, "the time limit must be a positive number of seconds");
+  }
+  LL_TRY(precheck_feasible(profile, options));
+  const Profile& p = profile;
+  const double n_nodes = p.n_devices() + (options.ring ? 1 : 0), n_units = p.n_units();
+  const double n_columns = options.objective == Objective::throughput ? n_nodes * n_nodes * n_units * (n_units + 1) / 2
+                                                                       : n_nodes * n_units * (n_units + 1) / 2 +
+                                                                             n_nodes * n_nodes * n_units;
+  if (n_columns > kMaxColumns) {
+    return make_error(ErrorCode::unsupported,
+                      "the MILP for " + std::to_string(p.n_units()) + " units over " + std::to_string(p.n_devices()) +
+                          " devices is too large (about " + std::to_string(static_cast<long long>(n_columns)) +
+                          " variables, at most " + std::to_string(static_cast<long long>(kMaxColumns)) + ")");
+  }
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s));
+
+  Search search;
+  if (options.warm_start && heuristic_plan(p, options, search.plan, search.cost_ms)) {
+#ifdef LL_PLAN_TRACE
+    std::fprintf(stderr, "  heuristic %.6f", search.cost_ms);
+#endif
+    // At most a quarter of the time limit: the MILP needs the rest.
+    const Clock::time_point heuristic_deadline =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s / 4));
+    OrderSearch(p, options, kLocalSearchBudget, heuristic_deadline).improve(search.plan, search.cost_ms);
+#ifdef LL_PLAN_TRACE
+    std::fprintf(stderr, ", after local search %.6f\n", search.cost_ms);
+#endif
+  } else {
+    search.plan.clear();
+    search.cost_ms = kInf;
+  }
+  LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency ? solve_latency(p, options, search, deadline)
+                                                                      : solve_throughput(p, options, search, deadline));
+  if (search.plan.empty()) {
+    if (search.proven_infeasible) return explain_infeasible(p, options);
+    return make_error(ErrorCode::resource, "no plan found within the time limit of " +
+                                               std::to_string(options.time_limit_s) +
+                                               " s (and none proven impossible); try a longer time limit");
+  }
+  LL_ASSIGN_OR_RETURN(PlanResult r, describe(p, std::move(search.plan), options));
+  r.proven_optimal = search.proven_optimal;
+  r.solver_objective_ms = search.solver_objective_ms;
+  return r;
+}
+
+}  // namespace ll::plan
