@@ -2,9 +2,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "apps/commands.h"
 #include "plan/plan.h"
@@ -23,7 +22,8 @@ Expected<std::string> read_file(const std::string& path) {
   in.seekg(0, std::ios::end);
   const std::streamoff size = in.tellg();
   if (size > kMaxProfileBytes) {
-    return make_error(ErrorCode::parse, path + ": " + std::to_string(size) + " bytes is too large for a profile");
+    return make_error(ErrorCode::parse,
+                      path + ": " + std::to_string(size) + " bytes is too large for a profile");
   }
   in.seekg(0, std::ios::beg);
   std::stringstream ss;
@@ -33,9 +33,10 @@ Expected<std::string> read_file(const std::string& path) {
 }
 
 std::string units_label(const plan::Profile& p, const plan::Stage& s) {
-  if (s.first_unit == s.last_unit) return std::to_string(s.first_unit) + " (" + p.units[s.first_unit].name + ")";
-  return std::to_string(s.first_unit) + "-" + std::to_string(s.last_unit) + " (" + p.units[s.first_unit].name +
-         ".." + p.units[s.last_unit].name + ")";
+  if (s.first_unit == s.last_unit)
+    return std::to_string(s.first_unit) + " (" + p.units[s.first_unit].name + ")";
+  return std::to_string(s.first_unit) + "-" + std::to_string(s.last_unit) + " (" +
+         p.units[s.first_unit].name + ".." + p.units[s.last_unit].name + ")";
 }
 
 // "30.20 ms (1.36x)" or "infeasible: <why>".
@@ -46,7 +47,8 @@ std::string baseline_label(const plan::Profile& p, const Expected<std::vector<pl
   if (!cost) return "infeasible: " + cost.error().message;
   char buf[96];
   if (best_ms > 0) {
-    std::snprintf(buf, sizeof buf, "%.3f ms (%.2fx the plan's), %zu stages", *cost, *cost / best_ms, stages->size());
+    std::snprintf(buf, sizeof buf, "%.3f ms (%.2fx the plan's), %zu stages", *cost, *cost / best_ms,
+                  stages->size());
   } else {
     std::snprintf(buf, sizeof buf, "%.3f ms, %zu stages", *cost, stages->size());
   }
@@ -55,13 +57,15 @@ std::string baseline_label(const plan::Profile& p, const Expected<std::vector<pl
 
 void print_table(const std::string& path, const plan::Profile& p, const plan::PlanResult& r,
                  const plan::SolveOptions& o, double solve_s) {
-  std::printf("plan for %s: %d units over %zu stages on %d devices; objective %s%s\n", path.c_str(), p.n_units(),
-              r.stages.size(), p.n_devices(), plan::objective_name(o.objective), o.ring ? ", ring" : "");
+  std::printf("plan for %s: %d units over %zu stages on %d devices; objective %s%s\n", path.c_str(),
+              p.n_units(), r.stages.size(), p.n_devices(), plan::objective_name(o.objective),
+              o.ring ? ", ring" : "");
   if (r.proven_optimal) {
     std::printf("proven optimal (%.2f s)\n\n", solve_s);
   } else {
-    std::printf("NOT proven optimal: the time limit of %g s ran out; this is the best plan found (%.2f s)\n\n",
-                o.time_limit_s, solve_s);
+    std::printf(
+        "NOT proven optimal: the time limit of %g s ran out; this is the best plan found (%.2f s)\n\n",
+        o.time_limit_s, solve_s);
   }
   size_t w_dev = 6, w_units = 5;
   std::vector<std::string> units;
@@ -79,16 +83,18 @@ void print_table(const std::string& path, const plan::Profile& p, const plan::Pl
                             plan::format_bytes(rep.device_memory_used_bytes) + " / " +
                             plan::format_bytes(rep.device_memory_bytes);
     std::printf("%5zu  %-*s  %-*s  %11.3f  %11.3f  %11.3f  %s\n", i, static_cast<int>(w_dev),
-                p.devices[rep.stage.device].name.c_str(), static_cast<int>(w_units), units[i].c_str(), rep.compute_ms,
-                rep.transfer_ms, rep.cost_ms, mem.c_str());
+                p.devices[rep.stage.device].name.c_str(), static_cast<int>(w_units), units[i].c_str(),
+                rep.compute_ms, rep.transfer_ms, rep.cost_ms, mem.c_str());
   }
   std::printf("\n");
   if (o.objective == plan::Objective::latency) {
-    std::printf("latency (sum of stage costs): %.3f ms per token; slowest stage %.3f ms\n", r.cost_ms, r.max_stage_ms);
+    std::printf("latency (sum of stage costs): %.3f ms per token; slowest stage %.3f ms\n", r.cost_ms,
+                r.max_stage_ms);
   } else {
-    std::printf("throughput (slowest stage): %.3f ms per token when pipelined (%.2f tokens/s); one request's latency "
-                "%.3f ms\n",
-                r.cost_ms, r.cost_ms > 0 ? 1000.0 / r.cost_ms : 0.0, r.latency_ms);
+    std::printf(
+        "throughput (slowest stage): %.3f ms per token when pipelined (%.2f tokens/s); one request's latency "
+        "%.3f ms\n",
+        r.cost_ms, r.cost_ms > 0 ? 1000.0 / r.cost_ms : 0.0, r.latency_ms);
   }
   std::printf("baseline even:   %s\n", baseline_label(p, plan::plan_even(p, 0, o), o, r.cost_ms).c_str());
   std::printf("baseline memory: %s\n", baseline_label(p, plan::plan_memory(p, o), o, r.cost_ms).c_str());
@@ -113,7 +119,8 @@ Runner add_plan_command(CLI::App& app) {
                  "the slowest stage (tokens per second with the pipeline full)")
       ->check(CLI::IsMember({"latency", "throughput"}))
       ->capture_default_str();
-  app.add_flag("--ring", o->ring, "The last stage runs on the origin too, so tokens and logits never leave it");
+  app.add_flag("--ring", o->ring,
+               "The last stage runs on the origin too, so tokens and logits never leave it");
   app.add_option("--time-limit", o->time_limit_s,
                  "Seconds for the MILP solver (CBC); when they run out, the best plan so far is printed and "
                  "marked not proven optimal")
@@ -129,9 +136,10 @@ Runner add_plan_command(CLI::App& app) {
           },
           "SECONDS"))
       ->capture_default_str();
-  app.add_flag("--json", o->json,
-               "One JSON line: {\"objective\",\"cost_ms\",\"stages\":[{\"device\",\"first_unit\",\"last_unit\"}],"
-               "\"proven_optimal\"}");
+  app.add_flag(
+      "--json", o->json,
+      "One JSON line: {\"objective\",\"cost_ms\",\"stages\":[{\"device\",\"first_unit\",\"last_unit\"}],"
+      "\"proven_optimal\"}");
   app.footer(
       "Only --profile is supported for now: profiling a model on live devices (-m MODEL with --local N or "
       "--cluster FILE) needs the distributed pipeline, which this build does not have yet.");
@@ -140,7 +148,8 @@ Runner add_plan_command(CLI::App& app) {
     auto text = read_file(o->profile);
     if (!text) return report_error(text.error());
     auto profile = plan::parse_profile(*text);
-    if (!profile) return report_error(make_error(profile.error().code, o->profile + ": " + profile.error().message));
+    if (!profile)
+      return report_error(make_error(profile.error().code, o->profile + ": " + profile.error().message));
     plan::SolveOptions opt;
     auto objective = plan::parse_objective(o->objective);
     if (!objective) return report_error(objective.error());
@@ -157,8 +166,9 @@ Runner add_plan_command(CLI::App& app) {
       j["cost_ms"] = result->cost_ms;
       j["stages"] = nlohmann::ordered_json::array();
       for (const auto& s : result->stages) {
-        j["stages"].push_back(
-            {{"device", profile->devices[s.device].name}, {"first_unit", s.first_unit}, {"last_unit", s.last_unit}});
+        j["stages"].push_back({{"device", profile->devices[s.device].name},
+                               {"first_unit", s.first_unit},
+                               {"last_unit", s.last_unit}});
       }
       j["proven_optimal"] = result->proven_optimal;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

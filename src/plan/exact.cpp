@@ -26,9 +26,8 @@ struct SplitDp {
   }
   // Transfer after stage i (of the whole order) when its last unit is e: evaluate()'s rule.
   double transfer(int i, int e) const {
-    return static_cast<size_t>(i) + 1 < order.size()
-               ? p.hop_ms(order[i], order[i + 1], p.units[e].out_bytes)
-               : p.hop_ms(order[i], p.origin, p.token_bytes);
+    return static_cast<size_t>(i) + 1 < order.size() ? p.hop_ms(order[i], order[i + 1], p.units[e].out_bytes)
+                                                     : p.hop_ms(order[i], p.origin, p.token_bytes);
   }
 
   // Stages 0..m-1 of the order over units 0..n_units-1; stage 0 may hold at most cap0 bytes.
@@ -121,9 +120,10 @@ bool best_split_for_order(const Profile& p, const std::vector<int>& order, const
 Expected<PlanResult> solve_exact(const Profile& profile, const SolveOptions& options) {
   LL_TRY(validate(profile));
   if (profile.n_devices() > kMaxExactDevices) {
-    return make_error(ErrorCode::unsupported, "the exact planner enumerates device orders and handles at most " +
-                                                  std::to_string(kMaxExactDevices) + " devices, the profile has " +
-                                                  std::to_string(profile.n_devices()));
+    return make_error(ErrorCode::unsupported,
+                      "the exact planner enumerates device orders and handles at most " +
+                          std::to_string(kMaxExactDevices) + " devices, the profile has " +
+                          std::to_string(profile.n_devices()));
   }
   LL_TRY(precheck_feasible(profile, options));
   const int n_dev = profile.n_devices(), n_units = profile.n_units(), o = profile.origin;

@@ -35,9 +35,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 
@@ -71,19 +71,25 @@ struct Nodes {
   bool ring = false, latency = false;
 
   Nodes(const Profile& p, const SolveOptions& o)
-      : n_units(p.n_units()), n_nodes(p.n_devices() + (o.ring ? 1 : 0)), origin(p.origin), o_first(p.origin),
-        o_last(o.ring ? p.n_devices() : -1), ring(o.ring), latency(o.objective == Objective::latency) {}
+      : n_units(p.n_units()),
+        n_nodes(p.n_devices() + (o.ring ? 1 : 0)),
+        origin(p.origin),
+        o_first(p.origin),
+        o_last(o.ring ? p.n_devices() : -1),
+        ring(o.ring),
+        latency(o.objective == Objective::latency) {}
   int device(int i) const { return i == o_last ? origin : i; }
   // Whether node i may run units s..e as one stage (memory aside).
   bool may_run(int i, int s, int e) const {
-    if ((i == o_first) != (s == 0)) return false;          // the origin's first copy, and only it, holds unit 0
-    if (i == o_last && e != n_units - 1) return false;     // ring: the second copy ends the plan
+    if ((i == o_first) != (s == 0)) return false;       // the origin's first copy, and only it, holds unit 0
+    if (i == o_last && e != n_units - 1) return false;  // ring: the second copy ends the plan
     if (ring && e == n_units - 1 && i != o_first && i != o_last) return false;
     return true;
   }
   // Whether node k's stage may directly follow node i's.
   bool may_follow(int i, int k) const {
-    if (i == k || k == o_first || i == o_last) return false;  // the first stage is never re-entered, the last never left
+    // The first stage is never re-entered, the last never left.
+    if (i == k || k == o_first || i == o_last) return false;
     if (ring && latency && i == o_first && k == o_last) return false;  // costs what one stage costs: keep one
     return true;
   }
@@ -97,10 +103,12 @@ std::string col_name(int col) {
   return buf;
 }
 
-int no_callback(CbcModel* /*model*/, int /*where_from*/) { return 0; }
+int no_callback(CbcModel* /*model*/, int /*where_from*/) {
+  return 0;
+}
 
-// A row under construction (SparseRow checks each insert for duplicates, which is quadratic
-// in the row length; our rows never repeat a column).
+// A row under construction. (CoinPackedVector checks every insert for a duplicate index, which made
+// building the larger models take seconds; these rows never repeat a column.)
 struct SparseRow {
   std::vector<int> index;
   std::vector<double> value;
@@ -124,8 +132,9 @@ class RowSet {
     ub_.push_back(ub);
   }
   CoinPackedMatrix matrix() const {
-    return CoinPackedMatrix(false, n_cols_, static_cast<int>(lb_.size()), static_cast<CoinBigIndex>(value_.size()),
-                            value_.data(), index_.data(), start_.data(), length_.data());
+    return CoinPackedMatrix(false, n_cols_, static_cast<int>(lb_.size()),
+                            static_cast<CoinBigIndex>(value_.size()), value_.data(), index_.data(),
+                            start_.data(), length_.data());
   }
   const std::vector<double>& lb() const { return lb_; }
   const std::vector<double>& ub() const { return ub_; }
@@ -139,13 +148,14 @@ class RowSet {
 
 struct CbcOutcome {
   bool has_solution = false;
-  bool proven_optimal = false;   // search completed with a solution
+  bool proven_optimal = false;  // search completed with a solution
   bool proven_infeasible = false;
   std::vector<double> solution;
 };
 
-OsiClpSolverInterface make_lp(const RowSet& rows, const std::vector<double>& col_lb, const std::vector<double>& col_ub,
-                              const std::vector<double>& obj, int n_integer) {
+OsiClpSolverInterface make_lp(const RowSet& rows, const std::vector<double>& col_lb,
+                              const std::vector<double>& col_ub, const std::vector<double>& obj,
+                              int n_integer) {
   OsiClpSolverInterface lp;
   lp.messageHandler()->setLogLevel(0);
   // The dual simplex for the first LP: Clp's automatic choice may pick its "idiot" crash, whose
@@ -162,6 +172,9 @@ OsiClpSolverInterface make_lp(const RowSet& rows, const std::vector<double>& col
 // (optional) gives values for the first start.size() columns, which must be named col_name(c).
 CbcOutcome run_cbc(const OsiClpSolverInterface& lp, double seconds, const std::vector<double>& start,
                    bool heuristics = true) {
+  // CBC's command-line driver parses its arguments through global state: one solve at a time.
+  static std::mutex driver_mutex;
+  const std::lock_guard<std::mutex> lock(driver_mutex);
   CbcModel model(lp);
   model.setLogLevel(0);
   model.messageHandler()->setLogLevel(0);
@@ -184,9 +197,9 @@ CbcOutcome run_cbc(const OsiClpSolverInterface& lp, double seconds, const std::v
 #else
   const char* log_level = "0";
 #endif
-  const char* argv[] = {"lingua-plan", "-log",          log_level, "-sec",       sec,     "-timeMode", "elapsed",
-                        "-ratioGap",   "0",             "-allowableGap", "1e-10", "-increment", "1e-10", "-solve",
-                        "-quit"};
+  const char* argv[] = {"lingua-plan", "-log",       log_level,   "-sec",   sec,
+                        "-timeMode",   "elapsed",    "-ratioGap", "0",      "-allowableGap",
+                        "1e-10",       "-increment", "1e-10",     "-solve", "-quit"};
   std::vector<const char*> args(argv, argv + sizeof argv / sizeof argv[0]);
   if (!heuristics) args.insert(args.end() - 2, {"-heuristicsOnOff", "off"});
   CbcMain1(static_cast<int>(args.size()), args.data(), model, no_callback, data);
@@ -197,7 +210,8 @@ CbcOutcome run_cbc(const OsiClpSolverInterface& lp, double seconds, const std::v
     out.solution.assign(sol, sol + model.getNumCols());
     out.proven_optimal = model.isProvenOptimal();
   } else {
-    out.proven_infeasible = model.isProvenInfeasible() || (model.status() == 0 && !model.isSecondsLimitReached());
+    out.proven_infeasible =
+        model.isProvenInfeasible() || (model.status() == 0 && !model.isSecondsLimitReached());
   }
   return out;
 }
@@ -239,8 +253,9 @@ bool heuristic_plan(const Profile& p, const SolveOptions& o, std::vector<Stage>&
   for (int d = 0; d < p.n_devices(); ++d) {
     for (double ms : p.devices[d].unit_ms) total_ms[static_cast<size_t>(d)] += ms;
   }
-  std::stable_sort(by_speed.begin(), by_speed.end(),
-                   [&](int x, int y) { return total_ms[static_cast<size_t>(x)] < total_ms[static_cast<size_t>(y)]; });
+  std::stable_sort(by_speed.begin(), by_speed.end(), [&](int x, int y) {
+    return total_ms[static_cast<size_t>(x)] < total_ms[static_cast<size_t>(y)];
+  });
   SplitResult split;
   for (const auto* others : {&by_index, &by_speed}) {
     std::vector<int> order{p.origin};
@@ -258,7 +273,6 @@ bool heuristic_plan(const Profile& p, const SolveOptions& o, std::vector<Stage>&
   }
   return found;
 }
-
 
 // Local search over device orders. An order is the origin, a "middle" of distinct other devices,
 // and (ring) the origin again; a move inserts, removes, replaces, swaps or moves one device of the
@@ -376,7 +390,7 @@ std::vector<Stage> polish(const Profile& p, const SolveOptions& o, std::vector<S
 constexpr double kLocalSearchBudget = 1e8;
 
 struct Search {
-  std::vector<Stage> plan;       // best plan so far (empty: none)
+  std::vector<Stage> plan;  // best plan so far (empty: none)
   double cost_ms = kInf;
   bool proven_optimal = false;
   bool proven_infeasible = false;
@@ -391,7 +405,8 @@ struct Interval {
   uint64_t memory_bytes;
 };
 
-Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search search, Clock::time_point deadline) {
+Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search search,
+                               Clock::time_point deadline) {
   if (seconds_left(deadline) <= 0 && !search.plan.empty()) return search;
   const Nodes g(p, o);
   const int n_units = g.n_units, n_nodes = g.n_nodes;
@@ -441,7 +456,8 @@ Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search s
   std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
       obj(static_cast<size_t>(n_cols), 0.0);
   for (int c = 0; c < n_x; ++c) obj[static_cast<size_t>(c)] = xs[static_cast<size_t>(c)].cost_ms * scale;
-  for (int c = 0; c < n_t; ++c) obj[static_cast<size_t>(n_x + c)] = ts[static_cast<size_t>(c)].cost_ms * scale;
+  for (int c = 0; c < n_t; ++c)
+    obj[static_cast<size_t>(n_x + c)] = ts[static_cast<size_t>(c)].cost_ms * scale;
 
   RowSet rows(n_cols);
   const double inf = std::numeric_limits<double>::max();
@@ -533,9 +549,11 @@ Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search s
       stages.push_back(Stage{g.device(x.node), x.first, x.last});
     }
   }
-  std::sort(stages.begin(), stages.end(), [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
+  std::sort(stages.begin(), stages.end(),
+            [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
   double objective = 0.0;
-  for (int c = 0; c < n_cols; ++c) objective += obj[static_cast<size_t>(c)] * r.solution[static_cast<size_t>(c)];
+  for (int c = 0; c < n_cols; ++c)
+    objective += obj[static_cast<size_t>(c)] * r.solution[static_cast<size_t>(c)];
   search.solver_objective_ms = objective / scale;
   stages = polish(p, o, std::move(stages));
   auto cost = evaluate(p, stages, o);
@@ -583,7 +601,8 @@ Expected<Feasibility> feasible_with(const Profile& p, const SolveOptions& o, con
   auto add_row = [&](const SparseRow& v, double lb, double ub) { rows.add(v, lb, ub); };
   for (const auto& v : cover) add_row(v, 1.0, 1.0);
   for (int i = 0; i < n_nodes; ++i) {
-    if (node_row[static_cast<size_t>(i)].getNumElements() > 0) add_row(node_row[static_cast<size_t>(i)], -inf, 1.0);
+    if (node_row[static_cast<size_t>(i)].getNumElements() > 0)
+      add_row(node_row[static_cast<size_t>(i)], -inf, 1.0);
   }
   for (int i = 0; i < n_nodes; ++i) {  // what flows into (i, j) flows out; the path starts at (origin, 0)
     for (int j = 0; j < n_units; ++j) {
@@ -606,8 +625,8 @@ Expected<Feasibility> feasible_with(const Profile& p, const SolveOptions& o, con
     }
     if (v.getNumElements() > 0) add_row(v, -inf, static_cast<double>(p.devices[p.origin].memory_bytes) / cap);
   }
-  const std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
-      obj(static_cast<size_t>(n_cols), 0.0);  // any plan will do
+  const std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0),
+      col_ub(static_cast<size_t>(n_cols), 1.0), obj(static_cast<size_t>(n_cols), 0.0);  // any plan will do
   const OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_cols);
   // No primal heuristics: near the optimum most probes are infeasible, and the feasibility pump
   // spends seconds failing to find what is not there before the search proves it so.
@@ -620,7 +639,8 @@ Expected<Feasibility> feasible_with(const Profile& p, const SolveOptions& o, con
       plan.push_back(Stage{g.device(a.node), a.first, a.last});
     }
   }
-  std::sort(plan.begin(), plan.end(), [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
+  std::sort(plan.begin(), plan.end(),
+            [](const Stage& a, const Stage& b) { return a.first_unit < b.first_unit; });
   auto cost = evaluate(p, plan, o);
   if (!cost) return make_error(ErrorCode::internal, "the MILP's plan is not valid: " + cost.error().message);
   return Feasibility::feasible;
@@ -657,7 +677,8 @@ Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Searc
   // No plan can beat the cheapest stage that could hold the costliest-to-hold unit.
   std::vector<double> cheapest(static_cast<size_t>(n_units), kInf);
   for (const Arc& a : all) {
-    for (int u = a.first; u <= a.last; ++u) cheapest[static_cast<size_t>(u)] = std::min(cheapest[static_cast<size_t>(u)], a.cost_ms);
+    for (int u = a.first; u <= a.last; ++u)
+      cheapest[static_cast<size_t>(u)] = std::min(cheapest[static_cast<size_t>(u)], a.cost_ms);
   }
   const double lower = *std::max_element(cheapest.begin(), cheapest.end());
   if (lower == kInf) {
@@ -674,12 +695,14 @@ Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Searc
   std::sort(costs.begin(), costs.end());
   costs.erase(std::unique(costs.begin(), costs.end()), costs.end());
   double below = -kInf;
-  int descents = 0;  // probes just below the incumbent in a row
+  int descents = 0;  // probes just below the incumbent since the last infeasible one
   std::vector<Arc> arcs;
   std::vector<Stage> found;
   for (;;) {
-    const size_t lo = static_cast<size_t>(std::upper_bound(costs.begin(), costs.end(), below) - costs.begin());
-    const size_t hi = static_cast<size_t>(std::lower_bound(costs.begin(), costs.end(), search.cost_ms) - costs.begin());
+    const size_t lo =
+        static_cast<size_t>(std::upper_bound(costs.begin(), costs.end(), below) - costs.begin());
+    const size_t hi =
+        static_cast<size_t>(std::lower_bound(costs.begin(), costs.end(), search.cost_ms) - costs.begin());
     if (lo >= hi) {  // nothing left between what is impossible and what we have
       if (search.plan.empty()) {
         search.proven_infeasible = true;
@@ -689,27 +712,17 @@ Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Searc
       return search;
     }
     if (seconds_left(deadline) <= 0) return search;
-    // Ask whether the incumbent can be beaten at all: after the local search it usually cannot, and
-    // a plan that beats it is polished into the next incumbent. Should that keep succeeding, halve
-    // the range instead now and then.
-    static const int max_descents = std::getenv("LL_DESC") ? std::atoi(std::getenv("LL_DESC")) : 3;
-    const size_t probe = (search.plan.empty() || descents < max_descents) ? hi - 1 : lo + (hi - lo) / 2;
+    // Ask whether the incumbent can be beaten at all: after the local search it often cannot, and a
+    // plan that beats it is polished into the next incumbent. After a success, halve the range
+    // instead (feasible probes are the expensive ones), then ask again, and so on.
+    const size_t probe = (search.plan.empty() || descents < 1) ? hi - 1 : lo + (hi - lo) / 2;
     descents = probe == hi - 1 ? descents + 1 : 0;
     const double theta = costs[probe];
     arcs.clear();
     for (const Arc& a : all) {
       if (a.cost_ms <= theta) arcs.push_back(a);
     }
-#ifdef LL_PLAN_TRACE
-    const auto t0 = Clock::now();
-#endif
     LL_ASSIGN_OR_RETURN(Feasibility f, feasible_with(p, o, g, arcs, deadline, found));
-#ifdef LL_PLAN_TRACE
-    std::fprintf(stderr, "  theta %.6f (%zu of %zu..%zu) arcs %zu: %s in %.0f ms%s\n", theta, probe, lo, hi, arcs.size(),
-                 f == Feasibility::feasible ? "feasible" : f == Feasibility::infeasible ? "infeasible" : "unknown",
-                 std::chrono::duration<double, std::milli>(Clock::now() - t0).count(),
-                 f == Feasibility::feasible ? (" -> " + std::to_string(*evaluate(p, found, o))).c_str() : "");
-#endif
     if (f == Feasibility::unknown) return search;
     if (f == Feasibility::infeasible) {
       below = theta;
@@ -737,41 +750,39 @@ Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options) 
   LL_TRY(precheck_feasible(profile, options));
   const Profile& p = profile;
   const double n_nodes = p.n_devices() + (options.ring ? 1 : 0), n_units = p.n_units();
-  const double n_columns = options.objective == Objective::throughput ? n_nodes * n_nodes * n_units * (n_units + 1) / 2
-                                                                       : n_nodes * n_units * (n_units + 1) / 2 +
-                                                                             n_nodes * n_nodes * n_units;
+  const double n_columns = options.objective == Objective::throughput
+                               ? n_nodes * n_nodes * n_units * (n_units + 1) / 2
+                               : n_nodes * n_units * (n_units + 1) / 2 + n_nodes * n_nodes * n_units;
   if (n_columns > kMaxColumns) {
     return make_error(ErrorCode::unsupported,
-                      "the MILP for " + std::to_string(p.n_units()) + " units over " + std::to_string(p.n_devices()) +
-                          " devices is too large (about " + std::to_string(static_cast<long long>(n_columns)) +
-                          " variables, at most " + std::to_string(static_cast<long long>(kMaxColumns)) + ")");
+                      "the MILP for " + std::to_string(p.n_units()) + " units over " +
+                          std::to_string(p.n_devices()) + " devices is too large (about " +
+                          std::to_string(static_cast<long long>(n_columns)) + " variables, at most " +
+                          std::to_string(static_cast<long long>(kMaxColumns)) + ")");
   }
   const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline =
-      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s));
+  const Clock::time_point deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                                 std::chrono::duration<double>(options.time_limit_s));
 
   Search search;
   if (options.warm_start && heuristic_plan(p, options, search.plan, search.cost_ms)) {
-#ifdef LL_PLAN_TRACE
-    std::fprintf(stderr, "  heuristic %.6f", search.cost_ms);
-#endif
     // At most a quarter of the time limit: the MILP needs the rest.
     const Clock::time_point heuristic_deadline =
-        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s / 4));
+        start +
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s / 4));
     OrderSearch(p, options, kLocalSearchBudget, heuristic_deadline).improve(search.plan, search.cost_ms);
-#ifdef LL_PLAN_TRACE
-    std::fprintf(stderr, ", after local search %.6f\n", search.cost_ms);
-#endif
   } else {
     search.plan.clear();
     search.cost_ms = kInf;
   }
-  LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency ? solve_latency(p, options, search, deadline)
-                                                                      : solve_throughput(p, options, search, deadline));
+  LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency
+                                  ? solve_latency(p, options, search, deadline)
+                                  : solve_throughput(p, options, search, deadline));
   if (search.plan.empty()) {
     if (search.proven_infeasible) return explain_infeasible(p, options);
-    return make_error(ErrorCode::resource, "no plan found within the time limit of " +
-                                               std::to_string(options.time_limit_s) +
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%g", options.time_limit_s);
+    return make_error(ErrorCode::resource, std::string("no plan found within the time limit of ") + limit +
                                                " s (and none proven impossible); try a longer time limit");
   }
   LL_ASSIGN_OR_RETURN(PlanResult r, describe(p, std::move(search.plan), options));

@@ -8,8 +8,12 @@ namespace ll::plan {
 
 namespace {
 
-std::string unit_label(const Profile& p, int u) { return "unit " + std::to_string(u) + " '" + p.units[u].name + "'"; }
-std::string device_label(const Profile& p, int d) { return "'" + p.devices[d].name + "'"; }
+std::string unit_label(const Profile& p, int u) {
+  return "unit " + std::to_string(u) + " '" + p.units[u].name + "'";
+}
+std::string device_label(const Profile& p, int d) {
+  return "'" + p.devices[d].name + "'";
+}
 
 // Stage i's compute and transfer, summed in unit order (best_split_for_order sums the same way, so
 // both give bit-identical costs).
@@ -19,8 +23,9 @@ void stage_cost(const Profile& p, const std::vector<Stage>& stages, size_t i, do
   double c = 0.0;
   for (int u = s.first_unit; u <= s.last_unit; ++u) c += p.devices[s.device].unit_ms[u];
   compute_ms = c;
-  transfer_ms = i + 1 < stages.size() ? p.hop_ms(s.device, stages[i + 1].device, p.units[s.last_unit].out_bytes)
-                                      : p.hop_ms(s.device, p.origin, p.token_bytes);
+  transfer_ms = i + 1 < stages.size()
+                    ? p.hop_ms(s.device, stages[i + 1].device, p.units[s.last_unit].out_bytes)
+                    : p.hop_ms(s.device, p.origin, p.token_bytes);
 }
 
 Expected<void> check_structure(const Profile& p, const std::vector<Stage>& stages, const SolveOptions& o) {
@@ -35,8 +40,9 @@ Expected<void> check_structure(const Profile& p, const std::vector<Stage>& stage
       return make_error(ErrorCode::invalid_argument, where + ": no device " + std::to_string(s.device));
     }
     if (s.first_unit != next) {
-      return make_error(ErrorCode::invalid_argument,
-                        where + " starts at unit " + std::to_string(s.first_unit) + ", expected " + std::to_string(next));
+      return make_error(
+          ErrorCode::invalid_argument,
+          where + " starts at unit " + std::to_string(s.first_unit) + ", expected " + std::to_string(next));
     }
     if (s.last_unit < s.first_unit) return make_error(ErrorCode::invalid_argument, where + " is empty");
     if (s.last_unit >= n_units) {
@@ -48,8 +54,8 @@ Expected<void> check_structure(const Profile& p, const std::vector<Stage>& stage
     ++count[static_cast<size_t>(s.device)];
   }
   if (next != n_units) {
-    return make_error(ErrorCode::invalid_argument, "the plan covers units 0.." + std::to_string(next - 1) + " of " +
-                                                       std::to_string(n_units));
+    return make_error(ErrorCode::invalid_argument, "the plan covers units 0.." + std::to_string(next - 1) +
+                                                       " of " + std::to_string(n_units));
   }
   if (stages.front().device != p.origin) {
     return make_error(ErrorCode::invalid_argument, "the first stage must be on the origin " +
@@ -65,8 +71,8 @@ Expected<void> check_structure(const Profile& p, const std::vector<Stage>& stage
     const int allowed = (o.ring && d == p.origin) ? 2 : 1;
     if (count[static_cast<size_t>(d)] > allowed) {
       return make_error(ErrorCode::invalid_argument,
-                        "device " + device_label(p, d) + " hosts " + std::to_string(count[static_cast<size_t>(d)]) +
-                            " stages" +
+                        "device " + device_label(p, d) + " hosts " +
+                            std::to_string(count[static_cast<size_t>(d)]) + " stages" +
                             (o.ring && d == p.origin ? " (the origin may host only the first and the last)"
                                                      : " (at most one)"));
     }
@@ -78,7 +84,8 @@ std::vector<uint64_t> device_memory_use(const Profile& p, const std::vector<Stag
   std::vector<uint64_t> used(static_cast<size_t>(p.n_devices()), 0);
   for (const Stage& s : stages) {
     for (int u = s.first_unit; u <= s.last_unit; ++u) {
-      used[static_cast<size_t>(s.device)] = add_sat(used[static_cast<size_t>(s.device)], p.units[u].memory_bytes);
+      used[static_cast<size_t>(s.device)] =
+          add_sat(used[static_cast<size_t>(s.device)], p.units[u].memory_bytes);
     }
   }
   return used;
@@ -95,8 +102,9 @@ Expected<void> check_memory(const Profile& p, const std::vector<Stage>& stages) 
       units += std::to_string(s.first_unit) + ".." + std::to_string(s.last_unit);
     }
     return make_error(ErrorCode::resource, "device " + device_label(p, d) + " would hold " +
-                                               format_bytes(used[static_cast<size_t>(d)]) + " (units " + units +
-                                               ") but has " + format_bytes(p.devices[d].memory_bytes));
+                                               format_bytes(used[static_cast<size_t>(d)]) + " (units " +
+                                               units + ") but has " +
+                                               format_bytes(p.devices[d].memory_bytes));
   }
   return {};
 }
@@ -135,8 +143,10 @@ std::vector<Stage> assemble(const Profile& p, const std::vector<int>& order, con
 
 const char* objective_name(Objective objective) {
   switch (objective) {
-    case Objective::latency: return "latency";
-    case Objective::throughput: return "throughput";
+    case Objective::latency:
+      return "latency";
+    case Objective::throughput:
+      return "throughput";
   }
   return "?";
 }
@@ -148,7 +158,8 @@ Expected<Objective> parse_objective(std::string_view name) {
                     "unknown objective '" + std::string(name) + "' (expected latency or throughput)");
 }
 
-Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stages, const SolveOptions& options) {
+Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stages,
+                          const SolveOptions& options) {
   LL_TRY(validate(profile));
   LL_TRY(check_structure(profile, stages, options));
   LL_TRY(check_memory(profile, stages));
@@ -162,7 +173,8 @@ Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stag
   return total;
 }
 
-Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages, const SolveOptions& options) {
+Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages,
+                              const SolveOptions& options) {
   LL_ASSIGN_OR_RETURN(double cost, evaluate(profile, stages, options));
   PlanResult r;
   r.objective = options.objective;
@@ -194,7 +206,8 @@ Expected<std::vector<Stage>> plan_even(const Profile& profile, int n_devices, co
   const int n_dev = profile.n_devices(), n_units = profile.n_units();
   if (n_devices < 0 || n_devices > n_dev) {
     return make_error(ErrorCode::invalid_argument, "plan_even: " + std::to_string(n_devices) +
-                                                       " devices asked for, the profile has " + std::to_string(n_dev));
+                                                       " devices asked for, the profile has " +
+                                                       std::to_string(n_dev));
   }
   const int n_body = (options.ring && n_units > 1) ? n_units - 1 : n_units;
   const int k = std::min(n_devices == 0 ? n_dev : n_devices, n_body);
@@ -235,17 +248,18 @@ Expected<void> precheck_feasible(const Profile& p, const SolveOptions& o) {
   const uint64_t origin_mem = p.devices[o_dev].memory_bytes;
   if (p.units[0].memory_bytes > origin_mem) {
     return make_error(ErrorCode::resource, "no plan fits: the origin " + device_label(p, o_dev) + " has " +
-                                               format_bytes_exact(origin_mem) + " but " + unit_label(p, 0) + " needs " +
-                                               format_bytes_exact(p.units[0].memory_bytes) +
+                                               format_bytes_exact(origin_mem) + " but " + unit_label(p, 0) +
+                                               " needs " + format_bytes_exact(p.units[0].memory_bytes) +
                                                " (the first stage is always on the origin)");
   }
   if (o.ring && n_units > 1) {
     const uint64_t both = add_sat(p.units[0].memory_bytes, p.units[n_units - 1].memory_bytes);
     if (both > origin_mem) {
-      return make_error(ErrorCode::resource, "no plan fits: in ring mode the origin " + device_label(p, o_dev) +
-                                                 " must hold " + unit_label(p, 0) + " and " +
-                                                 unit_label(p, n_units - 1) + ", " + format_bytes_exact(both) +
-                                                 " together, but has " + format_bytes_exact(origin_mem));
+      return make_error(ErrorCode::resource, "no plan fits: in ring mode the origin " +
+                                                 device_label(p, o_dev) + " must hold " + unit_label(p, 0) +
+                                                 " and " + unit_label(p, n_units - 1) + ", " +
+                                                 format_bytes_exact(both) + " together, but has " +
+                                                 format_bytes_exact(origin_mem));
     }
   }
   int largest = 0;
@@ -258,16 +272,17 @@ Expected<void> precheck_feasible(const Profile& p, const SolveOptions& o) {
     total_need = add_sat(total_need, p.units[u].memory_bytes);
     if (p.units[u].memory_bytes > p.devices[largest].memory_bytes) {
       return make_error(ErrorCode::resource, "no plan fits: " + unit_label(p, u) + " needs " +
-                                                 format_bytes_exact(p.units[u].memory_bytes) + " but the largest device " +
-                                                 device_label(p, largest) + " has " +
+                                                 format_bytes_exact(p.units[u].memory_bytes) +
+                                                 " but the largest device " + device_label(p, largest) +
+                                                 " has " +
                                                  format_bytes_exact(p.devices[largest].memory_bytes));
     }
   }
   if (total_need > total_cap) {
-    return make_error(ErrorCode::resource,
-                      "no plan fits: the model needs " + format_bytes_exact(total_need) + " but all " +
-                          std::to_string(p.n_devices()) + " devices together have " + format_bytes_exact(total_cap) +
-                          ", " + format_bytes_exact(total_need - total_cap) + " short");
+    return make_error(ErrorCode::resource, "no plan fits: the model needs " + format_bytes_exact(total_need) +
+                                               " but all " + std::to_string(p.n_devices()) +
+                                               " devices together have " + format_bytes_exact(total_cap) +
+                                               ", " + format_bytes_exact(total_need - total_cap) + " short");
   }
   return {};
 }
@@ -278,12 +293,13 @@ Error explain_infeasible(const Profile& p, const SolveOptions& o) {
   uint64_t total_cap = 0, total_need = 0;
   for (const auto& d : p.devices) total_cap = add_sat(total_cap, d.memory_bytes);
   for (const auto& u : p.units) total_need = add_sat(total_need, u.memory_bytes);
-  return make_error(ErrorCode::resource,
-                    "no plan fits: the model needs " + format_bytes(total_need) + " and the " +
-                        std::to_string(p.n_devices()) + " devices have " + format_bytes(total_cap) +
-                        " together, but each device holds one contiguous range of units (the origin the first" +
-                        std::string(o.ring ? " and the last" : "") + ") and no such split of the " +
-                        std::to_string(p.n_units()) + " units fits their memory");
+  return make_error(
+      ErrorCode::resource,
+      "no plan fits: the model needs " + format_bytes(total_need) + " and the " +
+          std::to_string(p.n_devices()) + " devices have " + format_bytes(total_cap) +
+          " together, but each device holds one contiguous range of units (the origin the first" +
+          std::string(o.ring ? " and the last" : "") + ") and no such split of the " +
+          std::to_string(p.n_units()) + " units fits their memory");
 }
 
 }  // namespace ll::plan

@@ -12,7 +12,11 @@
 //   latency          = sum of stage costs (one request's time per token)
 //   throughput       = largest stage cost (time between tokens when the pipeline is full)
 //
-// Everything here is a pure function of its arguments: no I/O, no clocks in the answers, deterministic.
+// With ring the origin's two stages may be adjacent (hop 0); under latency that costs what one stage
+// costs and the solvers keep one stage, under throughput it can be cheaper (docs/planner.md).
+//
+// Everything here is a pure function of its arguments: no I/O, deterministic (up to where a time limit
+// stops the search).
 #pragma once
 
 #include <cstdint>
@@ -38,8 +42,8 @@ struct Stage {
 
 struct SolveOptions {
   Objective objective = Objective::latency;
-  bool ring = false;          // the last stage runs on the origin too (tokens never leave it)
-  double time_limit_s = 10;   // wall-clock limit for the MILP; its best plan so far is returned
+  bool ring = false;         // the last stage runs on the origin too (tokens never leave it)
+  double time_limit_s = 10;  // wall-clock limit for the MILP; its best plan so far is returned
   // Start the MILP from the best cheap plan (baselines, device orders with their best split, local
   // search over orders). Tests turn it off to see the MILP find optima unaided.
   bool warm_start = true;
@@ -48,12 +52,12 @@ struct SolveOptions {
 // One stage's share of the cost, for tables and for comparing with measurements.
 struct StageReport {
   Stage stage;
-  double compute_ms = 0;                 // sum of unit_ms over the stage's units
-  double transfer_ms = 0;                // hop to the next stage (the last: token back to the origin)
-  double cost_ms = 0;                    // compute_ms + transfer_ms
-  uint64_t memory_bytes = 0;             // this stage's units
-  uint64_t device_memory_used_bytes = 0; // all stages on this device (the origin may host two)
-  uint64_t device_memory_bytes = 0;      // what the device has
+  double compute_ms = 0;                  // sum of unit_ms over the stage's units
+  double transfer_ms = 0;                 // hop to the next stage (the last: token back to the origin)
+  double cost_ms = 0;                     // compute_ms + transfer_ms
+  uint64_t memory_bytes = 0;              // this stage's units
+  uint64_t device_memory_used_bytes = 0;  // all stages on this device (the origin may host two)
+  uint64_t device_memory_bytes = 0;       // what the device has
 };
 
 struct PlanResult {
@@ -61,18 +65,20 @@ struct PlanResult {
   bool ring = false;
   std::vector<Stage> stages;
   std::vector<StageReport> reports;  // one per stage
-  double cost_ms = 0;         // by the objective; exactly evaluate(profile, stages, options)
-  double latency_ms = 0;      // sum of stage costs
-  double max_stage_ms = 0;    // largest stage cost
+  double cost_ms = 0;                // by the objective; exactly evaluate(profile, stages, options)
+  double latency_ms = 0;             // sum of stage costs
+  double max_stage_ms = 0;           // largest stage cost
   bool proven_optimal = false;
-  // The MILP's own objective before the exact re-evaluation (equal up to solver tolerances); NaN when
-  // no solver was involved.
+  // For the record, what CBC itself reported before the exact re-costing: latency — its objective
+  // (equal to cost_ms up to solver tolerances); throughput — the cost of the last plan a feasibility
+  // MILP returned (>= cost_ms). NaN when CBC returned no plan (the warm start was already optimal).
   double solver_objective_ms = 0;
 };
 
 // Checks that `stages` is a plan under the rules above (structure, then memory) and returns its cost
 // by the objective. Structural faults are ErrorCode::invalid_argument, memory ErrorCode::resource.
-Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stages, const SolveOptions& options);
+Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stages,
+                          const SolveOptions& options);
 
 // evaluate() plus the per-stage breakdown; proven_optimal is false.
 Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages, const SolveOptions& options);
@@ -89,9 +95,10 @@ Expected<std::vector<Stage>> plan_even(const Profile& profile, int n_devices, co
 // whose share rounds to nothing are skipped, but the origin always holds unit 0.
 Expected<std::vector<Stage>> plan_memory(const Profile& profile, const SolveOptions& options);
 
-// Optimal plan by a MILP solved with COIN-OR CBC (milp.cpp). When the time limit stops CBC its best
-// plan is returned with proven_optimal = false. No feasible plan: ErrorCode::resource, with a message
-// that says what is short.
+// Optimal plan by MILPs solved with COIN-OR CBC (milp.cpp; latency: one MILP, throughput: bisection
+// over feasibility MILPs). When the time limit stops the search the best plan so far is returned with
+// proven_optimal = false. No feasible plan: ErrorCode::resource, with a message that says what is
+// short. Safe to call from several threads (calls into CBC are serialised).
 Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options);
 
 // Optimal plan by enumerating device orders (ordered subsets starting at the origin) and, for each,

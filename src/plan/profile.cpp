@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace ll::plan {
 
@@ -13,7 +12,9 @@ namespace {
 
 using nlohmann::json;
 
-Error parse_error(std::string message) { return make_error(ErrorCode::parse, "profile: " + std::move(message)); }
+Error parse_error(std::string message) {
+  return make_error(ErrorCode::parse, "profile: " + std::move(message));
+}
 
 std::string fmt_num(double v) {
   char buf[64];
@@ -72,12 +73,14 @@ Expected<uint64_t> read_bytes(const json& v, const std::string& field) {
     if (u > kMaxMemoryBytes) return parse_error(field + " is too large (at most 2^53 bytes)");
     return u;
   }
-  if (v.is_number_integer()) return parse_error(field + " is negative (" + std::to_string(v.get<int64_t>()) + ")");
+  if (v.is_number_integer())
+    return parse_error(field + " is negative (" + std::to_string(v.get<int64_t>()) + ")");
   if (!v.is_number()) return parse_error(field + " must be a number of bytes");
   const double d = v.get<double>();
   LL_TRY(check_number(d, field));
   if (d != std::floor(d)) return parse_error(field + " must be a whole number of bytes (" + fmt_num(d) + ")");
-  if (d > static_cast<double>(kMaxMemoryBytes)) return parse_error(field + " is too large (at most 2^53 bytes)");
+  if (d > static_cast<double>(kMaxMemoryBytes))
+    return parse_error(field + " is too large (at most 2^53 bytes)");
   return static_cast<uint64_t>(d);
 }
 
@@ -202,28 +205,32 @@ Expected<void> validate(const Profile& p) {
   if (n_units == 0) return parse_error("units is empty (a model has at least one unit)");
   if (n_dev == 0) return parse_error("devices is empty (at least one device is needed)");
   if (n_units > static_cast<size_t>(kMaxUnits)) {
-    return parse_error("units has " + std::to_string(n_units) + " entries, at most " + std::to_string(kMaxUnits) +
-                       " are supported");
+    return parse_error("units has " + std::to_string(n_units) + " entries, at most " +
+                       std::to_string(kMaxUnits) + " are supported");
   }
   if (n_dev > static_cast<size_t>(kMaxDevices)) {
-    return parse_error("devices has " + std::to_string(n_dev) + " entries, at most " + std::to_string(kMaxDevices) +
-                       " are supported");
+    return parse_error("devices has " + std::to_string(n_dev) + " entries, at most " +
+                       std::to_string(kMaxDevices) + " are supported");
   }
   std::set<std::string> unit_names, device_names;
   for (size_t u = 0; u < n_units; ++u) {
     const std::string where = "units[" + std::to_string(u) + "]";
     const UnitProfile& up = p.units[u];
     if (up.name.empty()) return parse_error(where + ".name is empty");
-    if (!unit_names.insert(up.name).second) return parse_error(where + ".name '" + up.name + "' is used twice");
-    if (up.memory_bytes > kMaxMemoryBytes) return parse_error(where + ".memory_bytes is too large (at most 2^53 bytes)");
+    if (!unit_names.insert(up.name).second)
+      return parse_error(where + ".name '" + up.name + "' is used twice");
+    if (up.memory_bytes > kMaxMemoryBytes)
+      return parse_error(where + ".memory_bytes is too large (at most 2^53 bytes)");
     LL_TRY(check_number(up.out_bytes, where + ".out_bytes"));
   }
   for (size_t d = 0; d < n_dev; ++d) {
     const std::string where = "devices[" + std::to_string(d) + "]";
     const DeviceProfile& dp = p.devices[d];
     if (dp.name.empty()) return parse_error(where + ".name is empty");
-    if (!device_names.insert(dp.name).second) return parse_error(where + ".name '" + dp.name + "' is used twice");
-    if (dp.memory_bytes > kMaxMemoryBytes) return parse_error(where + ".memory_bytes is too large (at most 2^53 bytes)");
+    if (!device_names.insert(dp.name).second)
+      return parse_error(where + ".name '" + dp.name + "' is used twice");
+    if (dp.memory_bytes > kMaxMemoryBytes)
+      return parse_error(where + ".memory_bytes is too large (at most 2^53 bytes)");
     if (dp.unit_ms.size() != n_units) {
       return parse_error(where + ".unit_ms has " + std::to_string(dp.unit_ms.size()) + " entries, expected " +
                          std::to_string(n_units) + " (one per unit)");
@@ -235,8 +242,8 @@ Expected<void> validate(const Profile& p) {
   LL_TRY(check_matrix(p.latency_ms, n_dev, "latency_ms", false));
   LL_TRY(check_matrix(p.bandwidth_bytes_per_s, n_dev, "bandwidth_bytes_per_s", true));
   if (p.origin < 0 || static_cast<size_t>(p.origin) >= n_dev) {
-    return parse_error("origin index " + std::to_string(p.origin) + " is not one of the " + std::to_string(n_dev) +
-                       " devices");
+    return parse_error("origin index " + std::to_string(p.origin) + " is not one of the " +
+                       std::to_string(n_dev) + " devices");
   }
   LL_TRY(check_number(p.token_bytes, "token_bytes"));
   // Transfer times must stay finite: a huge payload over a tiny (but positive) bandwidth could overflow.

@@ -67,7 +67,9 @@ Expected<Profile> parse_profile(std::string_view json_text);
 std::string profile_to_json(const Profile& profile);
 
 // a + b, saturating at UINT64_MAX (memory sums over untrusted sizes).
-inline uint64_t add_sat(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+inline uint64_t add_sat(uint64_t a, uint64_t b) {
+  return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
 
 // "812 bytes", "5.0 KiB", "1.30 GiB".
 std::string format_bytes(uint64_t bytes);

@@ -12,7 +12,9 @@
 namespace ll::plan {
 namespace {
 
-bool close(double a, double b) { return std::fabs(a - b) <= 1e-6 * std::max({1.0, std::fabs(a), std::fabs(b)}); }
+bool close(double a, double b) {
+  return std::fabs(a - b) <= 1e-6 * std::max({1.0, std::fabs(a), std::fabs(b)});
+}
 
 struct Tally {
   int instances = 0, solved = 0, infeasible = 0, brute_forced = 0;
@@ -32,7 +34,8 @@ void check_instance(const Profile& p, const SolveOptions& o, Tally& tally, const
   } else {
     ++tally.solved;
     EXPECT_TRUE(milp->proven_optimal) << what;
-    EXPECT_TRUE(close(milp->cost_ms, dp->cost_ms)) << what << ": milp " << milp->cost_ms << " dp " << dp->cost_ms;
+    EXPECT_TRUE(close(milp->cost_ms, dp->cost_ms))
+        << what << ": milp " << milp->cost_ms << " dp " << dp->cost_ms;
     if (o.objective == Objective::latency) {
       // CBC's own objective (before the exact polish) must agree too: the formulation is right, not
       // just rescued by the polish.
@@ -107,7 +110,9 @@ TEST(CrossCheck, EachInstanceUnderAllFourModes) {
         o.ring = ring;
         o.time_limit_s = 60;
         o.warm_start = n % 2 == 0;
-        check_instance(p, o, tally, std::string("profile ") + std::to_string(n) + " " + objective_name(obj) + (ring ? " ring" : ""));
+        check_instance(
+            p, o, tally,
+            std::string("profile ") + std::to_string(n) + " " + objective_name(obj) + (ring ? " ring" : ""));
         if (HasFatalFailure()) return;
       }
     }

@@ -88,7 +88,8 @@ TEST(Evaluate, RejectsMalformedPlans) {
       {{{0, 0, 1}, {-1, 2, 3}}, false, "stage 1: no device -1"},
       {{{0, 0, 0}, {1, 1, 1}, {1, 2, 3}}, false, "device 'dev1' hosts 2 stages (at most one)"},
       {{{0, 0, 0}, {1, 1, 3}}, true, "in ring mode the last stage must be on the origin 'dev0', not 'dev1'"},
-      {{{0, 0, 0}, {0, 1, 1}, {1, 2, 2}, {0, 3, 3}}, true,
+      {{{0, 0, 0}, {0, 1, 1}, {1, 2, 2}, {0, 3, 3}},
+       true,
        "device 'dev0' hosts 3 stages (the origin may host only the first and the last)"},
   };
   for (const Case& c : cases) {
@@ -148,7 +149,8 @@ TEST(Baselines, EvenSpreadsUnitsOverDevicesFromTheOrigin) {
   ASSERT_TRUE(e);
   EXPECT_EQ(*e, (std::vector<Stage>{{0, 0, 0}, {1, 1, 1}}));
   EXPECT_FALSE(plan_even(q, 5, opts(Objective::latency)));
-  for (const auto& plan : {*plan_even(p, 0, opts(Objective::latency)), *plan_even(p, 3, opts(Objective::latency))}) {
+  for (const auto& plan :
+       {*plan_even(p, 0, opts(Objective::latency)), *plan_even(p, 3, opts(Objective::latency))}) {
     EXPECT_TRUE(evaluate(p, plan, opts(Objective::latency)));
   }
 }

@@ -14,12 +14,14 @@ namespace ll::plan::test {
 // U units and D devices, everything zero except memory (plenty) and bandwidth (1e6 bytes/s).
 inline Profile blank_profile(int n_units, int n_devices) {
   Profile p;
-  for (int u = 0; u < n_units; ++u) p.units.push_back(UnitProfile{std::string("u") + std::to_string(u), 1, 0});
+  for (int u = 0; u < n_units; ++u)
+    p.units.push_back(UnitProfile{std::string("u") + std::to_string(u), 1, 0});
   for (int d = 0; d < n_devices; ++d) {
     p.devices.push_back(DeviceProfile{std::string("dev") + std::to_string(d), 1000000,
                                       std::vector<double>(static_cast<size_t>(n_units), 0.0)});
   }
-  p.latency_ms.assign(static_cast<size_t>(n_devices), std::vector<double>(static_cast<size_t>(n_devices), 0.0));
+  p.latency_ms.assign(static_cast<size_t>(n_devices),
+                      std::vector<double>(static_cast<size_t>(n_devices), 0.0));
   p.bandwidth_bytes_per_s.assign(static_cast<size_t>(n_devices),
                                  std::vector<double>(static_cast<size_t>(n_devices), 1e6));
   p.origin = 0;
@@ -30,8 +32,8 @@ inline Profile blank_profile(int n_units, int n_devices) {
 struct RandomSpec {
   int n_units = 6;
   int n_devices = 3;
-  double memory_slack = 1.3;  // total device memory / total unit memory (roughly)
-  bool integer_costs = false; // ties galore
+  double memory_slack = 1.3;   // total device memory / total unit memory (roughly)
+  bool integer_costs = false;  // ties galore
 };
 
 inline Profile random_profile(std::mt19937_64& rng, const RandomSpec& s) {

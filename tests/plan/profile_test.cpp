@@ -1,12 +1,14 @@
 // Profiles are untrusted input: every malformed one gets a clear error naming the field.
+#include "plan/profile.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
-#include "plan/profile.h"
+#include "plan/plan.h"
 #include "plan_test_util.h"
 
 namespace ll::plan {
@@ -70,11 +72,14 @@ TEST(Profile, RejectsMalformedOnesNamingTheField) {
       {"unit without name", [](json& j) { j["units"][2].erase("name"); }, "units[2].name is missing"},
       {"unit name number", [](json& j) { j["units"][2]["name"] = 7; }, "units[2].name must be a string"},
       {"unit name empty", [](json& j) { j["units"][0]["name"] = ""; }, "units[0].name is empty"},
-      {"unit names twice", [](json& j) { j["units"][2]["name"] = "embed"; }, "units[2].name 'embed' is used twice"},
-      {"negative memory", [](json& j) { j["units"][1]["memory_bytes"] = -5; }, "units[1].memory_bytes is negative"},
+      {"unit names twice", [](json& j) { j["units"][2]["name"] = "embed"; },
+       "units[2].name 'embed' is used twice"},
+      {"negative memory", [](json& j) { j["units"][1]["memory_bytes"] = -5; },
+       "units[1].memory_bytes is negative"},
       {"fractional memory", [](json& j) { j["units"][1]["memory_bytes"] = 10.5; },
        "units[1].memory_bytes must be a whole number of bytes"},
-      {"huge memory", [](json& j) { j["units"][1]["memory_bytes"] = 1e300; }, "units[1].memory_bytes is too large"},
+      {"huge memory", [](json& j) { j["units"][1]["memory_bytes"] = 1e300; },
+       "units[1].memory_bytes is too large"},
       {"memory string", [](json& j) { j["units"][1]["memory_bytes"] = "1GB"; },
        "units[1].memory_bytes must be a number of bytes"},
       {"negative out", [](json& j) { j["units"][0]["out_bytes"] = -1.0; }, "units[0].out_bytes is negative"},
@@ -93,8 +98,10 @@ TEST(Profile, RejectsMalformedOnesNamingTheField) {
        "devices[1].name 'phone' is used twice"},
       {"device memory missing", [](json& j) { j["devices"][1].erase("memory_bytes"); },
        "devices[1].memory_bytes is missing"},
-      {"latency rows", [](json& j) { j["latency_ms"] = json::parse("[[0, 5.0]]"); }, "latency_ms has 1 rows, expected 2"},
-      {"latency cols", [](json& j) { j["latency_ms"][1] = json::parse("[5.0]"); }, "latency_ms[1] has 1 entries, expected 2"},
+      {"latency rows", [](json& j) { j["latency_ms"] = json::parse("[[0, 5.0]]"); },
+       "latency_ms has 1 rows, expected 2"},
+      {"latency cols", [](json& j) { j["latency_ms"][1] = json::parse("[5.0]"); },
+       "latency_ms[1] has 1 entries, expected 2"},
       {"latency negative", [](json& j) { j["latency_ms"][0][1] = -1; }, "latency_ms[0][1] is negative"},
       {"latency missing", [](json& j) { j.erase("latency_ms"); }, "latency_ms is missing"},
       {"bandwidth zero", [](json& j) { j["bandwidth_bytes_per_s"][1][0] = 0; },
@@ -103,7 +110,8 @@ TEST(Profile, RejectsMalformedOnesNamingTheField) {
        "(bandwidth_bytes_per_s[1][0] is too small)"},
       {"bandwidth not matrix", [](json& j) { j["bandwidth_bytes_per_s"] = "fast"; },
        "bandwidth_bytes_per_s must be an array of 2 rows"},
-      {"origin unknown", [](json& j) { j["origin"] = "tablet"; }, "origin 'tablet' is not one of the devices"},
+      {"origin unknown", [](json& j) { j["origin"] = "tablet"; },
+       "origin 'tablet' is not one of the devices"},
       {"origin number", [](json& j) { j["origin"] = 0; }, "origin must be a string"},
       {"token missing", [](json& j) { j.erase("token_bytes"); }, "token_bytes is missing"},
       {"token negative", [](json& j) { j["token_bytes"] = -4; }, "token_bytes is negative"},
@@ -132,16 +140,65 @@ TEST(Profile, ValidateCatchesInCodeMistakes) {
   Profile p = test::blank_profile(3, 2);
   EXPECT_TRUE(validate(p));
   p.devices[1].unit_ms.push_back(1.0);
-  EXPECT_NE(validate(p).error().message.find("devices[1].unit_ms has 4 entries, expected 3"), std::string::npos);
+  EXPECT_NE(validate(p).error().message.find("devices[1].unit_ms has 4 entries, expected 3"),
+            std::string::npos);
   p = test::blank_profile(3, 2);
   p.origin = 2;
   EXPECT_FALSE(validate(p));
   p = test::blank_profile(3, 2);
   p.devices[0].unit_ms[1] = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_NE(validate(p).error().message.find("devices[0].unit_ms[1] is not a finite number"), std::string::npos);
+  EXPECT_NE(validate(p).error().message.find("devices[0].unit_ms[1] is not a finite number"),
+            std::string::npos);
   p = test::blank_profile(3, 2);
   p.latency_ms[1][0] = std::numeric_limits<double>::infinity();
   EXPECT_NE(validate(p).error().message.find("latency_ms[1][0] is not a finite number"), std::string::npos);
+}
+
+TEST(Profile, SurvivesMutatedFiles) {
+  // Hostile bytes: truncations, flipped characters, spliced numbers. Parsing must fail cleanly or
+  // give a profile that validates, and such a profile must plan without incident.
+  const std::string good = good_json().dump();
+  std::mt19937_64 rng(17);
+  const char pieces[] = "{}[],:\"0123456789.eE-+ nulltruefalse";
+  int parsed = 0;
+  for (int n = 0; n < 3000; ++n) {
+    std::string text = good;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      const size_t at = rng() % text.size();
+      switch (rng() % 4) {
+        case 0:
+          text.resize(at);
+          break;
+        case 1:
+          text[at] = pieces[rng() % (sizeof pieces - 1)];
+          break;
+        case 2:
+          text.insert(at, 1, pieces[rng() % (sizeof pieces - 1)]);
+          break;
+        default:
+          text.erase(at, 1 + rng() % 8);
+          break;
+      }
+    }
+    auto p = parse_profile(text);
+    if (!p) {
+      EXPECT_EQ(p.error().code, ErrorCode::parse);
+      EXPECT_FALSE(p.error().message.empty());
+      continue;
+    }
+    ++parsed;
+    ASSERT_TRUE(validate(*p));
+    SolveOptions o;
+    o.time_limit_s = 5;
+    auto r = solve(*p, o);
+    if (r) {
+      EXPECT_TRUE(evaluate(*p, r->stages, o));
+    } else {
+      EXPECT_EQ(r.error().code, ErrorCode::resource) << r.error().message;
+    }
+  }
+  EXPECT_GT(parsed, 20);  // some mutations keep the file valid (e.g. a changed digit)
 }
 
 TEST(Profile, FormatsBytes) {

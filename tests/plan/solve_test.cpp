@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "plan/plan.h"
 #include "plan_test_util.h"
@@ -184,7 +185,8 @@ TEST(SolveInfeasible, OriginCannotHoldUnitZero) {
   p.units[0].memory_bytes = 5000;
   p.devices[0].memory_bytes = 4000;
   const std::string m = solve_error(p, opts(Objective::latency, false));
-  EXPECT_NE(m.find("the origin 'dev0' has 4000 bytes but unit 0 'u0' needs 5000 bytes"), std::string::npos) << m;
+  EXPECT_NE(m.find("the origin 'dev0' has 4000 bytes but unit 0 'u0' needs 5000 bytes"), std::string::npos)
+      << m;
 }
 
 TEST(SolveInfeasible, RingOriginCannotHoldBothEnds) {
@@ -193,9 +195,10 @@ TEST(SolveInfeasible, RingOriginCannotHoldBothEnds) {
   p.units[2].memory_bytes = 3000;
   p.devices[0].memory_bytes = 5000;
   const std::string m = solve_error(p, opts(Objective::throughput, true));
-  EXPECT_NE(m.find("in ring mode the origin 'dev0' must hold unit 0 'u0' and unit 2 'u2', 6000 bytes together, "
-                   "but has 5000 bytes"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find("in ring mode the origin 'dev0' must hold unit 0 'u0' and unit 2 'u2', 6000 bytes together, "
+             "but has 5000 bytes"),
+      std::string::npos)
       << m;
   EXPECT_TRUE(solve(p, opts(Objective::throughput, false)));  // fine without ring
 }
@@ -204,7 +207,10 @@ TEST(SolveInfeasible, UnitFitsNowhere) {
   Profile p = blank_profile(3, 3);
   p.units[1].memory_bytes = 2000000;
   const std::string m = solve_error(p, opts(Objective::latency, false));
-  EXPECT_NE(m.find("unit 1 'u1' needs 1.9 MiB (2000000 bytes) but the largest device 'dev0' has 976.6 KiB (1000000 bytes)"), std::string::npos) << m;
+  EXPECT_NE(m.find("unit 1 'u1' needs 1.9 MiB (2000000 bytes) but the largest device 'dev0' has 976.6 KiB "
+                   "(1000000 bytes)"),
+            std::string::npos)
+      << m;
 }
 
 TEST(SolveInfeasible, TotalMemoryShort) {
@@ -276,6 +282,35 @@ TEST(Solve, TimeLimitReturnsAFeasiblePlan) {
   }
 }
 
+TEST(Solve, ConcurrentCallsGiveTheSameAnswers) {
+  std::mt19937_64 rng(3);
+  test::RandomSpec spec;
+  spec.n_units = 10;
+  spec.n_devices = 4;
+  spec.memory_slack = 2.0;
+  std::vector<Profile> profiles;
+  std::vector<SolveOptions> options;
+  std::vector<double> expected;
+  for (int n = 0; n < 8; ++n) {
+    profiles.push_back(test::random_profile(rng, spec));
+    options.push_back(opts(n % 2 ? Objective::throughput : Objective::latency, n % 4 >= 2));
+    auto r = solve(profiles.back(), options.back());
+    expected.push_back(r ? r->cost_ms : -1.0);
+  }
+  std::vector<double> got(profiles.size(), -2.0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t n = t; n < profiles.size(); n += 4) {
+        auto r = solve(profiles[n], options[n]);
+        got[n] = r ? r->cost_ms : -1.0;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(got, expected);
+}
+
 TEST(Solve, EightDevicesFortyUnitsAgreesWithTheDp) {
   // The sizes of the brief. Not a timing assertion: prints how long each takes; checks the answer is
   // proven optimal and equals the exact DP's.
@@ -292,7 +327,8 @@ TEST(Solve, EightDevicesFortyUnitsAgreesWithTheDp) {
         o.time_limit_s = 120;
         const auto t0 = std::chrono::steady_clock::now();
         auto r = solve(p, o);
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         auto e = solve_exact(p, o);
         ASSERT_EQ(static_cast<bool>(r), static_cast<bool>(e));
         if (!r) continue;
