@@ -61,6 +61,7 @@ std::string TextStreamer::push(std::string_view piece, bool& stopped) {
   // Hold back a suffix that is a prefix of some stop string.
   size_t hold = 0;
   for (const auto& s : stop_) {
+    if (s.empty()) continue;
     for (size_t k = std::min(s.size() - 1, text_.size()); k > hold; --k) {
       if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
         hold = k;

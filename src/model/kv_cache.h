@@ -35,11 +35,7 @@ class KvCache {
   SequenceKv& get_or_create(int32_t seq_id);
   SequenceKv* find(int32_t seq_id);
   void release(int32_t seq_id) { seqs_.erase(seq_id); }
-  size_t n_sequences() const { return seqs_.size(); }
   int64_t n_ctx() const { return n_ctx_; }
-  uint64_t bytes_per_sequence() const {
-    return static_cast<uint64_t>(2 * n_layers_ * n_ctx_ * kv_dim_) * sizeof(uint16_t);
-  }
 
  private:
   int64_t n_layers_, n_ctx_, kv_dim_;

@@ -39,6 +39,13 @@ TEST(TextStreamer, HoldsIncompleteUtf8) {
   EXPECT_EQ(s.flush(), "\xF0\x9F");
 }
 
+TEST(TextStreamer, EmptyStopStringIsIgnored) {
+  TextStreamer s({""});
+  bool stopped = false;
+  EXPECT_EQ(s.push("abc", stopped), "abc");
+  EXPECT_FALSE(stopped);
+}
+
 TEST(TextStreamer, StopStringSpanningPieces) {
   TextStreamer s({"\n\n"});
   bool stopped = false;
