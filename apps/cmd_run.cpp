@@ -14,6 +14,14 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "net/transport.h"
+#include "runtime/cluster_file.h"
+#include "runtime/coordinator.h"
+#include "runtime/local_cluster.h"
+#include "runtime/process.h"
+#include "runtime/split.h"
+#include "runtime/sysinfo.h"
+#include "runtime/worker.h"
 
 namespace ll::apps {
 
@@ -29,16 +37,22 @@ int default_threads() {
 Runner add_run_command(CLI::App& app) {
   struct Opts {
     std::string model, prompt, prompt_file;
-    int64_t n_predict = 128, ctx_size = 0, batch_size = 64;
+    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 32;
     int threads = default_threads();
     model::SamplingParams sampling;
     std::vector<std::string> stop;
     bool json = false, verbose = false;
+    // Distributed.
+    int local = 0, parallel = 1, worker_threads = 1;
+    double connect_timeout_s = 10;
+    std::string cluster, split = "even", split_units, memory_limit, cache_dir;
+    bool ring = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   auto* p = app.add_option("-p,--prompt", o->prompt, "Prompt text");
-  auto* f = app.add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->check(CLI::ExistingFile);
+  auto* f = app.add_option("-f,--file", o->prompt_file, "Read prompts from a file, one per line (empty lines skipped)")
+                ->check(CLI::ExistingFile);
   p->excludes(f);
   app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until end of text or context)")
       ->capture_default_str();
@@ -50,27 +64,65 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--repeat-penalty", o->sampling.repeat_penalty, "Penalty for repeated tokens (1 = off)")
       ->capture_default_str();
   app.add_option("--repeat-last-n", o->sampling.repeat_last_n, "Window of the repeat penalty")->capture_default_str();
-  app.add_option("--seed", o->sampling.seed, "Random seed (default: random; --json reports the seed used)");
+  app.add_option("--seed", o->sampling.seed,
+                 "Random seed (default: random; --json reports the seed used; prompt i uses seed + i)");
   app.add_option("--stop", o->stop, "Stop when this text appears (repeatable)");
-  app.add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 256));
+  app.add_option("-t,--threads", o->threads, "Threads (of this process: the origin)")->capture_default_str()
+      ->check(CLI::Range(1, 256));
   app.add_option("-c,--ctx-size", o->ctx_size,
-                 "Context size in tokens (default: prompt + n-predict, at most the model's context)");
-  app.add_option("-b,--batch-size", o->batch_size, "Prefill micro-batch size")->capture_default_str()
+                 "Context size in tokens (default: longest prompt + n-predict, at most the model's context)");
+  app.add_option("-b,--batch-size", o->batch_size, "Prefill micro-batch size (one process)")->capture_default_str()
       ->check(CLI::Range(1, 4096));
   app.add_flag("--json", o->json, "Print a JSON summary as the last line");
-  app.add_flag("-v,--verbose", o->verbose, "Print model and timing details to stderr");
+  app.add_flag("-v,--verbose", o->verbose, "Print model, plan, transmission map and timing details to stderr");
+  auto* local = app.add_option("--local", o->local,
+                               "Run over N worker processes started here on free loopback ports (stopped on exit)")
+                    ->check(CLI::Range(1, 64))->group("Distributed");
+  auto* cluster = app.add_option("--cluster", o->cluster, "Run over the workers listed in this TOML file")
+                      ->check(CLI::ExistingFile)->group("Distributed");
+  local->excludes(cluster);
+  app.add_flag("--ring", o->ring,
+               "The origin also runs the output head: token ids and logits never leave it")->group("Distributed");
+  auto* split = app.add_option("--split", o->split,
+                               "even: units spread evenly over the workers; memory: in proportion to their memory")
+                    ->check(CLI::IsMember({"even", "memory"}))->capture_default_str()->group("Distributed");
+  app.add_option("--split-units", o->split_units,
+                 "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "
+                 "then one per worker")->excludes(split)->group("Distributed");
+  app.add_option("--parallel", o->parallel, "Generate up to K prompts concurrently (pipelined)")
+      ->check(CLI::Range(1, 4096))->capture_default_str()->group("Distributed");
+  app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
+      ->capture_default_str()->group("Distributed");
+  app.add_option("--connect-timeout", o->connect_timeout_s, "Seconds to wait for each worker's HELLO")
+      ->check(CLI::Range(0.1, 3600.0))->capture_default_str()->group("Distributed");
+  app.add_option("--worker-threads", o->worker_threads, "Threads of each --local worker")
+      ->check(CLI::Range(1, 256))->capture_default_str()->group("Distributed");
+  app.add_option("--memory-limit", o->memory_limit, "Memory limit of each --local worker (e.g. 1600MB)")
+      ->group("Distributed");
+  app.add_option("--cache-dir", o->cache_dir, "Tensor cache directory of the --local workers (one subdirectory each)")
+      ->group("Distributed");
 
   return [o]() -> int {
-    std::string prompt = o->prompt;
+    std::vector<std::string> prompts;
     if (!o->prompt_file.empty()) {
       std::ifstream in(o->prompt_file, std::ios::binary);
       if (!in) return report_error(make_error(ErrorCode::io, "cannot read " + o->prompt_file));
-      std::stringstream ss;
-      ss << in.rdbuf();
-      prompt = ss.str();
-      while (!prompt.empty() && (prompt.back() == '\n' || prompt.back() == '\r')) prompt.pop_back();
+      std::string line;
+      while (std::getline(in, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+        if (!line.empty()) prompts.push_back(line);
+      }
+    } else if (!o->prompt.empty()) {
+      prompts.push_back(o->prompt);
     }
-    if (prompt.empty()) return report_error(make_error(ErrorCode::invalid_argument, "give a prompt with -p or -f"));
+    if (prompts.empty()) return report_error(make_error(ErrorCode::invalid_argument, "give a prompt with -p or -f"));
+    const bool distributed = o->local > 0 || !o->cluster.empty();
+    if (!distributed && (o->ring || !o->split_units.empty() || o->split != "even" || o->parallel != 1 ||
+                         !o->memory_limit.empty())) {
+      return report_error(make_error(ErrorCode::invalid_argument,
+                                     "--ring, --split, --split-units, --parallel and --memory-limit need --local N or "
+                                     "--cluster FILE"));
+    }
 
     auto model = model::Model::load(o->model);
     if (!model) return report_error(model.error());
@@ -83,52 +135,188 @@ Runner add_run_command(CLI::App& app) {
                                                            " tokens but the embedding only " +
                                                            std::to_string(hp.n_vocab)));
     }
-    const std::vector<int32_t> prompt_tokens = tok->encode(prompt, true);
+    std::vector<std::vector<int32_t>> prompt_tokens;
+    size_t longest = 0;
+    for (const auto& text : prompts) {
+      prompt_tokens.push_back(tok->encode(text, true));
+      longest = std::max(longest, prompt_tokens.back().size());
+    }
     int64_t n_ctx = o->ctx_size;
     if (n_ctx <= 0) {
-      const int64_t want = static_cast<int64_t>(prompt_tokens.size()) + (o->n_predict < 0 ? hp.n_ctx_train : o->n_predict);
+      const int64_t want = static_cast<int64_t>(longest) + (o->n_predict < 0 ? hp.n_ctx_train : o->n_predict);
       n_ctx = std::min(want, hp.n_ctx_train);
-      n_ctx = std::max<int64_t>(n_ctx, static_cast<int64_t>(prompt_tokens.size()) + 1);
+      n_ctx = std::max<int64_t>(n_ctx, static_cast<int64_t>(longest) + 1);
     }
-    ThreadPool pool(o->threads);
-    auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
-    if (!runner) return report_error(runner.error());
     if (o->verbose) {
       std::fprintf(stderr,
                    "model: %s (%s), %lld layers, n_embd %lld, %lld heads (%lld kv), n_ff %lld, vocab %lld\n"
-                   "kernels: %s, threads %d, context %lld, prompt %zu tokens\n",
+                   "kernels: %s, threads %d, context %lld, %zu prompt(s), longest %zu tokens\n",
                    o->model.c_str(), std::string(hp.arch->name).c_str(), static_cast<long long>(hp.n_layer),
                    static_cast<long long>(hp.n_embd), static_cast<long long>(hp.n_head),
                    static_cast<long long>(hp.n_head_kv), static_cast<long long>(hp.n_ff),
                    static_cast<long long>(hp.n_vocab), kernels::matmul_isa(), o->threads,
-                   static_cast<long long>(n_ctx), prompt_tokens.size());
+                   static_cast<long long>(n_ctx), prompts.size(), longest);
     }
     model::GenerateOptions gopt;
     gopt.n_predict = o->n_predict;
     gopt.n_batch = o->batch_size;
     gopt.sampling = o->sampling;
     gopt.stop = o->stop;
-    auto res = model::generate(**runner, *tok, prompt_tokens, gopt, [](std::string_view piece) {
+    if (gopt.sampling.seed == model::kRandomSeed) gopt.sampling.seed = model::Sampler(gopt.sampling).seed();
+    const bool stream = prompts.size() == 1;
+    auto print_piece = [stream](size_t, std::string_view piece) {
+      if (!stream) return;
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
-    });
-    std::fputc('\n', stdout);
+    };
+
+    std::vector<model::GenerateResult> results;
+    std::unique_ptr<runtime::LocalCluster> local_cluster;  // lives until the output is printed
+    nlohmann::json devices = nlohmann::json::array();
+    double wall_ms = 0;
+    if (!distributed) {
+      ThreadPool pool(o->threads);
+      auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
+      if (!runner) return report_error(runner.error());
+      const auto t0 = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        model::GenerateOptions g = gopt;
+        g.sampling.seed = gopt.sampling.seed + i;
+        auto res = model::generate(**runner, *tok, prompt_tokens[i], g,
+                                   [&](std::string_view piece) { print_piece(i, piece); });
+        if (!res) {
+          if (stream) std::fputc('\n', stdout);
+          return report_error(res.error());
+        }
+        (*runner)->release_sequence(g.seq_id);
+        results.push_back(std::move(*res));
+      }
+      wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      devices.push_back({{"name", "origin"}, {"address", "local"}, {"units", {0, hp.n_units() - 1}},
+                         {"rss_bytes", runtime::current_rss_bytes()}});
+    } else {
+      runtime::TerminationSignals::install();
+      auto log = [v = o->verbose](const std::string& s) {
+        if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
+      };
+      std::vector<std::string> endpoints;
+      if (o->local > 0) {
+        runtime::LocalClusterOptions lo;
+        lo.n_workers = o->local;
+        lo.n_threads = o->worker_threads;
+        lo.cache_dir = o->cache_dir;
+        lo.quiet = !o->verbose;
+        lo.log = log;
+        if (!o->memory_limit.empty()) {
+          auto limit = runtime::parse_byte_size(o->memory_limit);
+          if (!limit) return report_error(limit.error());
+          lo.memory_limit_bytes = *limit;
+        }
+        auto cl = runtime::LocalCluster::start(lo);
+        if (!cl) return report_error(cl.error());
+        local_cluster = std::move(*cl);
+        endpoints = local_cluster->endpoints();
+      } else {
+        auto cf = runtime::load_cluster_file(o->cluster);
+        if (!cf) return report_error(cf.error());
+        for (const auto& d : cf->devices) endpoints.push_back(d.address);
+      }
+      net::TransportOptions to;
+      to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
+      auto net = net::make_zmq_network(to);
+      runtime::CoordinatorOptions co;
+      co.ring = o->ring;
+      co.n_ctx = n_ctx;
+      co.n_threads = o->threads;
+      co.n_ubatch = o->ubatch;
+      co.connect_timeout = net::Millis(static_cast<int64_t>(o->connect_timeout_s * 1000));
+      co.log = log;
+      co.should_stop = [] { return runtime::TerminationSignals::requested(); };
+      auto coord = runtime::Coordinator::connect(**model, *net, endpoints, co);
+      if (!coord) return report_error(coord.error());
+      runtime::Coordinator& c = **coord;
+      Expected<std::vector<runtime::Stage>> stages = Error{};
+      if (!o->split_units.empty()) {
+        stages = runtime::parse_split_units(o->split_units, hp.n_units(), c.n_workers(), o->ring);
+      } else if (o->split == "memory") {
+        std::vector<uint64_t> unit_bytes, memory;
+        for (int64_t u = 0; u < hp.n_units(); ++u) unit_bytes.push_back((*model)->unit_weight_bytes(u));
+        for (int w = 1; w <= c.n_workers(); ++w) {
+          const auto& h = c.worker_hello(w);
+          memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
+        }
+        stages = runtime::split_memory(unit_bytes, memory, o->ring);
+      } else {
+        stages = runtime::split_even(hp.n_units(), c.n_workers(), o->ring);
+      }
+      if (!stages) return report_error(stages.error());
+      auto loaded = c.load(*stages);
+      if (!loaded) return report_error(loaded.error());
+      if (o->verbose) std::fprintf(stderr, "%s", c.describe(gopt).c_str());
+      std::vector<runtime::Request> reqs;
+      for (auto& t : prompt_tokens) reqs.push_back(runtime::Request{t});
+      const auto t0 = std::chrono::steady_clock::now();
+      auto res = c.generate(*tok, reqs, gopt, o->parallel, print_piece);
+      wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (!res) {
+        if (stream) std::fputc('\n', stdout);
+        return report_error(res.error());
+      }
+      results = std::move(*res);
+      auto devs = c.devices();
+      if (!devs) return report_error(devs.error());
+      for (const auto& d : *devs) {
+        nlohmann::json j{{"name", d.name},
+                         {"address", d.address},
+                         {"units", {d.ranges.front().first, d.ranges.front().second}},
+                         {"rss_bytes", d.rss_bytes},
+                         {"weight_bytes", d.weight_bytes}};
+        if (d.ranges.size() > 1) j["ring_units"] = {d.ranges.back().first, d.ranges.back().second};
+        devices.push_back(std::move(j));
+      }
+    }
+    if (stream) {
+      std::fputc('\n', stdout);
+    } else {
+      for (size_t i = 0; i < results.size(); ++i) {
+        std::printf("== %zu: %s\n%s\n", i + 1, prompts[i].c_str(), results[i].text.c_str());
+      }
+    }
     std::fflush(stdout);
-    if (!res) return report_error(res.error());
+    size_t n_generated = 0;
+    for (const auto& r : results) n_generated += r.tokens.size();
     if (o->verbose) {
-      std::fprintf(stderr, "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",
-                   static_cast<long long>(res->n_prompt), res->prefill_ms, res->prefill_tok_s(), res->tokens.size(),
-                   res->decode_ms, res->decode_tok_s(), model::stop_reason_name(res->stop_reason));
+      for (const auto& r : results) {
+        std::fprintf(stderr,
+                     "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",
+                     static_cast<long long>(r.n_prompt), r.prefill_ms, r.prefill_tok_s(), r.tokens.size(), r.decode_ms,
+                     r.decode_tok_s(), model::stop_reason_name(r.stop_reason));
+      }
+      std::fprintf(stderr, "total: %zu tokens generated in %.1f ms (%.2f tok/s overall)\n", n_generated, wall_ms,
+                   wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0);
     }
     if (o->json) {
+      auto one = [&](size_t i) {
+        const auto& r = results[i];
+        return nlohmann::json{{"prompt_tokens", prompt_tokens[i]},
+                              {"tokens", r.tokens},
+                              {"text", r.text},
+                              {"prefill_tok_s", r.prefill_tok_s()},
+                              {"decode_tok_s", r.decode_tok_s()},
+                              {"stop_reason", model::stop_reason_name(r.stop_reason)},
+                              {"seed", r.seed}};
+      };
       nlohmann::json j;
-      j["prompt_tokens"] = prompt_tokens;
-      j["tokens"] = res->tokens;
-      j["text"] = res->text;
-      j["prefill_tok_s"] = res->prefill_tok_s();
-      j["decode_tok_s"] = res->decode_tok_s();
-      j["stop_reason"] = model::stop_reason_name(res->stop_reason);
-      j["seed"] = res->seed;
+      if (results.size() == 1) {
+        j = one(0);
+      } else {
+        j["results"] = nlohmann::json::array();
+        for (size_t i = 0; i < results.size(); ++i) j["results"].push_back(one(i));
+        j["tokens_generated"] = n_generated;
+        j["wall_ms"] = wall_ms;
+        j["aggregate_tok_s"] = wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0;
+      }
+      j["devices"] = devices;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }
     return 0;

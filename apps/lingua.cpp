@@ -25,7 +25,8 @@ int report_error(const Error& e) {
 int main(int argc, char** argv) {
   CLI::App app{
       "lingua — run a large language model across your own devices (LinguaLinked).\n"
-      "This build runs models on one device; see `lingua SUBCOMMAND --help`."};
+      "One process (`lingua run`), or a pipeline over worker processes on your devices\n"
+      "(`lingua worker` on each, `lingua run --cluster FILE` or `--local N`); see `lingua SUBCOMMAND --help`."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lingua 0.1.0");
   std::map<CLI::App*, ll::apps::Runner> runners;
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
     runners[sub] = fn(*sub);
   };
   add("run", "Generate text from a prompt", ll::apps::add_run_command);
+  add("worker", "Serve this device's share of a model for a coordinator", ll::apps::add_worker_command);
   add("tokenize", "Show how a text is split into tokens", ll::apps::add_tokenize_command);
   add("gen-model", "Write a model with deterministic random weights in real shapes", ll::apps::add_gen_model_command);
   add("inspect", "Show a GGUF file's metadata, tensors and units", ll::apps::add_inspect_command);

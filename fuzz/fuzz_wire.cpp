@@ -7,8 +7,8 @@
 //
 // Seeds and run (see fuzz/make_wire_seeds.sh):
 //   fuzz/make_wire_seeds.sh build-fuzz/wire-corpus
-//   build-fuzz/fuzz_wire -max_total_time=60 -rss_limit_mb=2048 -max_len=65536 \
-//       -dict=fuzz/wire.dict build-fuzz/wire-corpus
+//   build-fuzz/fuzz_wire -max_total_time=60 -rss_limit_mb=2048 -max_len=65536
+//       -dict=fuzz/wire.dict build-fuzz/wire-corpus          (one command line)
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>

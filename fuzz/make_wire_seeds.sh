@@ -78,6 +78,13 @@ frame result-token-ids 0x0302 13
 { u32 12; } >"$tmp"
 frame release-sequence 0x0303 14
 
+# seq 7, temperature 0.8 (0x3f4ccccd), top_k 40, top_p 0.95 (0x3f733333), min_p 0.05 (0x3d4ccccd), seed
+{ u32 7; u32 0x3f4ccccd; u32 40; u32 0x3f733333; u32 0x3d4ccccd; u64 0x0123456789abcdef; } >"$tmp"
+frame sampling 0x0304 14
+# greedy, every filter off: temperature 0, top_k 0, top_p 1.0, min_p 0, seed 0
+{ u32 0; u32 0; u32 0; u32 0x3f800000; u32 0; u64 0; } >"$tmp"
+frame sampling-greedy 0x0304 14
+
 : >"$tmp"
 frame stats-request 0x0401 15
 

@@ -8,6 +8,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libtomlplusplus-dev libcpp-httplib-dev
   libzmq3-dev cppzmq-dev coinor-libcbc-dev
+  libssl-dev                              # libcrypto SHA-256 (SHA-NI / ARMv8 crypto) for tensor hashes
   libicu-dev                              # Unicode character classes for BPE pre-tokenizers
 )
 missing=()

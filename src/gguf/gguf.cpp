@@ -967,10 +967,20 @@ Expected<void> Writer::add_tensor_bytes(std::string name, DType type, std::vecto
   return {};
 }
 
-Expected<void> Writer::write(const std::string& path, const std::function<void(uint64_t, uint64_t)>& progress) const {
+// Receives the file's bytes in order. begin() is called once, after validation and layout and
+// before any byte, with the total size: the file sink creates its temporary file only then, so
+// that invalid input leaves nothing behind, and the vector sink allocates once.
+class Writer::Sink {
+ public:
+  std::function<Expected<void>(uint64_t total_bytes)> begin;
+  std::function<Expected<void>(std::span<const uint8_t> bytes)> put;
+};
+
+Expected<void> Writer::emit(const std::string& name, Sink& sink,
+                            const std::function<void(uint64_t, uint64_t)>& progress) const {
   if (!is_pow2(alignment)) {
     return make_error(ErrorCode::invalid_argument,
-                      path + ": alignment " + std::to_string(alignment) + " is not a power of two");
+                      name + ": alignment " + std::to_string(alignment) + " is not a power of two");
   }
   // general.alignment must agree with the alignment we lay the data out with.
   bool has_alignment_key = false;
@@ -980,14 +990,14 @@ Expected<void> Writer::write(const std::string& path, const std::function<void(u
     const auto* a = std::get_if<uint32_t>(&value.v);
     if (a == nullptr || *a != alignment) {
       return make_error(ErrorCode::invalid_argument,
-                        path + ": general.alignment must be the u32 " + std::to_string(alignment) +
+                        name + ": general.alignment must be the u32 " + std::to_string(alignment) +
                             " (set Writer::alignment instead)");
     }
   }
   const bool add_alignment_key = !has_alignment_key && alignment != k_default_alignment;
   for (const auto& [key, value] : kv_) {
     const std::string fault = check_value(value, 0);
-    if (!fault.empty()) return make_error(ErrorCode::invalid_argument, path + ": key " + quote(key) + ": " + fault);
+    if (!fault.empty()) return make_error(ErrorCode::invalid_argument, name + ": key " + quote(key) + ": " + fault);
   }
 
   // Header, tensor infos and the padding before the data section.
@@ -1016,24 +1026,19 @@ Expected<void> Writer::write(const std::string& path, const std::function<void(u
     put<uint64_t>(header, offset);
     uint64_t next = 0;
     if (t.n_bytes > k_u64_max - offset || !align_up(offset + t.n_bytes, alignment, next)) {
-      return make_error(ErrorCode::invalid_argument, path + ": total tensor size overflows");
+      return make_error(ErrorCode::invalid_argument, name + ": total tensor size overflows");
     }
     offset = next;
     total_bytes += t.n_bytes;
   }
   uint64_t padded = 0;
-  if (!align_up(header.size(), alignment, padded)) {
-    return make_error(ErrorCode::invalid_argument, path + ": header size overflows");
+  if (!align_up(header.size(), alignment, padded) || offset > k_u64_max - padded) {
+    return make_error(ErrorCode::invalid_argument, name + ": header size overflows");
   }
   header.resize(static_cast<size_t>(padded), 0);
 
-  TempFile tmp(path + ".tmp");
-  const auto io_error = [&](const char* what) {
-    const int e = errno;
-    return make_error(ErrorCode::io, path + ": " + what + " '" + tmp.path() + "': " + std::strerror(e));
-  };
-  if (!tmp.open()) return io_error("cannot create");
-  if (!tmp.write(header.data(), header.size())) return io_error("write failed on");
+  LL_TRY(sink.begin(padded + offset));
+  LL_TRY(sink.put(header));
   header = {};
 
   std::vector<uint8_t> buf;
@@ -1043,24 +1048,43 @@ Expected<void> Writer::write(const std::string& path, const std::function<void(u
     try {
       buf.assign(static_cast<size_t>(t.n_bytes), 0);
     } catch (const std::bad_alloc&) {
-      return make_error(ErrorCode::resource, path + ": cannot allocate " + std::to_string(t.n_bytes) +
+      return make_error(ErrorCode::resource, name + ": cannot allocate " + std::to_string(t.n_bytes) +
                                                  " bytes for tensor " + quote(t.name));
     }
     Expected<void> filled = t.fill(std::span<uint8_t>(buf.data(), buf.size()));
     if (!filled) {
-      return make_error(filled.error().code, path + ": tensor " + quote(t.name) + ": " + filled.error().message);
+      return make_error(filled.error().code, name + ": tensor " + quote(t.name) + ": " + filled.error().message);
     }
-    if (!tmp.write(buf.data(), buf.size())) return io_error("write failed on");
+    LL_TRY(sink.put(buf));
     uint64_t end = 0;
     (void)align_up(t.n_bytes, alignment, end);  // cannot overflow: checked while laying out
     for (uint64_t pad = end - t.n_bytes; pad > 0;) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(pad, sizeof(zeros)));
-      if (!tmp.write(zeros, n)) return io_error("write failed on");
+      LL_TRY(sink.put(std::span<const uint8_t>(zeros, n)));
       pad -= n;
     }
     done += t.n_bytes;
     if (progress) progress(done, total_bytes);
   }
+  return {};
+}
+
+Expected<void> Writer::write(const std::string& path, const std::function<void(uint64_t, uint64_t)>& progress) const {
+  TempFile tmp(path + ".tmp");
+  const auto io_error = [&](const char* what) {
+    const int e = errno;
+    return make_error(ErrorCode::io, path + ": " + what + " '" + tmp.path() + "': " + std::strerror(e));
+  };
+  Sink sink;
+  sink.begin = [&](uint64_t) -> Expected<void> {
+    if (!tmp.open()) return io_error("cannot create");
+    return {};
+  };
+  sink.put = [&](std::span<const uint8_t> bytes) -> Expected<void> {
+    if (!tmp.write(bytes.data(), bytes.size())) return io_error("write failed on");
+    return {};
+  };
+  LL_TRY(emit(path, sink, progress));
   if (!tmp.close()) return io_error("write failed on");
   if (std::rename(tmp.path().c_str(), path.c_str()) != 0) {
     const int e = errno;
@@ -1068,6 +1092,28 @@ Expected<void> Writer::write(const std::string& path, const std::function<void(u
   }
   tmp.commit();
   return {};
+}
+
+Expected<std::vector<uint8_t>> Writer::to_bytes() const {
+  const std::string name = "gguf writer";
+  std::vector<uint8_t> out;
+  Sink sink;
+  sink.begin = [&](uint64_t total_bytes) -> Expected<void> {
+    try {
+      if (total_bytes > out.max_size()) throw std::bad_alloc();
+      out.reserve(static_cast<size_t>(total_bytes));
+    } catch (const std::bad_alloc&) {
+      return make_error(ErrorCode::resource,
+                        name + ": cannot allocate " + std::to_string(total_bytes) + " bytes for the file");
+    }
+    return {};
+  };
+  sink.put = [&](std::span<const uint8_t> bytes) -> Expected<void> {
+    out.insert(out.end(), bytes.begin(), bytes.end());  // within the reserved size: no allocation
+    return {};
+  };
+  LL_TRY(emit(name, sink, {}));
+  return out;
 }
 
 }  // namespace ll::gguf

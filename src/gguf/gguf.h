@@ -165,9 +165,18 @@ class Writer {
   // progress(done_bytes, total_bytes) is called after each tensor.
   Expected<void> write(const std::string& path,
                        const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
+  // The exact bytes write() would put in the file, in memory (for small files: metadata-only
+  // GGUFs sent over the network, tests). Same errors as write(), named "gguf writer" instead of a
+  // path, plus resource when the buffer cannot be allocated.
+  Expected<std::vector<uint8_t>> to_bytes() const;
   uint32_t alignment = 32;
 
  private:
+  class Sink;  // where emit() streams the file: a temporary file or a byte vector
+  // Validates, lays out and streams the whole file to `sink`; `name` prefixes error messages.
+  Expected<void> emit(const std::string& name, Sink& sink,
+                      const std::function<void(uint64_t, uint64_t)>& progress) const;
+
   struct PendingTensor {
     std::string name;
     DType type;

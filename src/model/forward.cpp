@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -17,6 +18,12 @@ Expected<std::unique_ptr<UnitRunner>> UnitRunner::create(const Model& model, int
                                                        std::to_string(unit_last) + " is not within 0-" +
                                                        std::to_string(n_units - 1));
   }
+  if (unit_first < model.unit_first() || unit_last > model.unit_last()) {
+    return make_error(ErrorCode::invalid_argument,
+                      "unit range " + std::to_string(unit_first) + "-" + std::to_string(unit_last) +
+                          " is not loaded: the model holds units " + std::to_string(model.unit_first()) +
+                          "-" + std::to_string(model.unit_last()) + " only");
+  }
   if (n_ctx < 1 || n_ctx > (int64_t{1} << 24)) {
     return make_error(ErrorCode::invalid_argument, "context size " + std::to_string(n_ctx) + " is out of range");
   }
@@ -31,7 +38,25 @@ UnitRunner::UnitRunner(const Model& model, int64_t unit_first, int64_t unit_last
       n_layers_here_(std::max<int64_t>(0, std::min(unit_last, model.hparams().n_layer) -
                                               std::max<int64_t>(unit_first, 1) + 1)),
       pool_(pool),
-      kv_(n_layers_here_, n_ctx, model.hparams().kv_dim()) {}
+      kv_(n_layers_here_, n_ctx, model.hparams().kv_dim()) {
+  reset_unit_timings();
+}
+
+void UnitRunner::reset_unit_timings() {
+  timings_.clear();
+  for (int64_t u = unit_first_; u <= unit_last_; ++u) timings_.push_back(UnitTiming{u, 0, 0.0});
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void add_timing(UnitTiming& t, int64_t n_tokens, Clock::time_point start) {
+  t.n_tokens += static_cast<uint64_t>(n_tokens);
+  t.compute_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+}  // namespace
 
 Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const float* hidden_in,
                                    std::vector<float>& out) {
@@ -73,6 +98,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
 
   x_.resize(static_cast<size_t>(n * E));
   if (unit_first_ == 0) {
+    const Clock::time_point start = Clock::now();
     const Weight& emb = model_.weights().tok_embd;
     const size_t row_bytes = *dtype_row_bytes(emb.type, static_cast<uint64_t>(E));
     for (int64_t i = 0; i < n; ++i) {
@@ -84,12 +110,18 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
       quant::dequantize_row(emb.type, static_cast<const uint8_t*>(emb.data) + static_cast<size_t>(tok) * row_bytes,
                             x_.data() + i * E, E);
     }
+    add_timing(timings_.front(), n, start);
   } else {
     if (hidden_in == nullptr) return make_error(ErrorCode::invalid_argument, "hidden state input missing");
     std::memcpy(x_.data(), hidden_in, static_cast<size_t>(n * E) * sizeof(float));
   }
 
-  for (int64_t l = 0; l < n_layers_here_; ++l) run_block(l, batch, seqs);
+  const size_t first_block_timing = unit_first_ == 0 ? 1 : 0;
+  for (int64_t l = 0; l < n_layers_here_; ++l) {
+    const Clock::time_point start = Clock::now();
+    run_block(l, batch, seqs);
+    add_timing(timings_[first_block_timing + static_cast<size_t>(l)], n, start);
+  }
   for (int64_t i = 0; i < n && n_layers_here_ > 0; ++i) {
     SequenceKv* s = seqs[static_cast<size_t>(i)];
     s->n_filled = std::max<int64_t>(s->n_filled, batch[static_cast<size_t>(i)].pos + 1);
@@ -100,6 +132,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
     return {};
   }
   // Head: final norm and output projection, only for the tokens that want logits.
+  const Clock::time_point head_start = Clock::now();
   int64_t n_out = 0;
   for (const auto& bt : batch) n_out += bt.want_output ? 1 : 0;
   xn_.resize(static_cast<size_t>(std::max<int64_t>(n_out, 1) * E));
@@ -114,6 +147,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
     const Weight& w = model_.weights().output;
     kernels::matmul(pool_, w.type, w.data, w.n_rows, w.n_cols, xn_.data(), n_out, out.data(), mm_scratch_);
   }
+  add_timing(timings_.back(), n_out, head_start);
   return {};
 }
 

@@ -16,6 +16,15 @@
 
 namespace ll::model {
 
+// Work done by one unit of a runner since it was created (or since reset_unit_timings()).
+struct UnitTiming {
+  int64_t unit = 0;
+  // Tokens the unit computed: every batch token for the embedding and the blocks; for the head,
+  // only those with want_output (the others skip it).
+  uint64_t n_tokens = 0;
+  double compute_ms = 0.0;  // wall time inside the unit's work (steady clock)
+};
+
 struct BatchToken {
   int32_t seq_id = 0;
   int32_t pos = 0;            // position in its sequence
@@ -25,7 +34,8 @@ struct BatchToken {
 
 class UnitRunner {
  public:
-  // Runs units [unit_first, unit_last] of `model`; each sequence may hold up to n_ctx positions.
+  // Runs units [unit_first, unit_last] of `model`, which must hold them (Model::unit_first() ..
+  // unit_last(): invalid_argument otherwise); each sequence may hold up to n_ctx positions.
   static Expected<std::unique_ptr<UnitRunner>> create(const Model& model, int64_t unit_first, int64_t unit_last,
                                                       ThreadPool& pool, int64_t n_ctx);
 
@@ -40,6 +50,10 @@ class UnitRunner {
   bool has_head() const { return unit_last_ == model_.hparams().n_layer + 1; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
   const KvCache& kv_cache() const { return kv_; }
+  // One entry per unit of the range, in order: where forward() spends its time, for profiling
+  // and balancing. Timing does not touch the arithmetic, so results stay bit-identical.
+  std::vector<UnitTiming> unit_timings() const { return timings_; }
+  void reset_unit_timings();
 
  private:
   UnitRunner(const Model& model, int64_t unit_first, int64_t unit_last, ThreadPool& pool, int64_t n_ctx);
@@ -50,6 +64,7 @@ class UnitRunner {
   int64_t layer_first_, n_layers_here_;  // transformer blocks in this range
   ThreadPool& pool_;
   KvCache kv_;
+  std::vector<UnitTiming> timings_;  // [unit_last - unit_first + 1]
   kernels::MatmulScratch mm_scratch_;
   // Activations, reused between calls: F32 [n_tokens][...].
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, ffn_, attn_scratch_;

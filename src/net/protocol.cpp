@@ -45,6 +45,13 @@ inline bool finite_f32(float f) {
   return (std::bit_cast<uint32_t>(f) & 0x7F800000u) != 0x7F800000u;
 }
 
+// A float for an error message: "%g", so NaN and infinities read as "nan" / "inf".
+std::string float_text(float f) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
+  return buf;
+}
+
 // ------------------------------------------------------------------------------------------- encoders
 
 void put_tokens(Writer& w, const std::vector<TokenMeta>& tokens) {
@@ -165,6 +172,15 @@ void encode_payload(Writer& w, const Result& m) {
 
 void encode_payload(Writer& w, const ReleaseSequence& m) {
   w.i32(m.seq_id);
+}
+
+void encode_payload(Writer& w, const Sampling& m) {
+  w.i32(m.seq_id);
+  w.f32(m.temperature);
+  w.i32(m.top_k);
+  w.f32(m.top_p);
+  w.f32(m.min_p);
+  w.u64(m.seed);
 }
 
 void encode_payload(Writer&, const StatsRequest&) {}
@@ -293,6 +309,8 @@ std::string message_type_name(uint16_t type) {
       return "RESULT";
     case MessageType::release_sequence:
       return "RELEASE_SEQUENCE";
+    case MessageType::sampling:
+      return "SAMPLING";
     case MessageType::stats_request:
       return "STATS_REQUEST";
     case MessageType::stats:
@@ -714,6 +732,30 @@ Expected<ReleaseSequence> decode_release_sequence(std::span<const uint8_t> paylo
   return m;
 }
 
+Expected<Sampling> decode_sampling(std::span<const uint8_t> payload, const Limits&) {
+  Reader r(payload, "SAMPLING");
+  Sampling m;
+  LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
+  if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
+  LL_ASSIGN_OR_RETURN(m.temperature, r.f32("temperature"));
+  if (!finite_f32(m.temperature) || !(m.temperature >= 0.0f)) {
+    return r.error_at(4, "temperature", float_text(m.temperature) + " is not finite and >= 0");
+  }
+  LL_ASSIGN_OR_RETURN(m.top_k, r.i32("top_k"));
+  if (m.top_k < 0) return r.error_at(8, "top_k", std::to_string(m.top_k) + " is negative");
+  LL_ASSIGN_OR_RETURN(m.top_p, r.f32("top_p"));
+  if (!finite_f32(m.top_p) || !(m.top_p >= 0.0f)) {
+    return r.error_at(12, "top_p", float_text(m.top_p) + " is not finite and >= 0");
+  }
+  LL_ASSIGN_OR_RETURN(m.min_p, r.f32("min_p"));
+  if (!finite_f32(m.min_p) || !(m.min_p >= 0.0f && m.min_p <= 1.0f)) {
+    return r.error_at(16, "min_p", float_text(m.min_p) + " is not in [0, 1]");
+  }
+  LL_ASSIGN_OR_RETURN(m.seed, r.u64("seed"));
+  LL_TRY(r.expect_end());
+  return m;
+}
+
 Expected<StatsRequest> decode_stats_request(std::span<const uint8_t> payload, const Limits&) {
   Reader r(payload, "STATS_REQUEST");
   LL_TRY(r.expect_end());
@@ -778,6 +820,8 @@ Expected<Message> decode_payload(uint16_t type, std::span<const uint8_t> payload
       return lift(decode_result(payload, limits));
     case MessageType::release_sequence:
       return lift(decode_release_sequence(payload, limits));
+    case MessageType::sampling:
+      return lift(decode_sampling(payload, limits));
     case MessageType::stats_request:
       return lift(decode_stats_request(payload, limits));
     case MessageType::stats:

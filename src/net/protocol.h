@@ -38,10 +38,25 @@
 //                             hidden, logits: u32 width | u8 dtype | blob values  (F32/F16 [n_rows][width])
 //                             token_ids:      i32 token[n_rows]
 //   0x0303 RELEASE_SEQUENCE i32 seq_id
+//   0x0304 SAMPLING         i32 seq_id | f32 temperature | i32 top_k | f32 top_p | f32 min_p | u64 seed
 //   0x0401 STATS_REQUEST    (empty payload)
 //   0x0402 STATS            u64 uptime_ms | u64 bytes_in | u64 bytes_out | u64 n_messages_in
 //                           | u64 n_messages_out | u64 n_bad_messages | u64 n_tokens | u64 rss_bytes
 //                           | u32 n_units | n_units x { u32 unit | u64 n_tokens | f64 compute_ms }
+//
+// Pipeline semantics (what the runtime implements; docs/wire-protocol.md section 4 has the diagram):
+//   - LOAD_SEGMENT.next_endpoint non-empty: the worker connects a Link there (HELLO as a worker first)
+//     and forwards the output hidden states of each batch as ACTIVATION_BATCH with the same
+//     request_id. Empty: the outputs go back as RESULT (same request_id) to the peer that sent
+//     LOAD_SEGMENT, i.e. the coordinator, not to whoever sent the batch.
+//   - SAMPLING and RELEASE_SEQUENCE travel along the pipeline like batches: the coordinator sends them
+//     to the first stage on the link that carries that stage's batches; every worker applies them
+//     (RELEASE_SEQUENCE: drop the sequence's KV cache and sampler; SAMPLING: only the stage that runs
+//     the output head keeps it) and forwards them to next_endpoint, if any. One ordered link per hop
+//     keeps them in order with the ACTIVATION_BATCHes of the same sequence.
+//   - An error while processing a batch (or a SAMPLING / RELEASE_SEQUENCE) goes to the coordinator
+//     (the LOAD_SEGMENT sender) as ERROR with that frame's request_id, whichever stage it happens
+//     on. Frames that fail validation are still answered to the peer that sent them (channel.h).
 //
 // Decoding validates everything (see Limits and docs/wire-protocol.md): magic, version, known type,
 // zero flags, payload length equal to what the fields consume (no trailing bytes), every count and
@@ -100,11 +115,12 @@ enum class MessageType : uint16_t {
   activation_batch = 0x0301,
   result = 0x0302,
   release_sequence = 0x0303,
+  sampling = 0x0304,
   stats_request = 0x0401,
   stats = 0x0402,
 };
 
-inline constexpr std::array<MessageType, 11> k_message_types = {
+inline constexpr std::array<MessageType, 12> k_message_types = {
     MessageType::hello,
     MessageType::heartbeat,
     MessageType::error,
@@ -114,6 +130,7 @@ inline constexpr std::array<MessageType, 11> k_message_types = {
     MessageType::activation_batch,
     MessageType::result,
     MessageType::release_sequence,
+    MessageType::sampling,
     MessageType::stats_request,
     MessageType::stats,
 };
@@ -227,8 +244,11 @@ struct LoadSegment {
   Sha256Digest model_hash{};  // identifies the model (a worker with --model checks its copy)
   uint32_t unit_first = 0;    // unit_first <= unit_last < max_units
   uint32_t unit_last = 0;
-  uint32_t n_ctx = 0;             // 1..max_ctx
-  std::string next_endpoint;      // where results go; empty = back to the sender of each batch
+  uint32_t n_ctx = 0;  // 1..max_ctx
+  // Non-empty: the next stage's Listener; the worker connects a Link there and forwards its output
+  // hidden states as ACTIVATION_BATCH (and SAMPLING / RELEASE_SEQUENCE after applying them). Empty:
+  // this is the last stage; outputs go back as RESULT to the peer that sent this LOAD_SEGMENT.
+  std::string next_endpoint;
   std::vector<uint8_t> metadata;  // GGUF bytes without tensors (hyper-parameters); may be empty
   std::vector<TensorDesc> tensors;
   bool operator==(const LoadSegment&) const = default;
@@ -270,10 +290,32 @@ struct Result {
   bool operator==(const Result&) const = default;
 };
 
+// Frees a sequence's state (KV cache, sampler) on every stage; forwarded along the pipeline.
 struct ReleaseSequence {
   static constexpr MessageType k_type = MessageType::release_sequence;
   int32_t seq_id = 0;  // >= 0
   bool operator==(const ReleaseSequence&) const = default;
+};
+
+// How the stage that runs the output head picks tokens for one sequence (non-ring mode): from then
+// on (until RELEASE_SEQUENCE or another SAMPLING for the sequence, which replaces it and reseeds),
+// its rows with want_output come back as RESULT token_ids instead of logits. Forwarded along the
+// pipeline like RELEASE_SEQUENCE, so it arrives before the batches sent after it. The values are
+// checked only as loosely as model::Sampler needs (top_p >= 1 and min_p == 0 switch a stage off).
+//
+// No repetition penalty on purpose: it needs the sequence's token history (the prompt included),
+// which never leaves the origin. A sequence that wants a penalty sends no SAMPLING: the head returns
+// logits and the origin samples.
+struct Sampling {
+  static constexpr MessageType k_type = MessageType::sampling;
+  int32_t seq_id = 0;        // >= 0
+  float temperature = 0.0f;  // finite, >= 0; 0 = greedy (argmax, lowest id wins ties)
+  int32_t top_k = 0;         // >= 0; 0 = off
+  float top_p = 1.0f;        // finite, >= 0; >= 1 = off
+  float min_p = 0.0f;        // finite, in [0, 1]; 0 = off
+  uint64_t seed = 0;         // the head's RNG seed for this sequence; the origin resolves a "random"
+                             // seed before sending, so a run can be reproduced from its log
+  bool operator==(const Sampling&) const = default;
 };
 
 struct StatsRequest {
@@ -303,7 +345,7 @@ struct Stats {
 };
 
 using Message = std::variant<Hello, Heartbeat, ErrorMessage, LoadSegment, SegmentStatus, TensorChunk,
-                             ActivationBatch, Result, ReleaseSequence, StatsRequest, Stats>;
+                             ActivationBatch, Result, ReleaseSequence, Sampling, StatsRequest, Stats>;
 static_assert(std::variant_size_v<Message> == k_message_types.size(), "every message type has a struct");
 
 MessageType message_type(const Message& m);
@@ -371,6 +413,7 @@ Expected<TensorChunk> decode_tensor_chunk(std::span<const uint8_t> payload, cons
 Expected<ActivationBatch> decode_activation_batch(std::span<const uint8_t> payload, const Limits& limits);
 Expected<Result> decode_result(std::span<const uint8_t> payload, const Limits& limits);
 Expected<ReleaseSequence> decode_release_sequence(std::span<const uint8_t> payload, const Limits& limits);
+Expected<Sampling> decode_sampling(std::span<const uint8_t> payload, const Limits& limits);
 Expected<StatsRequest> decode_stats_request(std::span<const uint8_t> payload, const Limits& limits);
 Expected<Stats> decode_stats(std::span<const uint8_t> payload, const Limits& limits);
 // Dispatches on `type`; ErrorCode::parse for unknown types.

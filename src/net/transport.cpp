@@ -1,11 +1,15 @@
 #include "net/transport.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <zmq.hpp>
 
 namespace ll::net {
@@ -34,6 +38,13 @@ std::string peer_name(const PeerId& p) {
 }
 
 namespace {
+
+// Timeouts as the waits below take them: negative means "just check" (zmq_poll would read -1 as
+// "forever"), and a year stands for "forever" (steady_clock::now() + Millis::max() would overflow).
+Millis bounded(Millis timeout) {
+  constexpr Millis k_longest = std::chrono::duration_cast<Millis>(std::chrono::hours(24 * 365));
+  return std::clamp(timeout, Millis(0), k_longest);
+}
 
 // Validates a received frame's header. On failure: counts it, hands the ERROR reply (when the
 // options and the protocol allow one) to `reply`, and returns the Error.
@@ -124,11 +135,10 @@ std::vector<uint8_t> message_bytes(const zmq::message_t& m) {
 }
 
 // Waits until `sock` has something to read. false on timeout or EINTR.
-bool wait_readable(zmq::socket_t& sock, Millis timeout) {
+bool poll_readable(zmq::socket_t& sock, Millis timeout) {
   zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-  if (timeout < Millis(0)) timeout = Millis(0);  // zmq_poll would take -1 as "forever"
   try {
-    return zmq::poll(&item, 1, timeout) > 0 && (item.revents & ZMQ_POLLIN) != 0;
+    return zmq::poll(&item, 1, bounded(timeout)) > 0 && (item.revents & ZMQ_POLLIN) != 0;
   } catch (const zmq::error_t& e) {
     if (e.num() == EINTR) return false;
     throw;
@@ -172,7 +182,7 @@ class ZmqLink final : public Link {
 
   Expected<std::optional<Frame>> recv(Millis timeout) override {
     try {
-      if (!wait_readable(sock_, timeout)) return std::optional<Frame>();
+      if (!poll_readable(sock_, timeout)) return std::optional<Frame>();
       zmq::message_t msg;
       if (!sock_.recv(msg, zmq::recv_flags::dontwait)) return std::optional<Frame>();
       if (msg.more()) {
@@ -190,8 +200,18 @@ class ZmqLink final : public Link {
     }
   }
 
+  Expected<bool> wait_readable(Millis timeout) override {
+    try {
+      return poll_readable(sock_, timeout);
+    } catch (const zmq::error_t& e) {
+      return zmq_failure(ErrorCode::io, "wait for " + endpoint_, e);
+    }
+  }
+
   LinkStats stats() const override { return counters_.snapshot(); }
   std::string endpoint() const override { return endpoint_; }
+  // For wait_any's single zmq_poll over several links.
+  void* socket_handle() { return sock_.handle(); }
 
  private:
   Expected<void> send_message(std::vector<uint8_t> bytes, zmq::send_flags flags) {
@@ -239,7 +259,7 @@ class ZmqListener final : public Listener {
 
   Expected<std::optional<Incoming>> recv(Millis timeout) override {
     try {
-      if (!wait_readable(sock_, timeout)) return std::optional<Incoming>();
+      if (!poll_readable(sock_, timeout)) return std::optional<Incoming>();
       // A ROUTER delivers [routing id][part...]; a frame is exactly one part after the id.
       zmq::message_t id;
       if (!sock_.recv(id, zmq::recv_flags::dontwait)) return std::optional<Incoming>();
@@ -333,6 +353,22 @@ class ZmqNetwork final : public Network {
 
 // ======================================================================================== in-process
 
+// Wakes one wait_any() call when any mailbox it watches receives an item. `signaled` stays set until
+// the waiter takes it, so a push between the waiter's check and its wait is not lost.
+struct Notifier {
+  std::mutex mu;  // a leaf lock: taken inside Mailbox::mu_, never the other way round
+  std::condition_variable cv;
+  bool signaled = false;
+
+  void notify() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      signaled = true;
+    }
+    cv.notify_all();
+  }
+};
+
 // A queue of (sender id, frame bytes) owned by one receiver. Closed when its owner goes away;
 // pushing to a closed mailbox fails, as sending to a vanished peer does.
 class Mailbox {
@@ -347,17 +383,41 @@ class Mailbox {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_) return false;
       items_.push_back(Item{std::move(from), std::move(bytes)});
+      // Under mu_: once unwatch() has returned, no push can still be touching that notifier.
+      for (Notifier* n : watchers_) n->notify();
     }
-    cv_.notify_one();
+    cv_.notify_all();
     return true;
   }
 
   std::optional<Item> pop(Millis timeout) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [this] { return !items_.empty(); })) return std::nullopt;
+    if (!cv_.wait_for(lock, bounded(timeout), [this] { return !items_.empty(); })) return std::nullopt;
     Item item = std::move(items_.front());
     items_.pop_front();
     return item;
+  }
+
+  // true as soon as an item is queued (not consumed), false after `timeout`.
+  bool wait_nonempty(Millis timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, bounded(timeout), [this] { return !items_.empty(); });
+  }
+
+  bool has_items() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !items_.empty();
+  }
+
+  // `n` is notified on every push until unwatch(n); a notifier may watch many mailboxes.
+  void watch(Notifier* n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watchers_.push_back(n);
+  }
+  void unwatch(Notifier* n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find(watchers_.begin(), watchers_.end(), n);
+    if (it != watchers_.end()) watchers_.erase(it);
   }
 
   void close() {
@@ -370,6 +430,7 @@ class Mailbox {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> items_;
+  std::vector<Notifier*> watchers_;  // wait_any() calls in progress
   bool closed_ = false;
 };
 
@@ -416,8 +477,11 @@ class InProcLink final : public Link {
     return std::optional<Frame>(std::move(frame).value());
   }
 
+  Expected<bool> wait_readable(Millis timeout) override { return inbox_->wait_nonempty(timeout); }
+
   LinkStats stats() const override { return counters_.snapshot(); }
   std::string endpoint() const override { return endpoint_; }
+  Mailbox& inbox() { return *inbox_; }
 
  private:
   std::shared_ptr<Mailbox> inbox_;
@@ -551,7 +615,93 @@ class InProcNetwork final : public Network {
   std::shared_ptr<InProcRegistry> registry_ = std::make_shared<InProcRegistry>();
 };
 
+// ========================================================================================== wait_any
+
+Expected<std::optional<size_t>> wait_any_zmq(std::span<Link* const> links, Millis timeout) {
+  std::vector<zmq::pollitem_t> items;
+  items.reserve(links.size());
+  for (Link* link : links) {
+    items.push_back(zmq::pollitem_t{static_cast<ZmqLink*>(link)->socket_handle(), 0, ZMQ_POLLIN, 0});
+  }
+  try {
+    if (zmq::poll(items.data(), items.size(), timeout) <= 0) return std::optional<size_t>();
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return std::optional<size_t>();
+    return zmq_failure(ErrorCode::io, "wait for " + std::to_string(links.size()) + " links", e);
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    if ((items[i].revents & ZMQ_POLLIN) != 0) return std::optional<size_t>(i);
+  }
+  return std::optional<size_t>();
+}
+
+std::optional<size_t> wait_any_inproc(std::span<Link* const> links, Millis timeout) {
+  std::vector<Mailbox*> boxes;
+  boxes.reserve(links.size());
+  for (Link* link : links) boxes.push_back(&static_cast<InProcLink*>(link)->inbox());
+  auto first_ready = [&]() -> std::optional<size_t> {
+    for (size_t i = 0; i < boxes.size(); ++i) {
+      if (boxes[i]->has_items()) return i;
+    }
+    return std::nullopt;
+  };
+  if (timeout == Millis(0)) return first_ready();
+
+  // Watch first, then check: an item pushed after the check sets `signaled`, one pushed before is seen.
+  Notifier notifier;
+  struct Unwatch {
+    std::vector<Mailbox*>& boxes;
+    Notifier& n;
+    ~Unwatch() {
+      for (Mailbox* b : boxes) b->unwatch(&n);
+    }
+  };
+  for (Mailbox* b : boxes) b->watch(&notifier);
+  const Unwatch unwatch{boxes, notifier};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (std::optional<size_t> ready = first_ready()) return ready;
+    std::unique_lock<std::mutex> lock(notifier.mu);
+    if (!notifier.cv.wait_until(lock, deadline, [&] { return notifier.signaled; })) return std::nullopt;
+    notifier.signaled = false;
+  }
+}
+
+// Any mix of links: check each, sleep <= 1 ms, repeat.
+Expected<std::optional<size_t>> wait_any_polling(std::span<Link* const> links, Millis timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    for (size_t i = 0; i < links.size(); ++i) {
+      LL_ASSIGN_OR_RETURN(bool ready, links[i]->wait_readable(Millis(0)));
+      if (ready) return std::optional<size_t>(i);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return std::optional<size_t>();
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(Millis(1), deadline - now));
+  }
+}
+
 }  // namespace
+
+Expected<std::optional<size_t>> wait_any(std::span<Link* const> links, Millis timeout) {
+  timeout = bounded(timeout);
+  bool all_zmq = true, all_inproc = true;
+  for (Link* link : links) {
+    if (link == nullptr) {
+      std::fprintf(stderr, "ll::net::wait_any: null link\n");  // a bug in the caller
+      std::abort();
+    }
+    all_zmq = all_zmq && dynamic_cast<ZmqLink*>(link) != nullptr;
+    all_inproc = all_inproc && dynamic_cast<InProcLink*>(link) != nullptr;
+  }
+  if (links.empty()) {
+    std::this_thread::sleep_for(timeout);
+    return std::optional<size_t>();
+  }
+  if (all_zmq) return wait_any_zmq(links, timeout);
+  if (all_inproc) return wait_any_inproc(links, timeout);
+  return wait_any_polling(links, timeout);
+}
 
 std::unique_ptr<Network> make_zmq_network(TransportOptions options) {
   return std::make_unique<ZmqNetwork>(std::move(options));

@@ -22,6 +22,10 @@
 //   ZMQ_ROUTER_MANDATORY = 1 (Listener)       sending to a peer that is gone is an error, not a drop
 // Receives use zmq_poll with the caller's timeout, so nothing waits forever.
 //
+// Waiting on several Links at once (a coordinator reading all its workers): wait_any() below. Over
+// ZeroMQ it is one zmq_poll over the Links' sockets; in-process Links wake it through a notifier
+// their queues signal; a mixed set falls back to checking every Link and sleeping <= 1 ms.
+//
 // Threading: a Link or Listener is used by one thread at a time (ZeroMQ sockets are not thread-safe);
 // stats() may be read from any thread. Different Links may live on different threads. The in-process
 // implementation is thread-safe throughout.
@@ -32,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,10 +105,26 @@ class Link {
   // The next frame with a valid header; nullopt when none arrived within `timeout` (0 = just poll)
   // or a signal interrupted the wait. A bad frame is counted, answered, and returned as its Error.
   virtual Expected<std::optional<Frame>> recv(Millis timeout) = 0;
+  // Waits up to `timeout` (0 = just check) until recv() has something to return without waiting,
+  // without consuming it: true when a frame (possibly a bad one, which recv() reports as an Error) is
+  // queued; false on timeout or when a signal interrupted the wait.
+  virtual Expected<bool> wait_readable(Millis timeout) = 0;
   virtual LinkStats stats() const = 0;
   // The address this link is connected to ("tcp://127.0.0.1:5601", "inproc://worker-1", ...).
   virtual std::string endpoint() const = 0;
 };
+
+// Waits up to `timeout` (0 = just check) until one of `links` has a frame ready for recv(), without
+// consuming anything. Returns the lowest index of a ready link (a caller that must be fair to busy
+// peers recv()s from every ready link before waiting again: wait_any(…, Millis(0)) finds the next),
+// or nullopt on timeout or, over ZeroMQ, when a signal interrupted the wait (EINTR), so a loop can
+// check its stop flag. With no links it sleeps for `timeout` and returns nullopt. The links must not
+// be null (a bug: aborts), and no other thread may use them meanwhile (the Link threading rule).
+//   - all ZeroMQ: one zmq_poll(ZMQ_POLLIN) over their sockets;
+//   - all in-process: a notifier registered with each link's queue; a push wakes the waiter at once;
+//   - mixed (or another Link implementation): checks every link with wait_readable(0) and sleeps
+//     <= 1 ms between rounds, so it answers within about 1 ms of a frame's arrival.
+Expected<std::optional<size_t>> wait_any(std::span<Link* const> links, Millis timeout);
 
 // Identifies a peer of a Listener (the ZeroMQ routing id, or an in-process id); opaque bytes.
 struct PeerId {

@@ -10,37 +10,11 @@
 #include <string>
 
 #include "common/shared_files.h"
+#include "e2e/cli_util.h"
 
-namespace {
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  return out + "'";
-}
-
-// Runs a command; returns its exit status and stdout.
-int run_command(const std::string& cmd, std::string& out) {
-  out.clear();
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  return pclose(p);
-}
-
-std::string last_line(const std::string& s) {
-  size_t end = s.find_last_not_of('\n');
-  if (end == std::string::npos) return {};
-  size_t start = s.rfind('\n', end);
-  return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
-}
-
-}  // namespace
+using ll::test::last_line;
+using ll::test::run_command;
+using ll::test::shell_quote;
 
 TEST(GoldenStories260K, GreedyMatchesLlamaCppWithOneAndTwoThreads) {
   const std::string model = ll::test::shared_path("models/stories260K.gguf");

@@ -446,6 +446,104 @@ TEST(GgufWriter, FailedRewriteKeepsTheOldFile) {
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
+// to_bytes() is write() without the file: byte-identical output, and it parses back the same.
+TEST(GgufWriter, ToBytesEqualsTheWrittenFile) {
+  for (uint32_t a : {32u, 1u, 64u, 4096u}) {
+    TempDir dir;
+    Writer w;
+    w.alignment = a;
+    fill_writer(w, specs());
+    const std::string path = dir.file("same.gguf");
+    ASSERT_TRUE(w.write(path).has_value());
+    auto bytes = w.to_bytes();
+    ASSERT_TRUE(bytes.has_value()) << bytes.error().message;
+    EXPECT_EQ(*bytes, read_all(path)) << "alignment " << a;
+    auto f = File::from_bytes(*bytes, "mem.gguf");
+    ASSERT_TRUE(f.has_value()) << f.error().message;
+    EXPECT_EQ(f->alignment(), a);
+    EXPECT_EQ(f->file_size(), bytes->size());
+    expect_round_trip(w, *f, specs());
+  }
+  // Metadata only (no tensors), as sent to workers: still padded to the alignment.
+  TempDir dir;
+  Writer w;
+  w.set_string("general.architecture", "llama");
+  w.set_u32("llama.vocab_size", 512);
+  ASSERT_TRUE(w.write(dir.file("meta.gguf")).has_value());
+  auto bytes = w.to_bytes();
+  ASSERT_TRUE(bytes.has_value()) << bytes.error().message;
+  EXPECT_EQ(*bytes, read_all(dir.file("meta.gguf")));
+  EXPECT_EQ(bytes->size() % 32, 0u);
+  auto f = File::from_bytes(*bytes, "meta.gguf");
+  ASSERT_TRUE(f.has_value()) << f.error().message;
+  EXPECT_TRUE(f->tensors().empty());
+  EXPECT_EQ(*f->get_u64("llama.vocab_size"), 512u);
+  // An empty writer gives a valid empty file.
+  auto empty = Writer{}.to_bytes();
+  ASSERT_TRUE(empty.has_value());
+  auto e = File::from_bytes(*empty, "empty.gguf");
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_TRUE(e->metadata().empty());
+}
+
+TEST(GgufWriter, ToBytesCallsEachFillOncePerCall) {
+  Writer w;
+  int calls = 0;
+  ASSERT_TRUE(w.add_tensor("t", DType::F32, {3}, [&calls](std::span<uint8_t> dst) -> Expected<void> {
+    ++calls;
+    const float v[3] = {1.0f, -2.0f, 0.5f};
+    std::memcpy(dst.data(), v, sizeof(v));
+    return {};
+  }));
+  auto a = w.to_bytes();
+  auto b = w.to_bytes();
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(*a, *b);
+  auto f = File::from_bytes(*a, "t.gguf");
+  ASSERT_TRUE(f.has_value());
+  float got[3];
+  std::memcpy(got, f->find_tensor("t")->data, sizeof(got));
+  EXPECT_EQ(got[1], -2.0f);
+}
+
+TEST(GgufWriter, ToBytesReportsTheSameErrors) {
+  {
+    Writer w;
+    w.alignment = 3;
+    auto r = w.to_bytes();
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+    EXPECT_NE(r.error().message.find("power of two"), std::string::npos);
+    EXPECT_NE(r.error().message.find("gguf writer"), std::string::npos);
+  }
+  {
+    Writer w;
+    w.set_u32("general.alignment", 64);  // disagrees with w.alignment == 32
+    auto r = w.to_bytes();
+    ASSERT_FALSE(r.has_value());
+    EXPECT_NE(r.error().message.find("general.alignment"), std::string::npos);
+  }
+  {
+    Writer w;
+    w.set("mixed", array_of(ValueType::u32, {Value{uint32_t{1}}, Value{std::string("x")}}));
+    auto r = w.to_bytes();
+    ASSERT_FALSE(r.has_value());
+    EXPECT_NE(r.error().message.find("'mixed'"), std::string::npos);
+  }
+  {
+    Writer w;
+    ASSERT_TRUE(w.add_tensor("broken", DType::F32, {8}, [](std::span<uint8_t>) -> Expected<void> {
+      return make_error(ErrorCode::resource, "generator ran dry");
+    }));
+    auto r = w.to_bytes();
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code, ErrorCode::resource);
+    EXPECT_NE(r.error().message.find("'broken'"), std::string::npos);
+    EXPECT_NE(r.error().message.find("generator ran dry"), std::string::npos);
+  }
+}
+
 TEST(GgufFile, MovesKeepDataValid) {
   TempDir dir;
   Writer w;

@@ -64,6 +64,17 @@ inline ActivationBatch sample_batch(WireDType dtype) {
   return b;
 }
 
+inline Sampling sample_sampling() {
+  Sampling m;
+  m.seq_id = 7;
+  m.temperature = 0.8f;
+  m.top_k = 40;
+  m.top_p = 0.95f;
+  m.min_p = 0.05f;
+  m.seed = 0x0123456789ABCDEFull;
+  return m;
+}
+
 inline std::vector<Message> sample_messages() {
   std::vector<Message> out;
   out.push_back(sample_hello());
@@ -102,6 +113,8 @@ inline std::vector<Message> sample_messages() {
   ids.token_ids = {31999, 0};
   out.push_back(ids);
   out.push_back(ReleaseSequence{12});
+  out.push_back(sample_sampling());
+  out.push_back(Sampling{0, 0.0f, 0, 1.0f, 0.0f, 0});  // greedy, every filter off
   out.push_back(StatsRequest{});
   Stats s;
   s.uptime_ms = 60000;

@@ -195,6 +195,28 @@ TEST(Protocol, GoldenTensorChunkCarriesXxh64) {
   EXPECT_EQ(to_bytes(encode(c, 0).bytes()), expect);
 }
 
+TEST(Protocol, GoldenSampling) {
+  Sampling m;
+  m.seq_id = 3;
+  m.temperature = 1.0f;
+  m.top_k = 40;
+  m.top_p = 0.5f;
+  m.min_p = 0.25f;
+  m.seed = 0x1122334455667788ull;
+  const Bytes expect = {
+      'L',  'L',  'N',  'K',  0x01, 0x00, 0x04, 0x03, 0, 0, 0, 0,  // type 0x0304 SAMPLING
+      5,    0,    0,    0,    0,    0,    0,    0,                 // request id 5
+      28,   0,    0,    0,                                         // payload_bytes
+      3,    0,    0,    0,                                         // seq_id
+      0x00, 0x00, 0x80, 0x3F,                                      // temperature 1.0f
+      40,   0,    0,    0,                                         // top_k
+      0x00, 0x00, 0x00, 0x3F,                                      // top_p 0.5f
+      0x00, 0x00, 0x80, 0x3E,                                      // min_p 0.25f
+      0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,              // seed
+  };
+  EXPECT_EQ(to_bytes(encode(m, 5).bytes()), expect);
+}
+
 // ---------------------------------------------------------------------------------------- frame header
 
 TEST(ProtocolFrame, TruncatedAtEveryLength) {
@@ -622,6 +644,65 @@ TEST(ProtocolStats, Checks) {
                   "units[1].unit: units must be strictly increasing");
   s.units = {{70000, 0, 1.0}};
   EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})), "exceeds the unit limit");
+}
+
+Sampling sampling_with(std::function<void(Sampling&)> edit) {
+  Sampling m = testing::sample_sampling();
+  edit(m);
+  return m;
+}
+
+std::string sampling_error(const Sampling& m) {
+  return error_of(decode_sampling(encode(m, 0).payload(), Limits{}));
+}
+
+TEST(ProtocolSampling, EveryFieldIsChecked) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.seq_id = -1; })),
+                  "SAMPLING: seq_id: -1 is negative (at byte 0)");
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.temperature = -0.5f; })),
+                  "SAMPLING: temperature: -0.5 is not finite and >= 0 (at byte 4)");
+  EXPECT_CONTAINS(sampling_error(sampling_with([&](Sampling& m) { m.temperature = nan; })),
+                  "temperature: nan");
+  EXPECT_CONTAINS(sampling_error(sampling_with([&](Sampling& m) { m.temperature = inf; })),
+                  "temperature: inf");
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.top_k = -1; })),
+                  "SAMPLING: top_k: -1 is negative (at byte 8)");
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.top_p = -0.1f; })),
+                  "SAMPLING: top_p: -0.1 is not finite and >= 0 (at byte 12)");
+  EXPECT_CONTAINS(sampling_error(sampling_with([&](Sampling& m) { m.top_p = nan; })), "top_p: nan");
+  EXPECT_CONTAINS(sampling_error(sampling_with([&](Sampling& m) { m.top_p = -inf; })), "top_p: -inf");
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.min_p = -0.01f; })),
+                  "SAMPLING: min_p: -0.01 is not in [0, 1] (at byte 16)");
+  EXPECT_CONTAINS(sampling_error(sampling_with([](Sampling& m) { m.min_p = 1.5f; })), "min_p: 1.5 is not in");
+  EXPECT_CONTAINS(sampling_error(sampling_with([&](Sampling& m) { m.min_p = nan; })), "min_p: nan");
+  // The seed takes any value; a missing or extra byte is caught.
+  EXPECT_TRUE(
+      decode_sampling(encode(sampling_with([](Sampling& m) { m.seed = ~0ull; }), 0).payload(), Limits{}));
+  Bytes p = to_bytes(encode(testing::sample_sampling(), 0).payload());
+  EXPECT_CONTAINS(error_of(decode_sampling(std::span(p).first(p.size() - 1), Limits{})), "seed: truncated");
+  p.push_back(0);
+  EXPECT_CONTAINS(error_of(decode_sampling(p, Limits{})), "trailing");
+}
+
+TEST(ProtocolSampling, PermissiveLikeTheSampler) {
+  // Boundaries and "off" values model::Sampler accepts: greedy, no top-k, top_p >= 1, min_p 0 or 1.
+  const std::vector<Sampling> ok = {
+      Sampling{0, 0.0f, 0, 0.0f, 0.0f, 0},
+      Sampling{std::numeric_limits<int32_t>::max(), 100.0f, std::numeric_limits<int32_t>::max(), 1.0f, 1.0f,
+               1},
+      Sampling{1, 2.0f, 1, 7.5f, 0.5f, 0xFFFFFFFF},
+      Sampling{2, -0.0f, 0, 1.0f, -0.0f, 0},  // -0 is >= 0; its bits survive the round trip
+  };
+  for (const Sampling& m : ok) {
+    const Frame f = encode(m, 1);
+    auto back = decode_sampling(f.payload(), Limits{});
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(*back, m);
+    EXPECT_EQ(std::bit_cast<uint32_t>(back->temperature), std::bit_cast<uint32_t>(m.temperature));
+    EXPECT_EQ(to_bytes(encode(*back, 1).bytes()), to_bytes(f.bytes()));
+  }
 }
 
 // ---------------------------------------------------------------------------------------- errors

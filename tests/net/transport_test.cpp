@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <zmq.hpp>
@@ -522,6 +524,269 @@ TEST(ZmqLimits, CurveIsNotSupportedYet) {
   auto c = net->connect("tcp://127.0.0.1:1");
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, ErrorCode::unsupported);
+}
+
+// -------------------------------------------------------------------------------------------- wait_any
+
+// Three listeners and one link connected to each; every listener has learned its link's PeerId (a
+// listener can only address a peer that has sent something).
+struct Fan {
+  std::unique_ptr<Network> net;
+  std::vector<std::unique_ptr<Listener>> listeners;
+  std::vector<std::unique_ptr<Link>> links;
+  std::vector<PeerId> peers;
+
+  std::vector<Link*> link_ptrs() const {
+    std::vector<Link*> out;
+    for (const auto& l : links) out.push_back(l.get());
+    return out;
+  }
+  // Listener i sends a HEARTBEAT with request id `rid` to its link.
+  void send_to(size_t i, uint64_t rid) {
+    ASSERT_TRUE(listeners[i]->send(peers[i], encode(Heartbeat{}, rid)));
+  }
+};
+
+// `endpoint(i)` names the i-th listener ("tcp://127.0.0.1:*" or an in-process name).
+Fan make_fan(std::unique_ptr<Network> net, const std::function<std::string(int)>& endpoint) {
+  Fan f;
+  f.net = std::move(net);
+  for (int i = 0; i < 3; ++i) {
+    auto l = f.net->listen(endpoint(i));
+    EXPECT_TRUE(l) << l.error().message;
+    if (!l) return f;
+    auto c = f.net->connect((*l)->endpoint());
+    EXPECT_TRUE(c) << c.error().message;
+    if (!c) return f;
+    EXPECT_TRUE((*c)->send(encode(Heartbeat{}, 100 + i)));
+    f.peers.push_back(must_recv(**l).peer);
+    f.listeners.push_back(std::move(*l));
+    f.links.push_back(std::move(*c));
+  }
+  return f;
+}
+
+Fan zmq_fan() {
+  return make_fan(make_zmq_network(), [](int) { return std::string("tcp://127.0.0.1:*"); });
+}
+Fan inproc_fan() {
+  return make_fan(make_inproc_network(), [](int i) { return "inproc://stage-" + std::to_string(i); });
+}
+
+std::optional<size_t> must_wait_any(const std::vector<Link*>& links, Millis timeout) {
+  auto r = wait_any(links, timeout);
+  EXPECT_TRUE(r) << r.error().message;
+  return r ? *r : std::nullopt;
+}
+
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+// The behaviour every implementation shares.
+void check_wait_any(Fan& f) {
+  ASSERT_EQ(f.links.size(), 3u);
+  const std::vector<Link*> links = f.link_ptrs();
+  // Nothing queued: a timeout is a value, after about the timeout.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(must_wait_any(links, Millis(100)), std::nullopt);
+  EXPECT_GE(elapsed_ms(t0), 90.0);
+  EXPECT_LT(elapsed_ms(t0), 3000.0);
+  EXPECT_EQ(must_wait_any(links, Millis(0)), std::nullopt);
+  EXPECT_EQ(must_wait_any(links, Millis(-5)), std::nullopt);  // negative = just check
+
+  // Only the 2nd link gets a frame.
+  f.send_to(1, 7);
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(1));
+  // Not consumed: asking again gives the same answer, and recv() then returns the frame at once.
+  EXPECT_EQ(must_wait_any(links, Millis(0)), std::optional<size_t>(1));
+  auto r = links[1]->wait_readable(Millis(0));
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(*r);
+  auto got = links[1]->recv(Millis(0));
+  ASSERT_TRUE(got && got->has_value());
+  EXPECT_EQ((*got)->request_id(), 7u);
+  EXPECT_EQ(must_wait_any(links, Millis(20)), std::nullopt);
+  auto none = links[1]->wait_readable(Millis(0));
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+
+  // Two ready: the lowest index first; the other once the first is drained.
+  f.send_to(2, 8);
+  f.send_to(0, 9);
+  ASSERT_TRUE(f.links[2]->wait_readable(k_wait).value());
+  ASSERT_TRUE(f.links[0]->wait_readable(k_wait).value());
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(0));
+  EXPECT_EQ(must_recv(*links[0]).request_id(), 9u);
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(2));
+  EXPECT_EQ(must_recv(*links[2]).request_id(), 8u);
+
+  // A frame that arrives while wait_any is blocked wakes it well before its timeout.
+  t0 = std::chrono::steady_clock::now();
+  std::thread sender([&] {
+    std::this_thread::sleep_for(Millis(50));
+    f.send_to(2, 10);
+  });
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(2));
+  sender.join();
+  EXPECT_LT(elapsed_ms(t0), 2500.0);
+  EXPECT_EQ(must_recv(*links[2]).request_id(), 10u);
+
+  // A bad frame makes its link ready too; recv() reports it.
+  ASSERT_TRUE(f.listeners[0]->send_bytes(f.peers[0], Bytes{1, 2, 3}));
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(0));
+  EXPECT_FALSE(links[0]->recv(Millis(0)));
+}
+
+TEST(WaitAny, ZeroMq) {
+  Fan f = zmq_fan();
+  check_wait_any(f);
+}
+
+TEST(WaitAny, InProc) {
+  Fan f = inproc_fan();
+  check_wait_any(f);
+}
+
+TEST(WaitAny, InProcPairs) {
+  auto [a, b] = make_inproc_pair();
+  auto [c, d] = make_inproc_pair();
+  const std::vector<Link*> links = {a.get(), c.get()};
+  EXPECT_EQ(must_wait_any(links, Millis(10)), std::nullopt);
+  ASSERT_TRUE(d->send(encode(Heartbeat{}, 1)));
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(1));
+  // The same link twice is harmless.
+  const std::vector<Link*> twice = {c.get(), c.get()};
+  EXPECT_EQ(must_wait_any(twice, k_wait), std::optional<size_t>(0));
+  EXPECT_EQ(must_recv(*c).request_id(), 1u);
+  EXPECT_EQ(must_wait_any(twice, Millis(10)), std::nullopt);
+}
+
+TEST(WaitAny, MixedZeroMqAndInProc) {
+  Fan z = zmq_fan();
+  auto [a, b] = make_inproc_pair();
+  const std::vector<Link*> links = {z.links[0].get(), a.get(), z.links[1].get()};
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(must_wait_any(links, Millis(50)), std::nullopt);
+  EXPECT_GE(elapsed_ms(t0), 45.0);
+  ASSERT_TRUE(b->send(encode(Heartbeat{}, 3)));
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(1));
+  EXPECT_EQ(must_recv(*a).request_id(), 3u);
+  z.send_to(1, 4);
+  EXPECT_EQ(must_wait_any(links, k_wait), std::optional<size_t>(2));
+  EXPECT_EQ(must_recv(*z.links[1]).request_id(), 4u);
+}
+
+TEST(WaitAny, NoLinksWaitsForTheTimeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(must_wait_any({}, Millis(30)), std::nullopt);
+  EXPECT_GE(elapsed_ms(t0), 25.0);
+}
+
+// ---------------------------------------------------------------------------------------------- chains
+
+// A two-stage pipeline as the runtime wires it: the coordinator has a Link to each stage; stage U has
+// next_endpoint = W's Listener, so it connects a forwarding Link there; W is the last stage and
+// answers the coordinator. W's Listener thus serves two peers, and must tell them apart and answer
+// each by its PeerId.
+void check_chain(Network& net, const std::string& ep_u, const std::string& ep_w) {
+  auto listen_u = net.listen(ep_u);
+  auto listen_w = net.listen(ep_w);
+  ASSERT_TRUE(listen_u && listen_w);
+  ServerChannel stage_u(**listen_u);
+  ServerChannel stage_w(**listen_w);
+  auto co_u_link = net.connect((*listen_u)->endpoint());
+  auto co_w_link = net.connect((*listen_w)->endpoint());
+  auto u_w_link = net.connect((*listen_w)->endpoint());  // U's forwarding link
+  ASSERT_TRUE(co_u_link && co_w_link && u_w_link);
+  Channel co_u(**co_u_link), co_w(**co_w_link), u_w(**u_w_link);
+
+  auto must_serve = [](ServerChannel& s) {
+    auto r = s.recv(k_wait);
+    EXPECT_TRUE(r && r->has_value()) << (r ? "timeout" : r.error().message);
+    return r && r->has_value() ? std::move(**r) : IncomingMessage{};
+  };
+  auto must_get = [](Channel& c) {
+    auto r = c.recv(k_wait);
+    EXPECT_TRUE(r && r->has_value()) << (r ? "timeout" : r.error().message);
+    return r && r->has_value() ? std::move(**r) : Envelope{};
+  };
+
+  // HELLOs: the coordinator to both stages, U to W as a worker.
+  Hello upstream = testing::sample_hello();
+  upstream.name = "stage-u";
+  ASSERT_TRUE(co_u.send(coordinator_hello(), 1));
+  ASSERT_TRUE(co_w.send(coordinator_hello(), 2));
+  ASSERT_TRUE(u_w.send(upstream, 3));
+  const IncomingMessage u_hello = must_serve(stage_u);
+  ASSERT_TRUE(stage_u.send(u_hello.peer, testing::sample_hello(), u_hello.request_id));
+  PeerId coordinator_at_w, upstream_at_w;
+  for (int i = 0; i < 2; ++i) {
+    IncomingMessage in = must_serve(stage_w);
+    const auto* h = std::get_if<Hello>(&in.message);
+    ASSERT_NE(h, nullptr);
+    (h->role == Role::coordinator ? coordinator_at_w : upstream_at_w) = in.peer;
+    ASSERT_TRUE(stage_w.send(in.peer, testing::sample_hello(), in.request_id));
+  }
+  ASSERT_FALSE(coordinator_at_w.id.empty());
+  ASSERT_FALSE(upstream_at_w.id.empty());
+  EXPECT_NE(coordinator_at_w, upstream_at_w);
+  EXPECT_EQ(must_get(co_u).request_id, 1u);
+  EXPECT_EQ(must_get(co_w).request_id, 2u);
+  EXPECT_EQ(must_get(u_w).request_id, 3u);
+
+  // The coordinator sends SAMPLING then a batch to U; U forwards both, in order, to W.
+  const Sampling sampling = testing::sample_sampling();
+  ActivationBatch batch = testing::sample_batch(WireDType::f32);
+  ASSERT_TRUE(co_u.send(sampling, 41));
+  ASSERT_TRUE(co_u.send(batch, 42));
+  for (int i = 0; i < 2; ++i) {
+    IncomingMessage in = must_serve(stage_u);
+    ASSERT_TRUE(u_w.send(in.message, in.request_id));
+  }
+  IncomingMessage s_in = must_serve(stage_w);
+  EXPECT_EQ(s_in.peer, upstream_at_w);
+  EXPECT_EQ(s_in.request_id, 41u);
+  EXPECT_TRUE(s_in.message == Message(sampling));
+  IncomingMessage b_in = must_serve(stage_w);
+  EXPECT_EQ(b_in.peer, upstream_at_w);
+  EXPECT_EQ(b_in.request_id, 42u);
+  EXPECT_TRUE(b_in.message == Message(batch));
+
+  // W, the last stage, answers the coordinator (not the upstream peer that sent the batch) with a
+  // RESULT, and an ERROR for another request; it can still address U separately.
+  Result out;
+  out.kind = ResultKind::token_ids;
+  out.tokens = {batch.tokens.back()};
+  out.token_ids = {17};
+  ASSERT_TRUE(stage_w.send(coordinator_at_w, out, 42));
+  ASSERT_TRUE(
+      stage_w.send(coordinator_at_w, make_error_message(WireError::not_found, "no sequence 9", 0x0301), 43));
+  ASSERT_TRUE(stage_w.send(upstream_at_w, Heartbeat{5, 6}, 44));
+
+  const std::vector<Link*> co_links = {&co_u.link(), &co_w.link()};
+  EXPECT_EQ(must_wait_any(co_links, k_wait), std::optional<size_t>(1));
+  Envelope result = must_get(co_w);
+  EXPECT_EQ(result.request_id, 42u);
+  EXPECT_TRUE(result.message == Message(out));
+  Envelope error = must_get(co_w);
+  EXPECT_EQ(error.request_id, 43u);
+  ASSERT_TRUE(std::holds_alternative<ErrorMessage>(error.message));
+  EXPECT_EQ(must_get(u_w).request_id, 44u);
+  // Nothing went astray.
+  EXPECT_EQ(must_wait_any(co_links, k_short), std::nullopt);
+  EXPECT_EQ(u_w.link().wait_readable(Millis(0)).value(), false);
+  EXPECT_EQ(stage_u.n_bad_messages() + stage_w.n_bad_messages(), 0u);
+}
+
+TEST(Chain, ZeroMqListenerServesCoordinatorAndUpstreamWorker) {
+  auto net = make_zmq_network();
+  check_chain(*net, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+}
+
+TEST(Chain, InProcListenerServesCoordinatorAndUpstreamWorker) {
+  auto net = make_inproc_network();
+  check_chain(*net, "inproc://u", "inproc://w");
 }
 
 }  // namespace

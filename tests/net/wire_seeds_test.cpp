@@ -49,7 +49,7 @@ TEST(WireSeeds, EverySeedDecodesAndReencodes) {
     const std::vector<uint8_t> p = read_file(payload);
     EXPECT_TRUE(std::equal(again.payload().begin(), again.payload().end(), p.begin(), p.end()));
   }
-  EXPECT_GE(n_frames, 11);
+  EXPECT_GE(n_frames, static_cast<int>(k_message_types.size()));
   EXPECT_EQ(seen.size(), k_message_types.size()) << "a message type has no seed";
   fs::remove_all(dir);
 }

@@ -1,0 +1,623 @@
+#include "runtime/coordinator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "core/thread_pool.h"
+#include "model/forward.h"
+#include "model/sampler.h"
+#include "net/channel.h"
+#include "plan/profile.h"
+#include "runtime/model_source.h"
+#include "runtime/sysinfo.h"
+
+namespace ll::runtime {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t k_chunk_bytes = 1u << 20;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string mib(uint64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+bool penalty_active(const model::SamplingParams& p) { return p.repeat_penalty != 1.0f && p.repeat_last_n != 0; }
+
+struct WorkerConn {
+  std::string endpoint;
+  std::unique_ptr<net::Link> link;
+  std::unique_ptr<net::Channel> channel;
+  net::Hello hello;
+  uint64_t weight_bytes = 0;
+};
+
+}  // namespace
+
+struct Coordinator::Impl {
+  const model::Model* model = nullptr;
+  net::Network* net = nullptr;
+  CoordinatorOptions opt;
+  std::vector<WorkerConn> workers;  // index 0 unused (device 0 is the origin)
+  std::vector<Stage> stages;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<model::UnitRunner> head_runner;  // origin's first stage
+  std::unique_ptr<model::UnitRunner> tail_runner;  // origin's last stage with ring
+  uint64_t next_request_id = 1;
+
+  void log(const std::string& s) const {
+    if (opt.log) opt.log(s);
+  }
+  WorkerConn& worker(int device) { return workers[static_cast<size_t>(device)]; }
+  const Stage& first_worker_stage() const { return stages[1]; }
+  // The worker stage whose output comes back to the coordinator.
+  const Stage& last_worker_stage() const { return stages[stages.size() - (opt.ring ? 2 : 1)]; }
+  bool origin_has_head() const { return opt.ring; }
+
+  std::string device_name(int device) const {
+    return device == 0 ? opt.origin_name : workers[static_cast<size_t>(device)].hello.name;
+  }
+
+  // Waits for the next message from any worker.
+  Expected<std::pair<int, net::Envelope>> recv_any(net::Millis timeout) {
+    std::vector<net::Link*> links;
+    for (size_t i = 1; i < workers.size(); ++i) links.push_back(workers[i].link.get());
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
+      if (left.count() <= 0) break;
+      if (opt.should_stop && opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
+      LL_ASSIGN_OR_RETURN(std::optional<size_t> ready, net::wait_any(links, std::min(left, net::Millis(500))));
+      if (!ready) continue;  // signal or spurious: re-check the deadline
+      const int device = static_cast<int>(*ready) + 1;
+      auto m = worker(device).channel->recv(net::Millis(0));
+      if (!m) {
+        return make_error(m.error().code, "bad message from " + device_name(device) + ": " + m.error().message);
+      }
+      if (!*m) continue;
+      if (auto* e = std::get_if<net::ErrorMessage>(&(*m)->message)) {
+        Error err = net::to_error(*e);
+        return make_error(err.code, device_name(device) + ": " + err.message);
+      }
+      return std::make_pair(device, std::move(**m));
+    }
+    return make_error(ErrorCode::resource, "no answer from the workers within " +
+                                               std::to_string(timeout.count() / 1000) + " s");
+  }
+
+  Expected<void> load_workers();
+};
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() = default;
+
+int Coordinator::n_workers() const { return static_cast<int>(impl_->workers.size()) - 1; }
+const net::Hello& Coordinator::worker_hello(int worker) const { return impl_->workers.at(static_cast<size_t>(worker)).hello; }
+const std::string& Coordinator::worker_endpoint(int worker) const {
+  return impl_->workers.at(static_cast<size_t>(worker)).endpoint;
+}
+const std::vector<Stage>& Coordinator::stages() const { return impl_->stages; }
+
+Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& model, net::Network& net,
+                                                            const std::vector<std::string>& worker_endpoints,
+                                                            CoordinatorOptions options) {
+  if (worker_endpoints.empty()) return make_error(ErrorCode::invalid_argument, "no workers to connect to");
+  auto impl = std::make_unique<Impl>();
+  impl->model = &model;
+  impl->net = &net;
+  impl->opt = std::move(options);
+  impl->workers.resize(worker_endpoints.size() + 1);
+  net::Hello mine;
+  mine.role = net::Role::coordinator;
+  mine.name = impl->opt.origin_name;
+  mine.n_threads = static_cast<uint32_t>(impl->opt.n_threads);
+  mine.free_memory_bytes = available_memory_bytes();
+  // Say HELLO to everyone first, then collect the answers, so slow workers answer in parallel.
+  for (size_t i = 0; i < worker_endpoints.size(); ++i) {
+    WorkerConn& w = impl->workers[i + 1];
+    w.endpoint = worker_endpoints[i];
+    LL_ASSIGN_OR_RETURN(w.link, net.connect(w.endpoint));
+    w.channel = std::make_unique<net::Channel>(*w.link);
+  }
+  for (size_t i = 1; i < impl->workers.size(); ++i) {
+    WorkerConn& w = impl->workers[i];
+    auto h = w.channel->handshake(mine, net::Role::worker, impl->opt.connect_timeout);
+    if (!h) return make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
+    w.hello = *h;
+  }
+  std::set<std::string> names;
+  for (size_t i = 1; i < impl->workers.size(); ++i) {
+    if (!names.insert(impl->workers[i].hello.name).second) {
+      impl->workers[i].hello.name += "#" + std::to_string(i);  // keep reports unambiguous
+    }
+  }
+  impl->pool = std::make_unique<ThreadPool>(impl->opt.n_threads);
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+// ---------------------------------------------------------------------------------------- loading
+
+Expected<void> Coordinator::load(std::vector<Stage> stages) {
+  Impl& c = *impl_;
+  LL_TRY(validate_split(stages, c.model->n_units(), n_workers(), c.opt.ring));
+  c.stages = std::move(stages);
+  c.head_runner.reset();
+  c.tail_runner.reset();
+  const Stage& s0 = c.stages.front();
+  LL_ASSIGN_OR_RETURN(c.head_runner,
+                      model::UnitRunner::create(*c.model, s0.first_unit, s0.last_unit, *c.pool, c.opt.n_ctx));
+  if (c.opt.ring) {
+    const Stage& sl = c.stages.back();
+    LL_ASSIGN_OR_RETURN(c.tail_runner,
+                        model::UnitRunner::create(*c.model, sl.first_unit, sl.last_unit, *c.pool, c.opt.n_ctx));
+  }
+  return c.load_workers();
+}
+
+Expected<void> Coordinator::Impl::load_workers() {
+  LL_ASSIGN_OR_RETURN(net::Sha256Digest identity, model_identity(model->file()));
+  LL_ASSIGN_OR_RETURN(std::vector<uint8_t> metadata, model::segment_metadata(*model));
+  const gguf::File& file = model->file();
+  std::map<std::string, net::Sha256Digest> hashes;
+  struct Pending {
+    int device;
+    uint64_t request_id;
+    net::LoadSegment msg;
+    std::vector<const gguf::TensorInfo*> infos;
+  };
+  std::vector<Pending> pending;
+  uint64_t total_hash_bytes = 0;
+  // Tensors the origin's own stages use stay resident; the workers' are dropped from our RSS after use.
+  std::set<std::string> origin_tensors;
+  for (const Stage& st : stages) {
+    if (st.device != 0) continue;
+    for (auto& n : segment_tensor_names(*model, st.first_unit, st.last_unit)) origin_tensors.insert(std::move(n));
+  }
+  for (size_t i = 1; i + (opt.ring ? 1 : 0) < stages.size(); ++i) {
+    const Stage& st = stages[i];
+    Pending p{st.device, next_request_id++, {}, {}};
+    p.msg.model_hash = identity;
+    p.msg.unit_first = static_cast<uint32_t>(st.first_unit);
+    p.msg.unit_last = static_cast<uint32_t>(st.last_unit);
+    p.msg.n_ctx = static_cast<uint32_t>(opt.n_ctx);
+    const bool next_is_worker = i + 1 < stages.size() && stages[i + 1].device != 0;
+    p.msg.next_endpoint = next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : "";
+    p.msg.metadata = metadata;
+    for (const std::string& name : segment_tensor_names(*model, st.first_unit, st.last_unit)) {
+      const gguf::TensorInfo* t = file.find_tensor(name);
+      if (t == nullptr) return make_error(ErrorCode::internal, "tensor " + name + " vanished");
+      net::TensorDesc d;
+      d.name = t->name;
+      d.dtype = t->type;
+      d.shape = t->shape;
+      d.n_bytes = t->n_bytes;
+      auto it = hashes.find(name);
+      if (it == hashes.end()) {
+        it = hashes.emplace(name, net::sha256(std::span<const uint8_t>(t->data, t->n_bytes))).first;
+        total_hash_bytes += t->n_bytes;
+        if (!origin_tensors.count(name)) drop_resident_pages(t->data, t->n_bytes);
+      }
+      d.sha256 = it->second;
+      p.msg.tensors.push_back(std::move(d));
+      p.infos.push_back(t);
+    }
+    pending.push_back(std::move(p));
+  }
+  log("hashed " + mib(total_hash_bytes) + " of weights for the workers");
+  for (Pending& p : pending) {
+    WorkerConn& w = worker(p.device);
+    uint64_t bytes = 0;
+    for (const auto& d : p.msg.tensors) bytes += d.n_bytes;
+    w.weight_bytes = bytes;
+    LL_TRY(w.channel->send(p.msg, p.request_id));
+  }
+  // Collect every status; stream what is missing; wait until all are ready.
+  std::set<int> waiting;
+  for (const Pending& p : pending) waiting.insert(p.device);
+  std::map<int, const Pending*> by_device;
+  for (const Pending& p : pending) by_device[p.device] = &p;
+  while (!waiting.empty()) {
+    LL_ASSIGN_OR_RETURN(auto got, recv_any(opt.timeout));
+    auto [device, env] = std::move(got);
+    auto* st = std::get_if<net::SegmentStatus>(&env.message);
+    if (st == nullptr) continue;  // e.g. a late heartbeat answer
+    const Pending& p = *by_device.at(device);
+    if (st->state == net::SegmentState::ready) {
+      waiting.erase(device);
+      log(device_name(device) + " ready: units " + std::to_string(p.msg.unit_first) + "-" +
+          std::to_string(p.msg.unit_last));
+      continue;
+    }
+    uint64_t total = 0;
+    for (uint32_t idx : st->missing) {
+      if (idx >= p.infos.size()) return make_error(ErrorCode::parse, device_name(device) + " asked for tensor " + std::to_string(idx) + " of " + std::to_string(p.infos.size()));
+      total += p.infos[idx]->n_bytes;
+    }
+    log("sending " + mib(total) + " of weights to " + device_name(device));
+    uint64_t sent = 0, next_report = 256u << 20;
+    for (uint32_t idx : st->missing) {
+      const gguf::TensorInfo* t = p.infos[idx];
+      for (uint64_t off = 0; off < t->n_bytes; off += k_chunk_bytes) {
+        net::TensorChunk chunk;
+        chunk.tensor_index = idx;
+        chunk.offset = off;
+        chunk.total_bytes = t->n_bytes;
+        const uint64_t n = std::min<uint64_t>(k_chunk_bytes, t->n_bytes - off);
+        chunk.data.assign(t->data + off, t->data + off + n);
+        auto ok = worker(device).channel->send(chunk, p.request_id);
+        if (!ok) return make_error(ok.error().code, "sending weights to " + device_name(device) + ": " + ok.error().message);
+        sent += n;
+        if (!origin_tensors.count(t->name)) drop_resident_pages(t->data + off, n);
+        if (sent >= next_report) {
+          log("  " + device_name(device) + ": " + mib(sent) + " / " + mib(total));
+          next_report += 256u << 20;
+        }
+      }
+    }
+  }
+  return {};
+}
+
+// ------------------------------------------------------------------------------------ description
+
+std::vector<Transmission> Coordinator::transmission_map(const model::GenerateOptions& gen) const {
+  const Impl& c = *impl_;
+  std::vector<Transmission> map;
+  const int64_t E = c.model->hparams().n_embd;
+  const int64_t V = c.model->hparams().n_vocab;
+  for (size_t i = 0; i + 1 < c.stages.size(); ++i) {
+    map.push_back(Transmission{c.stages[i].device, c.stages[i + 1].device,
+                               "hidden state F32 [n_tokens, " + std::to_string(E) + "] after unit " +
+                                   std::to_string(c.stages[i].last_unit),
+                               static_cast<double>(E) * 4, "every batch"});
+  }
+  if (!c.opt.ring) {
+    const int head = c.stages.back().device;
+    if (penalty_active(gen.sampling)) {
+      map.push_back(Transmission{head, 0, "logits F32 [" + std::to_string(V) + "] (repeat penalty: the origin samples)",
+                                 static_cast<double>(V) * 4, "every generated token"});
+    } else {
+      map.push_back(Transmission{0, c.stages[1].device, "sampling parameters (forwarded to the head)", 0,
+                                 "once per sequence"});
+      map.push_back(Transmission{head, 0, "token id i32", 4, "every generated token"});
+    }
+  }
+  return map;
+}
+
+std::string Coordinator::describe(const model::GenerateOptions& gen) const {
+  const Impl& c = *impl_;
+  std::string s = "plan (" + std::string(c.opt.ring ? "ring" : "chain") + ", " + format_split(c.stages) + "):\n";
+  for (size_t i = 0; i < c.stages.size(); ++i) {
+    const Stage& st = c.stages[i];
+    uint64_t bytes = 0;
+    for (int64_t u = st.first_unit; u <= st.last_unit; ++u) bytes += c.model->unit_weight_bytes(u);
+    char line[512];
+    std::snprintf(line, sizeof line, "  stage %zu  %-16s units %3d-%-3d (%s .. %s)  %s\n", i,
+                  c.device_name(st.device).c_str(), st.first_unit, st.last_unit,
+                  c.model->unit_name(st.first_unit).c_str(), c.model->unit_name(st.last_unit).c_str(),
+                  mib(bytes).c_str());
+    s += line;
+  }
+  s += "transmission map:\n";
+  for (const Transmission& t : transmission_map(gen)) {
+    char line[512];
+    std::snprintf(line, sizeof line, "  %-16s -> %-16s %s, %.0f bytes/token, %s\n", c.device_name(t.from_device).c_str(),
+                  c.device_name(t.to_device).c_str(), t.what.c_str(), t.bytes_per_token, t.when.c_str());
+    s += line;
+  }
+  return s;
+}
+
+Expected<std::vector<DeviceReport>> Coordinator::devices() {
+  Impl& c = *impl_;
+  std::vector<DeviceReport> out(c.workers.size());
+  out[0].name = c.opt.origin_name;
+  out[0].address = "local";
+  out[0].rss_bytes = current_rss_bytes();
+  out[0].n_threads = static_cast<uint32_t>(c.opt.n_threads);
+  for (size_t i = 1; i < c.workers.size(); ++i) {
+    out[i].name = c.workers[i].hello.name;
+    out[i].address = c.workers[i].endpoint;
+    out[i].n_threads = c.workers[i].hello.n_threads;
+    out[i].cpu_features = c.workers[i].hello.cpu_features;
+    out[i].weight_bytes = c.workers[i].weight_bytes;
+  }
+  for (const Stage& st : c.stages) {
+    out[static_cast<size_t>(st.device)].ranges.emplace_back(st.first_unit, st.last_unit);
+    if (st.device == 0) {
+      for (int64_t u = st.first_unit; u <= st.last_unit; ++u) out[0].weight_bytes += c.model->unit_weight_bytes(u);
+    }
+  }
+  std::map<uint64_t, int> asked;
+  for (size_t i = 1; i < c.workers.size(); ++i) {
+    const uint64_t rid = c.next_request_id++;
+    LL_TRY(c.workers[i].channel->send(net::StatsRequest{}, rid));
+    asked[rid] = static_cast<int>(i);
+  }
+  while (!asked.empty()) {
+    LL_ASSIGN_OR_RETURN(auto got, c.recv_any(std::min(c.opt.timeout, net::Millis(30000))));
+    auto* st = std::get_if<net::Stats>(&got.second.message);
+    auto it = asked.find(got.second.request_id);
+    if (st == nullptr || it == asked.end()) continue;
+    out[static_cast<size_t>(it->second)].rss_bytes = st->rss_bytes;
+    asked.erase(it);
+  }
+  return out;
+}
+
+// -------------------------------------------------------------------------------------- generation
+
+namespace {
+
+// One request's progress through the pipeline, mirroring model::generate step for step.
+struct Sequence {
+  size_t index = 0;
+  int32_t seq_id = 0;
+  const std::vector<int32_t>* prompt = nullptr;
+  int64_t n_dispatched = 0;  // prompt tokens sent into the pipeline
+  int64_t pos = 0;           // next position to fill
+  bool in_flight = false;    // a decode token (or the last prefill batch) awaits its output
+  bool decode_ready = false; // `next_token` waits to be sent
+  int32_t next_token = 0;
+  bool done = false;
+  std::optional<model::Sampler> sampler;  // when the origin samples
+  std::vector<int32_t> history;
+  std::unique_ptr<model::TextStreamer> streamer;
+  model::GenerateResult result;
+  Clock::time_point t_start, t_first;
+};
+
+}  // namespace
+
+Expected<std::vector<model::GenerateResult>> Coordinator::generate(
+    const model::Tokenizer& tokenizer, const std::vector<Request>& requests, const model::GenerateOptions& gen,
+    int parallel, const std::function<void(size_t, std::string_view)>& on_text) {
+  Impl& c = *impl_;
+  if (c.stages.empty()) return make_error(ErrorCode::invalid_argument, "generate() before load()");
+  if (parallel < 1) return make_error(ErrorCode::invalid_argument, "--parallel must be at least 1");
+  const int64_t n_ctx = c.head_runner->n_ctx();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(requests[i].prompt_tokens.size());
+    if (n == 0) return make_error(ErrorCode::invalid_argument, "prompt " + std::to_string(i + 1) + " is empty");
+    if (n >= n_ctx) {
+      return make_error(ErrorCode::invalid_argument, "prompt " + std::to_string(i + 1) + " has " + std::to_string(n) +
+                                                         " tokens, which does not fit a context of " +
+                                                         std::to_string(n_ctx));
+    }
+  }
+  const int64_t n_vocab = tokenizer.n_vocab();
+  if (c.model->hparams().n_vocab < n_vocab) {
+    return make_error(ErrorCode::internal, "model produced fewer logits than the vocabulary size");
+  }
+  const bool origin_samples = c.opt.ring || penalty_active(gen.sampling);
+  // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
+  const uint64_t base_seed = model::Sampler(gen.sampling).seed();
+  const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
+  const size_t n_worker_stages = c.stages.size() - 1 - (c.opt.ring ? 1 : 0);
+  const size_t max_in_flight = n_worker_stages + 1;
+
+  std::vector<Sequence> seqs(requests.size());
+  std::deque<size_t> queued;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Sequence& s = seqs[i];
+    s.index = i;
+    s.seq_id = static_cast<int32_t>(i);
+    s.prompt = &requests[i].prompt_tokens;
+    s.history = *s.prompt;
+    s.streamer = std::make_unique<model::TextStreamer>(gen.stop);
+    s.result.n_prompt = static_cast<int64_t>(s.prompt->size());
+    s.result.seed = base_seed + i;
+    queued.push_back(i);
+  }
+  std::vector<size_t> active;  // admitted, not done
+  struct InFlight {
+    std::vector<model::BatchToken> tokens;
+  };
+  std::map<uint64_t, InFlight> in_flight;
+  std::vector<float> hidden, logits;
+  size_t n_done = 0;
+
+  auto finish = [&](Sequence& s, model::StopReason why) -> Expected<void> {
+    s.done = true;
+    s.result.stop_reason = why;
+    s.result.decode_ms = ms_since(s.t_first);
+    std::string rest = s.streamer->flush();
+    if (on_text && !rest.empty()) on_text(s.index, rest);
+    s.result.text = s.streamer->text();
+    c.head_runner->release_sequence(s.seq_id);
+    if (c.tail_runner) c.tail_runner->release_sequence(s.seq_id);
+    LL_TRY(c.worker(c.first_worker_stage().device).channel->send(net::ReleaseSequence{s.seq_id}, c.next_request_id++));
+    ++n_done;
+    return {};
+  };
+
+  // The token a sequence's last batch produced: the same decisions as model::generate.
+  auto accept = [&](Sequence& s, int32_t tok) -> Expected<void> {
+    const int64_t i = static_cast<int64_t>(s.result.tokens.size());
+    if (gen.n_predict >= 0 && i >= gen.n_predict) return finish(s, model::StopReason::length);
+    if (tokenizer.is_eog(tok)) return finish(s, model::StopReason::eog);
+    s.result.tokens.push_back(tok);
+    s.history.push_back(tok);
+    bool stopped = false;
+    std::string shown = s.streamer->push(tokenizer.decode_token(tok), stopped);
+    if (on_text && !shown.empty()) on_text(s.index, shown);
+    if (stopped) return finish(s, model::StopReason::stop_string);
+    if (gen.n_predict >= 0 && i + 1 >= gen.n_predict) return finish(s, model::StopReason::length);
+    if (s.pos >= n_ctx) return finish(s, model::StopReason::context);
+    s.decode_ready = true;
+    s.next_token = tok;
+    return {};
+  };
+
+  // Runs the origin's first stage on a batch and sends it down the pipeline.
+  auto dispatch = [&](std::vector<model::BatchToken> batch) -> Expected<void> {
+    LL_TRY(c.head_runner->forward(batch, nullptr, hidden));
+    net::ActivationBatch ab;
+    ab.tokens.reserve(batch.size());
+    for (const auto& t : batch) ab.tokens.push_back(net::TokenMeta{t.seq_id, t.pos, t.want_output});
+    ab.n_embd = static_cast<uint32_t>(c.model->hparams().n_embd);
+    ab.dtype = net::WireDType::f32;
+    ab.hidden = std::move(hidden);
+    const uint64_t rid = c.next_request_id++;
+    auto ok = c.worker(c.first_worker_stage().device).channel->send(ab, rid);
+    hidden = std::move(ab.hidden);
+    if (!ok) return make_error(ok.error().code, "sending to " + c.device_name(c.first_worker_stage().device) + ": " + ok.error().message);
+    in_flight[rid] = InFlight{std::move(batch)};
+    return {};
+  };
+
+  while (n_done < seqs.size()) {
+    // Admit new sequences.
+    while (!queued.empty() && active.size() < static_cast<size_t>(parallel)) {
+      Sequence& s = seqs[queued.front()];
+      queued.pop_front();
+      active.push_back(s.index);
+      s.t_start = Clock::now();
+      if (origin_samples) {
+        model::SamplingParams p = gen.sampling;
+        p.seed = s.result.seed;
+        s.sampler.emplace(p);
+      } else {
+        net::Sampling m;
+        m.seq_id = s.seq_id;
+        m.temperature = std::max(0.0f, gen.sampling.temperature);
+        m.top_k = std::max(0, gen.sampling.top_k);
+        // The sampler treats out-of-range values as "off"; the wire only carries the canonical forms.
+        m.top_p = std::max(0.0f, gen.sampling.top_p);
+        m.min_p = std::clamp(gen.sampling.min_p, 0.0f, 1.0f);
+        m.seed = s.result.seed;
+        LL_TRY(c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++));
+      }
+    }
+    // Fill the pipeline: decode steps first (they hold a sequence up), then prefill micro-batches.
+    while (in_flight.size() < max_in_flight) {
+      std::vector<model::BatchToken> batch;
+      // Sequences waiting to decode go together when the pipeline is already full of batches.
+      const size_t cap = in_flight.size() + 1 < max_in_flight ? 1 : SIZE_MAX;
+      for (size_t idx : active) {
+        Sequence& s = seqs[idx];
+        if (!s.decode_ready || s.in_flight || batch.size() >= cap) continue;
+        batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(s.pos), s.next_token, true});
+        s.decode_ready = false;
+        s.in_flight = true;
+        ++s.pos;
+      }
+      if (batch.empty()) {
+        for (size_t idx : active) {
+          Sequence& s = seqs[idx];
+          const int64_t n_prompt = static_cast<int64_t>(s.prompt->size());
+          if (s.done || s.n_dispatched >= n_prompt) continue;
+          const int64_t last = std::min(n_prompt, s.n_dispatched + n_ubatch);
+          for (int64_t i = s.n_dispatched; i < last; ++i) {
+            batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(i), (*s.prompt)[static_cast<size_t>(i)],
+                                              i == n_prompt - 1});
+          }
+          s.n_dispatched = last;
+          s.pos = last;
+          if (last == n_prompt) s.in_flight = true;
+          break;
+        }
+      }
+      if (batch.empty()) break;
+      LL_TRY(dispatch(std::move(batch)));
+    }
+    if (in_flight.empty()) {
+      if (n_done < seqs.size() && queued.empty()) {
+        return make_error(ErrorCode::internal, "pipeline stalled with nothing in flight");
+      }
+      continue;
+    }
+    // Wait for the output of the oldest batches.
+    LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+    auto& [device, env] = got;
+    auto* r = std::get_if<net::Result>(&env.message);
+    if (r == nullptr) continue;  // stats answers and the like
+    auto it = in_flight.find(env.request_id);
+    if (it == in_flight.end()) {
+      return make_error(ErrorCode::parse, c.device_name(device) + " answered an unknown batch " + std::to_string(env.request_id));
+    }
+    std::vector<model::BatchToken> batch = std::move(it->second.tokens);
+    in_flight.erase(it);
+    // Which rows of the batch want output, in order.
+    std::vector<const model::BatchToken*> wanted;
+    for (const auto& t : batch) {
+      if (t.want_output) wanted.push_back(&t);
+    }
+    std::vector<int32_t> tokens_out;
+    const float* logit_rows = nullptr;
+    if (r->kind == net::ResultKind::hidden) {
+      if (!c.tail_runner || r->tokens.size() != batch.size() ||
+          r->width != static_cast<uint32_t>(c.model->hparams().n_embd)) {
+        return make_error(ErrorCode::parse, c.device_name(device) + " sent hidden states that do not fit the batch");
+      }
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (r->tokens[i].seq_id != batch[i].seq_id || r->tokens[i].pos != batch[i].pos) {
+          return make_error(ErrorCode::parse, c.device_name(device) + " answered rows of another batch");
+        }
+      }
+      LL_TRY(c.tail_runner->forward(batch, r->values.data(), logits));
+      logit_rows = logits.data();
+    } else {
+      if (r->tokens.size() != wanted.size()) {
+        return make_error(ErrorCode::parse, c.device_name(device) + " answered " + std::to_string(r->tokens.size()) +
+                                                " rows for a batch with " + std::to_string(wanted.size()) + " outputs");
+      }
+      if (r->kind == net::ResultKind::logits) {
+        if (r->width != static_cast<uint32_t>(c.model->hparams().n_vocab)) {
+          return make_error(ErrorCode::parse, c.device_name(device) + " sent logits of the wrong width");
+        }
+        logit_rows = r->values.data();
+      } else {
+        tokens_out = r->token_ids;
+      }
+    }
+    for (size_t k = 0; k < wanted.size(); ++k) {
+      const model::BatchToken& t = *wanted[k];
+      if (r->kind != net::ResultKind::hidden && (r->tokens[k].seq_id != t.seq_id || r->tokens[k].pos != t.pos)) {
+        return make_error(ErrorCode::parse, c.device_name(device) + " answered rows of another batch");
+      }
+      Sequence& s = seqs[static_cast<size_t>(t.seq_id)];
+      s.in_flight = false;
+      if (s.result.tokens.empty() && s.result.prefill_ms == 0) {
+        s.t_first = Clock::now();
+        s.result.prefill_ms = std::chrono::duration<double, std::milli>(s.t_first - s.t_start).count();
+      }
+      int32_t tok;
+      if (logit_rows != nullptr) {
+        const int64_t width = c.model->hparams().n_vocab;
+        if (!s.sampler) return make_error(ErrorCode::parse, c.device_name(device) + " sent logits where a token was expected");
+        tok = s.sampler->sample(logit_rows + k * static_cast<size_t>(width), n_vocab, s.history);
+      } else {
+        tok = tokens_out[k];
+        if (tok < 0 || tok >= c.model->hparams().n_vocab) {
+          return make_error(ErrorCode::parse, c.device_name(device) + " sent token id " + std::to_string(tok) +
+                                                  " outside the vocabulary");
+        }
+      }
+      LL_TRY(accept(s, tok));
+    }
+    // Drop finished sequences from the active set.
+    std::vector<size_t> still;
+    for (size_t idx : active) {
+      if (!seqs[idx].done) still.push_back(idx);
+    }
+    active.swap(still);
+  }
+  std::vector<model::GenerateResult> out;
+  for (auto& s : seqs) out.push_back(std::move(s.result));
+  return out;
+}
+
+}  // namespace ll::runtime

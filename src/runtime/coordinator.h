@@ -1,0 +1,107 @@
+// The coordinator: lives in the origin process (the device the user talks to), connects to the
+// workers, loads a split onto them, and generates text through the resulting pipeline.
+//
+//   origin  [units 0..a]  --hidden-->  worker 1 [a+1..b]  --hidden-->  ...  worker n [..last]
+//      ^                                                                          |
+//      +------------- token id (or logits with a repeat penalty) ----------------+
+//   ring:  ...  worker n [..c]  --hidden-->  origin [c+1..head]  (tokens and logits stay on the origin)
+//
+// Pipelining: several sequences are in flight at once (each decode step of a sequence is a batch that
+// travels the stages while other sequences' batches occupy the other stages), and a prompt's prefill
+// is cut into micro-batches that follow each other through the stages. Every batch gives exactly the
+// numbers one process would compute (the kernels are batch- and thread-invariant), so the generated
+// tokens are identical to a single-process run with the same options.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "net/protocol.h"
+#include "net/transport.h"
+#include "runtime/split.h"
+
+namespace ll::runtime {
+
+struct CoordinatorOptions {
+  bool ring = false;
+  int64_t n_ctx = 512;
+  int n_threads = 1;                   // for the origin's own stages
+  int64_t n_ubatch = 32;               // tokens per prefill micro-batch
+  net::Millis timeout{120000};         // longest wait for a worker's answer
+  net::Millis connect_timeout{10000};  // longest wait for a worker's HELLO
+  std::string origin_name = "origin";
+  // Asked while waiting for workers; returning true aborts the wait (Ctrl-C).
+  std::function<bool()> should_stop;
+  // Progress and diagnostics ("loading worker-2: 120/300 MiB"); may be empty.
+  std::function<void(const std::string&)> log;
+};
+
+// One device of the running pipeline, for reports (`--json` devices).
+struct DeviceReport {
+  std::string name;
+  std::string address;  // "local" for the origin
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // units it runs (the origin has two with ring)
+  uint64_t rss_bytes = 0;
+  uint64_t weight_bytes = 0;
+  uint32_t n_threads = 0;
+  std::string cpu_features;
+};
+
+// Which tensor goes from which device to which, derived from the split.
+struct Transmission {
+  int from_device = 0;  // 0 = origin, i = worker i
+  int to_device = 0;
+  std::string what;     // "hidden state F32 [n_tokens, 288]", "token id i32", ...
+  double bytes_per_token = 0;
+  std::string when;     // "every batch", "once per sequence"
+};
+
+struct Request {
+  std::vector<int32_t> prompt_tokens;
+};
+
+class Coordinator {
+ public:
+  // Connects to every worker and exchanges HELLO (fails naming the worker that did not answer).
+  // `model` is the origin's full model (mapped; only the pages it uses become resident).
+  static Expected<std::unique_ptr<Coordinator>> connect(const model::Model& model, net::Network& net,
+                                                        const std::vector<std::string>& worker_endpoints,
+                                                        CoordinatorOptions options);
+  ~Coordinator();
+
+  int n_workers() const;
+  const net::Hello& worker_hello(int worker) const;  // worker = 1..n_workers
+  const std::string& worker_endpoint(int worker) const;
+
+  // Builds the origin's stages and loads every worker's segment (streaming the tensors they lack).
+  Expected<void> load(std::vector<Stage> stages);
+  const std::vector<Stage>& stages() const;
+
+  std::vector<Transmission> transmission_map(const model::GenerateOptions& gen) const;
+  // Human-readable plan and map (`lingua run --verbose`).
+  std::string describe(const model::GenerateOptions& gen) const;
+
+  // Generates every request, at most `parallel` at once (>= 1). on_text(i, text) streams request i's
+  // text as it is produced. Results are in request order.
+  Expected<std::vector<model::GenerateResult>> generate(
+      const model::Tokenizer& tokenizer, const std::vector<Request>& requests, const model::GenerateOptions& gen,
+      int parallel, const std::function<void(size_t, std::string_view)>& on_text = {});
+
+  // Names, addresses, units and resident memory of every device (asks the workers for STATS).
+  Expected<std::vector<DeviceReport>> devices();
+
+  struct Impl;
+
+ private:
+  explicit Coordinator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ll::runtime

@@ -1,0 +1,65 @@
+#include "runtime/local_cluster.h"
+
+#include <chrono>
+
+namespace ll::runtime {
+
+Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOptions& o) {
+  if (o.n_workers < 1 || o.n_workers > 64) {
+    return make_error(ErrorCode::invalid_argument, "--local takes 1 to 64 workers");
+  }
+  std::unique_ptr<LocalCluster> cl(new LocalCluster());
+  const std::string bin = o.lingua_binary.empty() ? self_executable_path() : o.lingua_binary;
+  for (int i = 0; i < o.n_workers; ++i) {
+    const std::string name = "local-" + std::to_string(i + 1);
+    SpawnOptions so;
+    so.argv = {bin, "worker", "--listen", "tcp://127.0.0.1:0", "--name", name, "-t", std::to_string(o.n_threads)};
+    if (o.quiet) so.argv.push_back("--quiet");
+    if (o.memory_limit_bytes > 0) {
+      so.argv.push_back("--memory-limit");
+      so.argv.push_back(std::to_string(o.memory_limit_bytes));
+    }
+    if (!o.cache_dir.empty()) {
+      so.argv.push_back("--cache-dir");
+      so.argv.push_back(o.cache_dir + "/" + name);
+    }
+    LL_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn(so));
+    cl->children_.push_back(std::move(child));
+    cl->names_.push_back(name);
+  }
+  // Each worker prints "listening on <endpoint>" once its socket is bound.
+  for (size_t i = 0; i < cl->children_.size(); ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      auto line = cl->children_[i].read_line(std::chrono::milliseconds(500));
+      if (!line) {
+        return make_error(line.error().code, "local worker " + cl->names_[i] + " did not start: " + line.error().message);
+      }
+      if (*line) {
+        const std::string prefix = "listening on ";
+        const size_t at = (*line)->find(prefix);
+        if (at != std::string::npos) {
+          cl->endpoints_.push_back((*line)->substr(at + prefix.size()));
+          break;
+        }
+        continue;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        return make_error(ErrorCode::resource, "local worker " + cl->names_[i] + " did not start within 30 s");
+      }
+    }
+    if (o.log) o.log("started " + cl->names_[i] + " at " + cl->endpoints_.back());
+  }
+  return cl;
+}
+
+void LocalCluster::stop() {
+  for (auto& c : children_) {
+    if (c.running()) (void)c.terminate(std::chrono::milliseconds(2000));
+  }
+  children_.clear();
+}
+
+LocalCluster::~LocalCluster() { stop(); }
+
+}  // namespace ll::runtime

@@ -1,0 +1,149 @@
+// Multi-process clusters through the CLI: `lingua run --local N` reproduces llama.cpp's greedy
+// continuations; each worker's resident memory follows its own units; a worker over its memory limit
+// refuses with a clear error.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/shared_files.h"
+#include "e2e/cli_util.h"
+#include "model/synthetic.h"
+
+namespace {
+
+using ll::test::last_line;
+using ll::test::run_command;
+using ll::test::shell_quote;
+
+TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  const std::string expected_path = ll::test::shared_path("expected/stories260K-greedy.json");
+  LL_REQUIRE_SHARED(model);
+  LL_REQUIRE_SHARED(expected_path);
+  std::ifstream in(expected_path);
+  const nlohmann::json cases = nlohmann::json::parse(in);
+  ASSERT_FALSE(cases.empty());
+  for (const char* mode : {"--local 3", "--local 4 --ring"}) {
+    // All prompts in one run (one per line, generated concurrently) and the first alone (streamed).
+    const std::string prompts = ::testing::TempDir() + "/ll_prompts_" + std::to_string(::getpid()) + ".txt";
+    int n_predict = 0;
+    {
+      std::ofstream p(prompts);
+      for (const auto& c : cases) {
+        p << c["prompt"].get<std::string>() << "\n";
+        n_predict = std::max(n_predict, c["n_predict"].get<int>());
+      }
+    }
+    for (const auto& c : cases) ASSERT_EQ(c["n_predict"].get<int>(), n_predict) << "cases share n_predict";
+    const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -f " +
+                            shell_quote(prompts) + " -n " + std::to_string(n_predict) + " --temp 0 --json " + mode +
+                            " --parallel 3";
+    std::string out;
+    ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
+    std::filesystem::remove(prompts);
+    const nlohmann::json got = nlohmann::json::parse(last_line(out));
+    ASSERT_EQ(got["results"].size(), cases.size()) << out;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      EXPECT_EQ(got["results"][i]["prompt_tokens"], cases[i]["prompt_tokens"]) << mode << " case " << i;
+      EXPECT_EQ(got["results"][i]["tokens"], cases[i]["tokens"]) << mode << " case " << i;
+      EXPECT_EQ(got["results"][i]["text"], cases[i]["text"]) << mode << " case " << i;
+    }
+    // Devices: the origin plus every worker, with their units and resident memory.
+    const auto& devices = got["devices"];
+    ASSERT_EQ(devices.size(), std::string(mode).find('4') != std::string::npos ? 5u : 4u) << out;
+    EXPECT_EQ(devices[0]["name"], "origin");
+    EXPECT_EQ(devices[0]["units"][0], 0);
+    for (const auto& d : devices) {
+      EXPECT_GT(d["rss_bytes"].get<uint64_t>(), 0u) << d;
+      EXPECT_FALSE(d["address"].get<std::string>().empty()) << d;
+    }
+    if (std::string(mode).find("--ring") != std::string::npos) {
+      EXPECT_EQ(devices[0]["ring_units"][1], 6) << "the origin holds the head";
+    }
+
+    const auto& c = cases[0];
+    const std::string one = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p " +
+                            shell_quote(c["prompt"].get<std::string>()) + " -n " + std::to_string(n_predict) +
+                            " --temp 0 --json " + mode;
+    ASSERT_EQ(run_command(one, out), 0) << one << "\n" << out;
+    const nlohmann::json single = nlohmann::json::parse(last_line(out));
+    EXPECT_EQ(single["tokens"], c["tokens"]) << mode;
+    EXPECT_EQ(out.rfind(c["text"].get<std::string>() + "\n", 0), 0u) << out;
+  }
+}
+
+// A model whose units differ widely in size: F32, a 64 Ki-token vocabulary (64 MiB embedding and
+// 64 MiB output head) around four small blocks (2.6 MiB each).
+std::string write_wide_model() {
+  const std::string path = ::testing::TempDir() + "/ll_wide_" + std::to_string(::getpid()) + ".gguf";
+  ll::model::GenModelOptions g;
+  g.preset = ll::model::ModelPreset{"wide", 256, 4, 4, 4, 512, 65536, 256};
+  g.type = ll::DType::F32;
+  auto ok = ll::model::write_random_model(g, path);
+  EXPECT_TRUE(ok.has_value()) << (ok ? "" : ok.error().message);
+  return path;
+}
+
+TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
+  const std::string model = write_wide_model();
+  // Worker 1: the four blocks (~10 MiB); worker 2: the head (~64 MiB).
+  const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+                          " -p 'a b c' -n 8 --temp 0 --json --local 2 --split-units 0-0,1-4,5-5";
+  std::string out;
+  ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
+  const nlohmann::json got = nlohmann::json::parse(last_line(out));
+  const auto& d = got["devices"];
+  ASSERT_EQ(d.size(), 3u);
+  const double mib = 1 << 20;
+  const double w1 = d[1]["rss_bytes"].get<double>() / mib, w2 = d[2]["rss_bytes"].get<double>() / mib;
+  const double own1 = d[1]["weight_bytes"].get<double>() / mib, own2 = d[2]["weight_bytes"].get<double>() / mib;
+  std::printf("worker 1: %.1f MiB resident for %.1f MiB of units; worker 2: %.1f MiB for %.1f MiB\n", w1, own1, w2,
+              own2);
+  EXPECT_NEAR(own1, 10.0, 1.0);
+  EXPECT_NEAR(own2, 64.0, 1.0);
+  // Resident = own weights + a runtime of a few tens of MiB, never the 138 MiB model.
+  EXPECT_LE(w1, own1 + 40);
+  EXPECT_GE(w2, own2);
+  EXPECT_LE(w2, own2 + 40);
+  EXPECT_GT(w2 - w1, 40.0);
+
+  // The head needs 64 MiB plus the runtime: a 100 MB limit is enough for the blocks but refused for
+  // the head, with a clear error instead of swapping or dying.
+  const std::string limited = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+                              " -p 'a b c' -n 4 --local 2 --split-units 0-0,1-4,5-5 --memory-limit 100MB 2>&1";
+  const int status = run_command(limited, out);
+  EXPECT_NE(status, 0) << out;
+  EXPECT_NE(out.find("--memory-limit is 95.4 MiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("local-2"), std::string::npos) << out;
+  std::filesystem::remove(model);
+}
+
+TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  std::string out;
+  // Distributed options without a cluster.
+  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --ring 2>&1", out), 0);
+  EXPECT_NE(out.find("need --local N or --cluster FILE"), std::string::npos) << out;
+  // More workers than units.
+  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --local 7 2>&1", out), 0);
+  EXPECT_NE(out.find("fewer than the 7 workers"), std::string::npos) << out;
+  // A cluster file naming a worker that is not there: a clear error within the timeout.
+  const std::string cluster = ::testing::TempDir() + "/ll_cluster_" + std::to_string(::getpid()) + ".toml";
+  {
+    std::ofstream f(cluster);
+    f << "[[device]]\nname = \"ghost\"\naddress = \"tcp://127.0.0.1:9\"\n";
+  }
+  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --cluster " +
+                            shell_quote(cluster) + " --connect-timeout 1 2>&1",
+                        out),
+            0);
+  EXPECT_NE(out.find("tcp://127.0.0.1:9"), std::string::npos) << out;
+  std::filesystem::remove(cluster);
+}
+
+}  // namespace

@@ -1,0 +1,244 @@
+// The distributed pipeline gives exactly the single-process output: every contiguous split of
+// stories260K over 1 to 4 workers, with and without ring, greedy and sampled, one and several
+// sequences in flight.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/shared_files.h"
+#include "inproc_cluster.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "runtime/coordinator.h"
+#include "runtime/split.h"
+
+namespace ll {
+namespace {
+
+using runtime::Stage;
+
+struct Fixture {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tok;
+  std::vector<std::vector<int32_t>> prompts;
+};
+
+Fixture load_stories() {
+  Fixture f;
+  auto m = model::Model::load(test::shared_path("models/stories260K.gguf"));
+  EXPECT_TRUE(m.has_value());
+  if (!m) return f;
+  f.model = std::move(*m);
+  auto t = model::Tokenizer::from_gguf(f.model->file());
+  EXPECT_TRUE(t.has_value());
+  f.tok = std::make_unique<model::Tokenizer>(std::move(*t));
+  for (const char* p : {"Once upon a time", "The cat sat", "Lily and Ben went to the park. They saw a big"}) {
+    f.prompts.push_back(f.tok->encode(p, true));
+  }
+  return f;
+}
+
+// Reference: one process, every unit, each prompt on its own (seed + i as the CLI does).
+std::vector<model::GenerateResult> single_process(const Fixture& f, const model::GenerateOptions& gen, int64_t n_ctx) {
+  ThreadPool pool(1);
+  std::vector<model::GenerateResult> out;
+  for (size_t i = 0; i < f.prompts.size(); ++i) {
+    auto runner = model::UnitRunner::create(*f.model, 0, f.model->n_units() - 1, pool, n_ctx);
+    EXPECT_TRUE(runner.has_value());
+    model::GenerateOptions g = gen;
+    g.sampling.seed = gen.sampling.seed + i;
+    auto r = model::generate(**runner, *f.tok, f.prompts[i], g);
+    EXPECT_TRUE(r.has_value()) << r.error().message;
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+// Every way to cut units [first, last] into k non-empty contiguous ranges.
+void compositions(int first, int last, int k, std::vector<std::pair<int, int>>& cur,
+                  const std::function<void(const std::vector<std::pair<int, int>>&)>& fn) {
+  if (k == 0) {
+    if (first > last) fn(cur);
+    return;
+  }
+  for (int end = first; end <= last - (k - 1); ++end) {
+    cur.emplace_back(first, end);
+    compositions(end + 1, last, k - 1, cur, fn);
+    cur.pop_back();
+  }
+}
+
+// Every valid split of a model with n_units units over n_workers workers.
+std::vector<std::vector<Stage>> all_splits(int n_units, int n_workers, bool ring) {
+  std::vector<std::vector<Stage>> out;
+  const int last = n_units - 1;
+  auto emit = [&](int a, int mid_last, int b) {
+    std::vector<std::pair<int, int>> cur;
+    compositions(a + 1, mid_last, n_workers, cur, [&](const auto& parts) {
+      std::vector<Stage> st{{0, 0, a}};
+      int dev = 1;
+      for (auto [x, y] : parts) st.push_back(Stage{dev++, x, y});
+      if (ring) st.push_back(Stage{0, b, last});
+      out.push_back(st);
+    });
+  };
+  for (int a = 0; a < last; ++a) {  // the origin holds 0..a
+    if (!ring) {
+      emit(a, last, -1);
+    } else {
+      for (int b = a + 2; b <= last; ++b) emit(a, b - 1, b);  // and b..last
+    }
+  }
+  return out;
+}
+
+void expect_same(const std::vector<model::GenerateResult>& want, const std::vector<model::GenerateResult>& got,
+                 const std::string& what) {
+  ASSERT_EQ(want.size(), got.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(want[i].tokens, got[i].tokens) << what << " prompt " << i;
+    EXPECT_EQ(want[i].text, got[i].text) << what << " prompt " << i;
+    EXPECT_EQ(model::stop_reason_name(want[i].stop_reason), model::stop_reason_name(got[i].stop_reason))
+        << what << " prompt " << i;
+  }
+}
+
+std::vector<runtime::Request> requests(const Fixture& f) {
+  std::vector<runtime::Request> r;
+  for (const auto& p : f.prompts) r.push_back(runtime::Request{p});
+  return r;
+}
+
+TEST(Pipeline, EveryContiguousSplitOverOneToFourWorkersMatchesOneProcess) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 24;
+  gen.sampling.temperature = 0;
+  const int64_t n_ctx = 96;
+  const auto want = single_process(f, gen, n_ctx);
+  const int n_units = static_cast<int>(f.model->n_units());
+  int n_checked = 0;
+  for (int k = 1; k <= 4; ++k) {
+    test::InprocCluster cluster(k);
+    for (bool ring : {false, true}) {
+      runtime::CoordinatorOptions co;
+      co.ring = ring;
+      co.n_ctx = n_ctx;
+      co.n_ubatch = 3;  // several micro-batches per prompt
+      auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+      ASSERT_TRUE(coord.has_value()) << coord.error().message;
+      for (const auto& stages : all_splits(n_units, k, ring)) {
+        const std::string what = std::string(ring ? "ring " : "chain ") + runtime::format_split(stages);
+        auto loaded = (*coord)->load(stages);
+        ASSERT_TRUE(loaded.has_value()) << what << ": " << loaded.error().message;
+        auto got = (*coord)->generate(*f.tok, requests(f), gen, /*parallel=*/static_cast<int>(f.prompts.size()));
+        ASSERT_TRUE(got.has_value()) << what << ": " << got.error().message;
+        expect_same(want, *got, what);
+        ++n_checked;
+      }
+    }
+  }
+  // 56 chain + 56 ring splits of 7 units over 1..4 workers.
+  EXPECT_EQ(n_checked, 112);
+}
+
+TEST(Pipeline, SampledAndPenalisedGenerationMatchesOneProcess) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  test::InprocCluster cluster(2);
+  for (float penalty : {1.0f, 1.3f}) {  // 1.0: the head worker samples; 1.3: logits come back to the origin
+    for (bool ring : {false, true}) {
+      model::GenerateOptions gen;
+      gen.n_predict = 30;
+      gen.sampling.temperature = 0.9f;
+      gen.sampling.seed = 1234;
+      gen.sampling.repeat_penalty = penalty;
+      const auto want = single_process(f, gen, 128);
+      runtime::CoordinatorOptions co;
+      co.ring = ring;
+      co.n_ctx = 128;
+      auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+      ASSERT_TRUE(coord.has_value()) << coord.error().message;
+      auto stages = runtime::split_even(f.model->n_units(), 2, ring);
+      ASSERT_TRUE(stages.has_value());
+      ASSERT_TRUE((*coord)->load(*stages).has_value());
+      for (int parallel : {1, 3}) {
+        auto got = (*coord)->generate(*f.tok, requests(f), gen, parallel);
+        ASSERT_TRUE(got.has_value()) << got.error().message;
+        expect_same(want, *got, "penalty " + std::to_string(penalty) + (ring ? " ring" : " chain") + " parallel " +
+                                    std::to_string(parallel));
+      }
+      // The map says what crosses the network.
+      const auto map = (*coord)->transmission_map(gen);
+      ASSERT_FALSE(map.empty());
+      bool logits_leave = false, token_from_head = false;
+      for (const auto& t : map) {
+        if (t.what.find("logits") != std::string::npos) logits_leave = true;
+        if (t.what.find("token id") != std::string::npos) token_from_head = true;
+      }
+      EXPECT_EQ(logits_leave, !ring && penalty != 1.0f);
+      EXPECT_EQ(token_from_head, !ring && penalty == 1.0f);
+      if (ring) {
+        for (const auto& t : map) EXPECT_NE(t.what.find("hidden state"), std::string::npos) << t.what;
+      }
+    }
+  }
+}
+
+TEST(Pipeline, StopStringsContextEndAndZeroTokensBehaveAsOneProcess) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  test::InprocCluster cluster(3);
+  struct Case {
+    int64_t n_predict;
+    int64_t n_ctx;
+    std::vector<std::string> stop;
+  };
+  for (const Case& cs : {Case{0, 64, {}}, Case{-1, 40, {}}, Case{50, 128, {"the", "."}}}) {
+    model::GenerateOptions gen;
+    gen.n_predict = cs.n_predict;
+    gen.sampling.temperature = 0;
+    gen.stop = cs.stop;
+    const auto want = single_process(f, gen, cs.n_ctx);
+    runtime::CoordinatorOptions co;
+    co.n_ctx = cs.n_ctx;
+    auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+    ASSERT_TRUE(coord.has_value());
+    ASSERT_TRUE((*coord)->load(*runtime::split_even(f.model->n_units(), 3, false)).has_value());
+    auto got = (*coord)->generate(*f.tok, requests(f), gen, 2);
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    expect_same(want, *got, "n_predict " + std::to_string(cs.n_predict));
+  }
+}
+
+TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 16;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  // Not contiguous / wrong number of ranges.
+  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {2, 5, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 6}}).has_value());
+  ASSERT_TRUE((*coord)->load(*runtime::split_even(7, 2, false)).has_value());
+  model::GenerateOptions gen;
+  gen.sampling.temperature = 0;
+  std::vector<runtime::Request> too_long{runtime::Request{std::vector<int32_t>(20, 1)}};
+  auto r = (*coord)->generate(*f.tok, too_long, gen, 1);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("does not fit a context of 16"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(runtime::Coordinator::connect(*f.model, cluster.net(), {"inproc://nobody"}, co).has_value());
+}
+
+}  // namespace
+}  // namespace ll

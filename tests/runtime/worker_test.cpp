@@ -1,0 +1,303 @@
+// A worker answers malformed, truncated, oversized and out-of-order messages with errors and keeps
+// serving; refuses work over its memory limit; reuses its tensor cache; maps a local model copy.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/shared_files.h"
+#include "inproc_cluster.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/synthetic.h"
+#include "model/tokenizer.h"
+#include "net/channel.h"
+#include "net/codec.h"
+#include "runtime/coordinator.h"
+#include "runtime/split.h"
+
+namespace ll {
+namespace {
+
+const std::string k_model = "models/stories260K.gguf";
+
+struct Loaded {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tok;
+};
+
+Loaded load() {
+  Loaded l;
+  auto m = model::Model::load(test::shared_path(k_model));
+  if (!m) return l;
+  l.model = std::move(*m);
+  l.tok = std::make_unique<model::Tokenizer>(std::move(*model::Tokenizer::from_gguf(l.model->file())));
+  return l;
+}
+
+std::vector<int32_t> reference(const Loaded& l, const std::vector<int32_t>& prompt, int n) {
+  ThreadPool pool(1);
+  auto runner = model::UnitRunner::create(*l.model, 0, l.model->n_units() - 1, pool, 64);
+  model::GenerateOptions g;
+  g.n_predict = n;
+  g.sampling.temperature = 0;
+  return model::generate(**runner, *l.tok, prompt, g)->tokens;
+}
+
+// Generates through a fresh coordinator over `endpoints` and returns the tokens (or the error text).
+Expected<std::vector<int32_t>> run_pipeline(const Loaded& l, net::Network& net, const std::vector<std::string>& endpoints,
+                                            const std::vector<int32_t>& prompt, int n) {
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  co.timeout = net::Millis(20000);
+  LL_ASSIGN_OR_RETURN(auto coord, runtime::Coordinator::connect(*l.model, net, endpoints, co));
+  LL_TRY(coord->load(*runtime::split_even(l.model->n_units(), static_cast<int>(endpoints.size()), false)));
+  model::GenerateOptions g;
+  g.n_predict = n;
+  g.sampling.temperature = 0;
+  LL_ASSIGN_OR_RETURN(auto res, coord->generate(*l.tok, {runtime::Request{prompt}}, g, 1));
+  return res[0].tokens;
+}
+
+// Receives until an ERROR arrives (skipping other answers); returns it.
+std::optional<net::ErrorMessage> next_error(net::Channel& ch) {
+  for (int i = 0; i < 20; ++i) {
+    auto m = ch.recv(net::Millis(2000));
+    if (!m || !*m) return std::nullopt;
+    if (auto* e = std::get_if<net::ErrorMessage>(&(*m)->message)) return *e;
+  }
+  return std::nullopt;
+}
+
+net::Hello coordinator_hello() {
+  net::Hello h;
+  h.role = net::Role::coordinator;
+  h.name = "test";
+  return h;
+}
+
+TEST(Worker, BadMessagesGetErrorsAndTheWorkerKeepsServing) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  // The real transport, with a small frame limit so "oversized" is cheap to send.
+  net::TransportOptions to;
+  to.limits.max_frame_bytes = 1 << 20;
+  auto net = net::make_zmq_network(to);
+  runtime::WorkerOptions wo;
+  wo.listen = "tcp://127.0.0.1:*";
+  wo.limits = to.limits;
+  auto worker = runtime::Worker::create(wo, *net);
+  ASSERT_TRUE(worker.has_value()) << worker.error().message;
+  std::atomic<bool> stop{false};
+  std::thread serving([&] { (void)(*worker)->serve([&] { return stop.load(); }); });
+  const std::string ep = (*worker)->endpoint();
+
+  auto link = net->connect(ep);
+  ASSERT_TRUE(link.has_value());
+  net::Channel ch(**link, to.limits);
+  // Garbage before anything else.
+  ASSERT_TRUE((*link)->send_bytes({1, 2, 3, 4, 5}).has_value());
+  auto e = next_error(ch);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->code, net::WireError::malformed);
+  // A valid message before HELLO.
+  ASSERT_TRUE(ch.send(net::StatsRequest{}, 7).has_value());
+  e = next_error(ch);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->code, net::WireError::unexpected);
+  // HELLO: the worker says who it is.
+  auto hello = ch.handshake(coordinator_hello(), net::Role::worker, net::Millis(5000));
+  ASSERT_TRUE(hello.has_value()) << hello.error().message;
+  EXPECT_EQ(hello->n_threads, 1u);
+  EXPECT_FALSE(hello->cpu_features.empty());
+  EXPECT_GT(hello->free_memory_bytes, 0u);
+  // Truncated frame: a valid header whose payload was cut.
+  {
+    net::TensorChunk c;
+    c.total_bytes = 10;
+    c.data = {1, 2, 3};
+    auto bytes = net::encode(c, 9).take_bytes();
+    bytes.resize(bytes.size() - 2);
+    ASSERT_TRUE((*link)->send_bytes(bytes).has_value());
+    e = next_error(ch);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->code, net::WireError::malformed);
+  }
+  // Valid messages at the wrong time.
+  {
+    net::TensorChunk c;
+    c.total_bytes = 10;
+    c.data = {1, 2, 3};
+    ASSERT_TRUE(ch.send(c, 10).has_value());
+    e = next_error(ch);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_NE(e->message.find("without a LOAD_SEGMENT"), std::string::npos) << e->message;
+    net::ActivationBatch b;
+    b.tokens = {net::TokenMeta{0, 0, true}};
+    b.n_embd = 64;
+    b.hidden.assign(64, 0.5f);
+    ASSERT_TRUE(ch.send(b, 11).has_value());
+    e = next_error(ch);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_NE(e->message.find("before the segment is ready"), std::string::npos) << e->message;
+  }
+  // Segments it must refuse.
+  {
+    net::LoadSegment ls;
+    ls.unit_first = 0;
+    ls.unit_last = 2;
+    ls.n_ctx = 16;
+    ASSERT_TRUE(ch.send(ls, 12).has_value());
+    e = next_error(ch);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_NE(e->message.find("stays on the origin"), std::string::npos) << e->message;
+    ls.unit_first = 1;
+    ls.metadata = {9, 9, 9};
+    ASSERT_TRUE(ch.send(ls, 13).has_value());
+    e = next_error(ch);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->in_reply_to, static_cast<uint16_t>(net::MessageType::load_segment));
+  }
+  // Oversized: ZeroMQ drops the frame (and that connection) before allocating it.
+  ASSERT_TRUE((*link)->send_bytes(std::vector<uint8_t>((1 << 20) + 100, 0)).has_value());
+
+  // After all that, a real pipeline through this worker still gives the right tokens.
+  const auto prompt = l.tok->encode("Once upon a time", true);
+  auto toks = run_pipeline(l, *net, {ep}, prompt, 16);
+  ASSERT_TRUE(toks.has_value()) << toks.error().message;
+  EXPECT_EQ(*toks, reference(l, prompt, 16));
+  EXPECT_GE((*worker)->counters().n_bad_messages, 6u);
+  stop = true;
+  serving.join();
+}
+
+TEST(Worker, OutOfOrderPositionsAreRefusedAndTheSequenceCanContinue) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  test::InprocCluster cluster(1);
+  // Load a segment through a coordinator, then talk to the worker directly as that coordinator would.
+  const auto prompt = l.tok->encode("Once upon a time", true);
+  auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 4);
+  ASSERT_TRUE(toks.has_value());
+  auto link = cluster.net().connect(cluster.endpoints()[0]);
+  ASSERT_TRUE(link.has_value());
+  net::Channel ch(**link);
+  ASSERT_TRUE(ch.handshake(coordinator_hello(), net::Role::worker, net::Millis(5000)).has_value());
+  net::ActivationBatch b;
+  b.tokens = {net::TokenMeta{5, 3, false}};  // position 3 of a sequence the worker has never seen
+  b.n_embd = 64;
+  b.hidden.assign(64, 0.25f);
+  ASSERT_TRUE(ch.send(b, 21).has_value());
+  // The error goes to the coordinator of the segment (the earlier one, now gone); the worker counts it
+  // and keeps serving: a new pipeline works.
+  auto again = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 8);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(*again, reference(l, prompt, 8));
+  EXPECT_GE(cluster.worker(0).counters().n_bad_messages, 1u);
+}
+
+TEST(Worker, RefusesASegmentOverItsMemoryLimitWithAClearError) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  runtime::WorkerOptions wo;
+  wo.memory_limit_bytes = 8u << 20;  // less than the process itself
+  test::InprocCluster cluster(1, wo);
+  auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), l.tok->encode("Hi", true), 4);
+  ASSERT_FALSE(toks.has_value());
+  EXPECT_EQ(toks.error().code, ErrorCode::resource) << toks.error().message;
+  EXPECT_NE(toks.error().message.find("--memory-limit"), std::string::npos) << toks.error().message;
+  EXPECT_NE(toks.error().message.find("w1"), std::string::npos) << toks.error().message;
+}
+
+TEST(Worker, CacheDirectoryAvoidsFetchingTensorsAgain) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  const std::string dir = ::testing::TempDir() + "/ll_cache_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  const auto prompt = l.tok->encode("The cat sat", true);
+  const auto want = reference(l, prompt, 12);
+  runtime::WorkerOptions wo;
+  wo.cache_dir = dir;
+  {
+    test::InprocCluster cluster(1, wo, "inproc://cache-a");
+    auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 12);
+    ASSERT_TRUE(toks.has_value()) << toks.error().message;
+    EXPECT_EQ(*toks, want);
+    EXPECT_GT(cluster.worker(0).counters().n_tensors_received, 0u);
+    EXPECT_EQ(cluster.worker(0).counters().n_tensors_from_cache, 0u);
+  }
+  {  // "restart": a new worker with the same cache directory
+    test::InprocCluster cluster(1, wo, "inproc://cache-b");
+    auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 12);
+    ASSERT_TRUE(toks.has_value()) << toks.error().message;
+    EXPECT_EQ(*toks, want);
+    EXPECT_EQ(cluster.worker(0).counters().n_tensors_received, 0u);
+    EXPECT_GT(cluster.worker(0).counters().n_tensors_from_cache, 0u);
+  }
+  // A corrupted cache file is detected by its hash and fetched again.
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::FILE* fp = std::fopen(entry.path().c_str(), "r+b");
+    ASSERT_NE(fp, nullptr);
+    std::fputc(0x5A, fp);
+    std::fclose(fp);
+  }
+  {
+    test::InprocCluster cluster(1, wo, "inproc://cache-c");
+    auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 12);
+    ASSERT_TRUE(toks.has_value()) << toks.error().message;
+    EXPECT_EQ(*toks, want);
+    EXPECT_GT(cluster.worker(0).counters().n_tensors_received, 0u);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Worker, LocalModelCopyIsUsedAfterCheckingItIsTheSameModel) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  const auto prompt = l.tok->encode("Once upon a time", true);
+  runtime::WorkerOptions wo;
+  wo.model_path = test::shared_path(k_model);
+  {
+    test::InprocCluster cluster(2, wo, "inproc://local-a");
+    auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 12);
+    ASSERT_TRUE(toks.has_value()) << toks.error().message;
+    EXPECT_EQ(*toks, reference(l, prompt, 12));
+    EXPECT_EQ(cluster.worker(0).counters().n_tensors_received, 0u);
+    EXPECT_EQ(cluster.worker(1).counters().n_tensors_received, 0u);
+  }
+  // Another model file (same shapes, other weights) is refused.
+  const std::string other = ::testing::TempDir() + "/ll_other_" + std::to_string(::getpid()) + ".gguf";
+  model::GenModelOptions g;
+  g.preset = *model::find_preset("stories-260k");
+  g.type = DType::F32;
+  ASSERT_TRUE(model::write_random_model(g, other).has_value());
+  wo.model_path = other;
+  {
+    test::InprocCluster cluster(1, wo, "inproc://local-b");
+    auto toks = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 4);
+    ASSERT_FALSE(toks.has_value());
+    EXPECT_NE(toks.error().message.find("not the same model"), std::string::npos) << toks.error().message;
+  }
+  std::filesystem::remove(other);
+}
+
+TEST(Worker, ParsesByteSizes) {
+  EXPECT_EQ(*runtime::parse_byte_size("1600MB"), 1600000000u);
+  EXPECT_EQ(*runtime::parse_byte_size("1.5GiB"), 1610612736u);
+  EXPECT_EQ(*runtime::parse_byte_size("800M"), 800u << 20);
+  EXPECT_EQ(*runtime::parse_byte_size("123456"), 123456u);
+  for (const char* bad : {"", "MB", "-5", "12XB", "1e400", "0"}) {
+    EXPECT_FALSE(runtime::parse_byte_size(bad).has_value()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace ll
