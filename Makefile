@@ -1,12 +1,14 @@
 # LinguaLinked — the two commands a fresh machine needs:
-#   make demo   install packages, build (Release), generate text
-#               (MODEL=path.gguf to use your model; otherwise a random-weight model from gen-model)
+#   make demo   install packages, build (Release), generate text on a local cluster of 3 worker
+#               processes (MODEL=path.gguf to use your model; otherwise a random-weight model from
+#               gen-model; WORKERS=N for another cluster size)
 #   make test   install packages, build, run every test
 BUILD      ?= build
 CMAKE_ARGS ?=
 MODEL      ?=
 PROMPT     ?= Once upon a time
 N          ?= 64
+WORKERS    ?= 3
 JOBS       ?= $(shell nproc)
 
 .PHONY: all deps build demo test bench clean
@@ -25,9 +27,9 @@ ifeq ($(strip $(MODEL)),)
 	@test -f $(BUILD)/demo-random.gguf || $(BUILD)/lingua gen-model --preset stories-15m --type q8_0 -o $(BUILD)/demo-random.gguf
 	@echo "== demo: a model with RANDOM weights (made by 'lingua gen-model'), so the text below is noise."
 	@echo "== for real text: make demo MODEL=path/to/model.gguf (e.g. ../shared/models/stories260K.gguf)"
-	$(BUILD)/lingua run -m $(BUILD)/demo-random.gguf -p "$(PROMPT)" -n $(N) --verbose
+	$(BUILD)/lingua run -m $(BUILD)/demo-random.gguf -p "$(PROMPT)" -n $(N) --local $(WORKERS) --verbose
 else
-	$(BUILD)/lingua run -m $(MODEL) -p "$(PROMPT)" -n $(N) --verbose
+	$(BUILD)/lingua run -m $(MODEL) -p "$(PROMPT)" -n $(N) --local $(WORKERS) --verbose
 endif
 
 test: build
@@ -35,6 +37,7 @@ test: build
 
 bench: build
 	bench/run_bench.sh
+	bench/cluster_bench.py all
 
 clean:
 	rm -rf $(BUILD)

@@ -37,13 +37,13 @@ int default_threads() {
 Runner add_run_command(CLI::App& app) {
   struct Opts {
     std::string model, prompt, prompt_file;
-    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 32;
+    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 64;
     int threads = default_threads();
     model::SamplingParams sampling;
     std::vector<std::string> stop;
     bool json = false, verbose = false;
     // Distributed.
-    int local = 0, parallel = 1, worker_threads = 1;
+    int local = 0, parallel = 1, worker_threads = 0, decode_batches = 0;
     double connect_timeout_s = 10;
     std::string cluster, split = "even", split_units, memory_limit, cache_dir;
     bool ring = false;
@@ -91,12 +91,15 @@ Runner add_run_command(CLI::App& app) {
                  "then one per worker")->excludes(split)->group("Distributed");
   app.add_option("--parallel", o->parallel, "Generate up to K prompts concurrently (pipelined)")
       ->check(CLI::Range(1, 4096))->capture_default_str()->group("Distributed");
+  app.add_option("--decode-batches", o->decode_batches,
+                 "Decode batches in flight (default: one per worker stage; 1 = all sequences in one batch)")
+      ->check(CLI::Range(1, 4096))->group("Distributed");
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
   app.add_option("--connect-timeout", o->connect_timeout_s, "Seconds to wait for each worker's HELLO")
       ->check(CLI::Range(0.1, 3600.0))->capture_default_str()->group("Distributed");
-  app.add_option("--worker-threads", o->worker_threads, "Threads of each --local worker")
-      ->check(CLI::Range(1, 256))->capture_default_str()->group("Distributed");
+  app.add_option("--worker-threads", o->worker_threads, "Threads of each --local worker (default: -t)")
+      ->check(CLI::Range(1, 256))->group("Distributed");
   app.add_option("--memory-limit", o->memory_limit, "Memory limit of each --local worker (e.g. 1600MB)")
       ->group("Distributed");
   app.add_option("--cache-dir", o->cache_dir, "Tensor cache directory of the --local workers (one subdirectory each)")
@@ -174,6 +177,7 @@ Runner add_run_command(CLI::App& app) {
     std::unique_ptr<runtime::LocalCluster> local_cluster;  // lives until the output is printed
     nlohmann::json devices = nlohmann::json::array();
     double wall_ms = 0;
+    runtime::RunStats run_stats;
     if (!distributed) {
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
@@ -189,6 +193,8 @@ Runner add_run_command(CLI::App& app) {
           return report_error(res.error());
         }
         (*runner)->release_sequence(g.seq_id);
+        run_stats.n_decode_tokens += std::max<int64_t>(0, static_cast<int64_t>(res->tokens.size()) - 1);
+        run_stats.decode_span_ms += res->tokens.size() > 1 ? res->decode_ms : 0;
         results.push_back(std::move(*res));
       }
       wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -203,7 +209,7 @@ Runner add_run_command(CLI::App& app) {
       if (o->local > 0) {
         runtime::LocalClusterOptions lo;
         lo.n_workers = o->local;
-        lo.n_threads = o->worker_threads;
+        lo.n_threads = o->worker_threads > 0 ? o->worker_threads : o->threads;
         lo.cache_dir = o->cache_dir;
         lo.quiet = !o->verbose;
         lo.log = log;
@@ -229,6 +235,7 @@ Runner add_run_command(CLI::App& app) {
       co.n_ctx = n_ctx;
       co.n_threads = o->threads;
       co.n_ubatch = o->ubatch;
+      co.decode_batches = o->decode_batches;
       co.connect_timeout = net::Millis(static_cast<int64_t>(o->connect_timeout_s * 1000));
       co.log = log;
       co.should_stop = [] { return runtime::TerminationSignals::requested(); };
@@ -263,14 +270,22 @@ Runner add_run_command(CLI::App& app) {
         return report_error(res.error());
       }
       results = std::move(*res);
+      run_stats = c.last_run_stats();
       auto devs = c.devices();
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
+        if (o->verbose) {
+          std::fprintf(stderr, "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident, %.1f ms computing\n",
+                       d.name.c_str(), static_cast<long long>(d.ranges.front().first),
+                       static_cast<long long>(d.ranges.back().second), d.weight_bytes / 1048576.0,
+                       d.rss_bytes / 1048576.0, d.compute_ms);
+        }
         nlohmann::json j{{"name", d.name},
                          {"address", d.address},
                          {"units", {d.ranges.front().first, d.ranges.front().second}},
                          {"rss_bytes", d.rss_bytes},
-                         {"weight_bytes", d.weight_bytes}};
+                         {"weight_bytes", d.weight_bytes},
+                         {"compute_ms", d.compute_ms}};
         if (d.ranges.size() > 1) j["ring_units"] = {d.ranges.back().first, d.ranges.back().second};
         devices.push_back(std::move(j));
       }
@@ -315,6 +330,7 @@ Runner add_run_command(CLI::App& app) {
         j["tokens_generated"] = n_generated;
         j["wall_ms"] = wall_ms;
         j["aggregate_tok_s"] = wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0;
+        j["aggregate_decode_tok_s"] = run_stats.aggregate_decode_tok_s();
       }
       j["devices"] = devices;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

@@ -4,13 +4,14 @@
 #include "apps/commands.h"
 #include "net/transport.h"
 #include "runtime/process.h"
+#include "runtime/sysinfo.h"
 #include "runtime/worker.h"
 
 namespace ll::apps {
 
 Runner add_worker_command(CLI::App& app) {
   struct Opts {
-    std::string listen = "tcp://127.0.0.1:5601", name, memory_limit, cache_dir, model;
+    std::string listen = "tcp://127.0.0.1:5601", name, memory_limit, cache_dir, model, cpus;
     int threads = 1;
     bool quiet = false;
   };
@@ -27,10 +28,18 @@ Runner add_worker_command(CLI::App& app) {
   app.add_option("--model", o->model, "Map tensors from this local copy of the model instead of receiving them")
       ->check(CLI::ExistingFile);
   app.add_flag("-q,--quiet", o->quiet, "Log errors only");
+  app.add_option("--cpus", o->cpus, "Run only on these CPUs, e.g. 0-1 or 0,2 (an emulated device's cores)");
   app.footer(
       "The worker prints \"listening on ENDPOINT\" on stdout once it accepts connections, then serves until\n"
       "SIGINT/SIGTERM. It needs no model file: the coordinator sends the tensors of its units.");
   return [o]() -> int {
+    // First, so that every thread started later (compute pool, ZeroMQ I/O) inherits it.
+    if (!o->cpus.empty()) {
+      auto cpus = runtime::parse_cpu_list(o->cpus);
+      if (!cpus) return report_error(make_error(ErrorCode::invalid_argument, "--cpus: " + cpus.error().message));
+      auto pinned = runtime::pin_to_cpus(*cpus);
+      if (!pinned) return report_error(pinned.error());
+    }
     runtime::WorkerOptions wo;
     wo.listen = o->listen;
     // ZeroMQ spells "any free port" as "*".

@@ -22,6 +22,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t k_chunk_bytes = 1u << 20;
+constexpr size_t k_max_decode_batch = 256;  // tokens of one decode batch
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -55,6 +56,7 @@ struct Coordinator::Impl {
   std::unique_ptr<model::UnitRunner> head_runner;  // origin's first stage
   std::unique_ptr<model::UnitRunner> tail_runner;  // origin's last stage with ring
   uint64_t next_request_id = 1;
+  RunStats last_stats;
 
   void log(const std::string& s) const {
     if (opt.log) opt.log(s);
@@ -108,6 +110,7 @@ const std::string& Coordinator::worker_endpoint(int worker) const {
   return impl_->workers.at(static_cast<size_t>(worker)).endpoint;
 }
 const std::vector<Stage>& Coordinator::stages() const { return impl_->stages; }
+RunStats Coordinator::last_run_stats() const { return impl_->last_stats; }
 
 Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& model, net::Network& net,
                                                             const std::vector<std::string>& worker_endpoints,
@@ -327,6 +330,10 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   out[0].address = "local";
   out[0].rss_bytes = current_rss_bytes();
   out[0].n_threads = static_cast<uint32_t>(c.opt.n_threads);
+  for (const auto* r : {c.head_runner.get(), c.tail_runner.get()}) {
+    if (r == nullptr) continue;
+    for (const auto& t : r->unit_timings()) out[0].compute_ms += t.compute_ms;
+  }
   for (size_t i = 1; i < c.workers.size(); ++i) {
     out[i].name = c.workers[i].hello.name;
     out[i].address = c.workers[i].endpoint;
@@ -352,6 +359,7 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
     auto it = asked.find(got.second.request_id);
     if (st == nullptr || it == asked.end()) continue;
     out[static_cast<size_t>(it->second)].rss_bytes = st->rss_bytes;
+    for (const auto& u : st->units) out[static_cast<size_t>(it->second)].compute_ms += u.compute_ms;
     asked.erase(it);
   }
   return out;
@@ -367,6 +375,8 @@ struct Sequence {
   int32_t seq_id = 0;
   const std::vector<int32_t>* prompt = nullptr;
   int64_t n_dispatched = 0;  // prompt tokens sent into the pipeline
+  std::vector<int64_t> prefill_sizes;  // micro-batch sizes of the prompt
+  size_t n_chunks = 0;                 // micro-batches sent
   int64_t pos = 0;           // next position to fill
   bool in_flight = false;    // a decode token (or the last prefill batch) awaits its output
   bool decode_ready = false; // `next_token` waits to be sent
@@ -376,7 +386,7 @@ struct Sequence {
   std::vector<int32_t> history;
   std::unique_ptr<model::TextStreamer> streamer;
   model::GenerateResult result;
-  Clock::time_point t_start, t_first;
+  Clock::time_point t_start, t_first, t_done;
 };
 
 }  // namespace
@@ -387,6 +397,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   Impl& c = *impl_;
   if (c.stages.empty()) return make_error(ErrorCode::invalid_argument, "generate() before load()");
   if (parallel < 1) return make_error(ErrorCode::invalid_argument, "--parallel must be at least 1");
+  const auto t_run = Clock::now();
   const int64_t n_ctx = c.head_runner->n_ctx();
   for (size_t i = 0; i < requests.size(); ++i) {
     const int64_t n = static_cast<int64_t>(requests[i].prompt_tokens.size());
@@ -407,7 +418,32 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
   const size_t n_worker_stages = c.stages.size() - 1 - (c.opt.ring ? 1 : 0);
   const size_t max_in_flight = n_worker_stages + 1;
+  const size_t max_decode_batches =
+      c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : n_worker_stages;
+  size_t n_decode_in_flight = 0;
 
+  // Prefill micro-batches. With several stages, the pipeline idles while the first batch fills it
+  // and the last drains it, so those batches ramp: n_ubatch/8, /4, /2 at both ends, full-size (or
+  // near) in the middle. All sizes give the same numbers; only the overlap changes.
+  auto prefill_plan = [&](int64_t n_prompt) {
+    std::vector<int64_t> sizes;
+    std::vector<int64_t> ramp;
+    if (n_worker_stages >= 2) {
+      for (int64_t r = std::max<int64_t>(1, n_ubatch / 8); r < n_ubatch; r *= 2) ramp.push_back(r);
+    }
+    int64_t ramp_sum = 0;
+    for (int64_t r : ramp) ramp_sum += r;
+    if (ramp.empty() || n_prompt < 2 * ramp_sum + n_ubatch) {
+      for (int64_t done = 0; done < n_prompt; done += n_ubatch) sizes.push_back(std::min(n_ubatch, n_prompt - done));
+      return sizes;
+    }
+    sizes = ramp;
+    const int64_t middle = n_prompt - 2 * ramp_sum;
+    const int64_t n_mid = (middle + n_ubatch - 1) / n_ubatch;
+    for (int64_t i = 0; i < n_mid; ++i) sizes.push_back(middle / n_mid + (i < middle % n_mid ? 1 : 0));
+    sizes.insert(sizes.end(), ramp.rbegin(), ramp.rend());
+    return sizes;
+  };
   std::vector<Sequence> seqs(requests.size());
   std::deque<size_t> queued;
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -419,11 +455,13 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     s.streamer = std::make_unique<model::TextStreamer>(gen.stop);
     s.result.n_prompt = static_cast<int64_t>(s.prompt->size());
     s.result.seed = base_seed + i;
+    s.prefill_sizes = prefill_plan(s.result.n_prompt);
     queued.push_back(i);
   }
   std::vector<size_t> active;  // admitted, not done
   struct InFlight {
     std::vector<model::BatchToken> tokens;
+    bool decode = false;
   };
   std::map<uint64_t, InFlight> in_flight;
   std::vector<float> hidden, logits;
@@ -431,6 +469,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
 
   auto finish = [&](Sequence& s, model::StopReason why) -> Expected<void> {
     s.done = true;
+    s.t_done = Clock::now();
     s.result.stop_reason = why;
     s.result.decode_ms = ms_since(s.t_first);
     std::string rest = s.streamer->flush();
@@ -462,7 +501,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   };
 
   // Runs the origin's first stage on a batch and sends it down the pipeline.
-  auto dispatch = [&](std::vector<model::BatchToken> batch) -> Expected<void> {
+  auto dispatch = [&](std::vector<model::BatchToken> batch, bool decode) -> Expected<void> {
     LL_TRY(c.head_runner->forward(batch, nullptr, hidden));
     net::ActivationBatch ab;
     ab.tokens.reserve(batch.size());
@@ -474,7 +513,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     auto ok = c.worker(c.first_worker_stage().device).channel->send(ab, rid);
     hidden = std::move(ab.hidden);
     if (!ok) return make_error(ok.error().code, "sending to " + c.device_name(c.first_worker_stage().device) + ": " + ok.error().message);
-    in_flight[rid] = InFlight{std::move(batch)};
+    in_flight[rid] = InFlight{std::move(batch), decode};
+    if (decode) ++n_decode_in_flight;
     return {};
   };
 
@@ -501,25 +541,35 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         LL_TRY(c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++));
       }
     }
-    // Fill the pipeline: decode steps first (they hold a sequence up), then prefill micro-batches.
-    while (in_flight.size() < max_in_flight) {
+    // Fill the pipeline. Decode steps first (each holds a sequence up): the tokens that are ready
+    // are spread over the decode batches still allowed in flight (so with as many sequences as
+    // stages, every stage works on its own sequence; with more, each batch carries several and its
+    // weights are read once for all). Then prefill micro-batches, which follow each other through
+    // the stages, up to one batch per stage plus one on its way.
+    for (;;) {
       std::vector<model::BatchToken> batch;
-      // Sequences waiting to decode go together when the pipeline is already full of batches.
-      const size_t cap = in_flight.size() + 1 < max_in_flight ? 1 : SIZE_MAX;
-      for (size_t idx : active) {
-        Sequence& s = seqs[idx];
-        if (!s.decode_ready || s.in_flight || batch.size() >= cap) continue;
-        batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(s.pos), s.next_token, true});
-        s.decode_ready = false;
-        s.in_flight = true;
-        ++s.pos;
+      bool is_decode = false;
+      if (in_flight.size() < max_in_flight && n_decode_in_flight < max_decode_batches) {
+        size_t n_ready = 0;
+        for (size_t idx : active) n_ready += seqs[idx].decode_ready && !seqs[idx].in_flight ? 1 : 0;
+        const size_t groups_left = max_decode_batches - n_decode_in_flight;
+        const size_t take = std::min<size_t>((n_ready + groups_left - 1) / groups_left, k_max_decode_batch);
+        for (size_t idx : active) {
+          Sequence& s = seqs[idx];
+          if (!s.decode_ready || s.in_flight || batch.size() >= take) continue;
+          batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(s.pos), s.next_token, true});
+          s.decode_ready = false;
+          s.in_flight = true;
+          ++s.pos;
+        }
+        is_decode = !batch.empty();
       }
-      if (batch.empty()) {
+      if (batch.empty() && in_flight.size() < max_in_flight) {
         for (size_t idx : active) {
           Sequence& s = seqs[idx];
           const int64_t n_prompt = static_cast<int64_t>(s.prompt->size());
           if (s.done || s.n_dispatched >= n_prompt) continue;
-          const int64_t last = std::min(n_prompt, s.n_dispatched + n_ubatch);
+          const int64_t last = s.n_dispatched + s.prefill_sizes[s.n_chunks++];
           for (int64_t i = s.n_dispatched; i < last; ++i) {
             batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(i), (*s.prompt)[static_cast<size_t>(i)],
                                               i == n_prompt - 1});
@@ -531,7 +581,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         }
       }
       if (batch.empty()) break;
-      LL_TRY(dispatch(std::move(batch)));
+      LL_TRY(dispatch(std::move(batch), is_decode));
     }
     if (in_flight.empty()) {
       if (n_done < seqs.size() && queued.empty()) {
@@ -549,6 +599,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       return make_error(ErrorCode::parse, c.device_name(device) + " answered an unknown batch " + std::to_string(env.request_id));
     }
     std::vector<model::BatchToken> batch = std::move(it->second.tokens);
+    if (it->second.decode) --n_decode_in_flight;
     in_flight.erase(it);
     // Which rows of the batch want output, in order.
     std::vector<const model::BatchToken*> wanted;
@@ -615,6 +666,19 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     }
     active.swap(still);
   }
+  // Aggregate decode rate: tokens after each sequence's first, over the span from the first sequence's
+  // first token to the last sequence's end (sequences that ran one after another count their sum).
+  RunStats st;
+  st.wall_ms = ms_since(t_run);
+  std::optional<Clock::time_point> first, last;
+  for (const auto& s : seqs) {
+    if (s.result.tokens.size() < 2) continue;
+    st.n_decode_tokens += static_cast<int64_t>(s.result.tokens.size()) - 1;
+    if (!first || s.t_first < *first) first = s.t_first;
+    if (!last || s.t_done > *last) last = s.t_done;
+  }
+  if (first) st.decode_span_ms = std::chrono::duration<double, std::milli>(*last - *first).count();
+  c.last_stats = st;
   std::vector<model::GenerateResult> out;
   for (auto& s : seqs) out.push_back(std::move(s.result));
   return out;

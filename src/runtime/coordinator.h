@@ -33,7 +33,11 @@ struct CoordinatorOptions {
   bool ring = false;
   int64_t n_ctx = 512;
   int n_threads = 1;                   // for the origin's own stages
-  int64_t n_ubatch = 32;               // tokens per prefill micro-batch
+  int64_t n_ubatch = 64;               // tokens per prefill micro-batch
+  // Decode batches in flight at once (0 = one per worker stage, so each stage works on its own
+  // sequences). Fewer, larger batches read each weight once for more tokens: better when the
+  // "devices" share one memory bus, as processes on one machine do.
+  int decode_batches = 0;
   net::Millis timeout{120000};         // longest wait for a worker's answer
   net::Millis connect_timeout{10000};  // longest wait for a worker's HELLO
   std::string origin_name = "origin";
@@ -52,6 +56,7 @@ struct DeviceReport {
   uint64_t weight_bytes = 0;
   uint32_t n_threads = 0;
   std::string cpu_features;
+  double compute_ms = 0;  // time spent running its units since it loaded them
 };
 
 // Which tensor goes from which device to which, derived from the split.
@@ -61,6 +66,14 @@ struct Transmission {
   std::string what;     // "hidden state F32 [n_tokens, 288]", "token id i32", ...
   double bytes_per_token = 0;
   std::string when;     // "every batch", "once per sequence"
+};
+
+// Figures of the last generate() call.
+struct RunStats {
+  double wall_ms = 0;
+  double decode_span_ms = 0;    // first sequence's first token to the last sequence's end
+  int64_t n_decode_tokens = 0;  // tokens after each sequence's first
+  double aggregate_decode_tok_s() const { return decode_span_ms > 0 ? n_decode_tokens * 1000.0 / decode_span_ms : 0; }
 };
 
 struct Request {
@@ -93,6 +106,8 @@ class Coordinator {
   Expected<std::vector<model::GenerateResult>> generate(
       const model::Tokenizer& tokenizer, const std::vector<Request>& requests, const model::GenerateOptions& gen,
       int parallel, const std::function<void(size_t, std::string_view)>& on_text = {});
+
+  RunStats last_run_stats() const;
 
   // Names, addresses, units and resident memory of every device (asks the workers for STATS).
   Expected<std::vector<DeviceReport>> devices();

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "runtime/sysinfo.h"
+
 namespace ll::runtime {
 
 Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOptions& o) {
@@ -10,11 +12,18 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
   }
   std::unique_ptr<LocalCluster> cl(new LocalCluster());
   const std::string bin = o.lingua_binary.empty() ? self_executable_path() : o.lingua_binary;
+  const std::vector<int> cpus = allowed_cpus();
+  const bool pin = o.pin && static_cast<size_t>(o.n_workers) * static_cast<size_t>(o.n_threads) <= cpus.size();
   for (int i = 0; i < o.n_workers; ++i) {
     const std::string name = "local-" + std::to_string(i + 1);
     SpawnOptions so;
     so.argv = {bin, "worker", "--listen", "tcp://127.0.0.1:0", "--name", name, "-t", std::to_string(o.n_threads)};
     if (o.quiet) so.argv.push_back("--quiet");
+    if (pin) {
+      const auto first = cpus.begin() + static_cast<std::ptrdiff_t>(i) * o.n_threads;
+      so.argv.push_back("--cpus");
+      so.argv.push_back(format_cpu_list(std::vector<int>(first, first + o.n_threads)));
+    }
     if (o.memory_limit_bytes > 0) {
       so.argv.push_back("--memory-limit");
       so.argv.push_back(std::to_string(o.memory_limit_bytes));

@@ -19,6 +19,10 @@ struct LocalClusterOptions {
   uint64_t memory_limit_bytes = 0;  // per worker; 0 = none
   std::string cache_dir;            // per worker: <cache_dir>/<worker name>; empty = no cache
   bool quiet = true;                // workers log errors only
+  // Give each worker its own CPUs (n_threads each) when they fit in this process's CPU set: processes
+  // that hand batches to each other are otherwise often woken on the same core (the scheduler's
+  // wake-affine placement), so emulated devices would share a core they should not.
+  bool pin = true;
   std::string lingua_binary;        // default: this executable
   std::function<void(const std::string&)> log;
 };

@@ -103,7 +103,11 @@ Expected<void> validate_split(const std::vector<Stage>& stages, int64_t n_units,
 
 Expected<std::vector<Stage>> split_even(int64_t n_units, int n_workers, bool ring) {
   LL_TRY(check_counts(n_units, n_workers, ring));
-  const int64_t first = 1, last = n_units - 1 - (ring ? 1 : 0);
+  // Transformer blocks are what costs; spread them, and let the head (a fraction of a block's work
+  // in prefill) ride with the last worker. With more workers than blocks, spread units instead.
+  const int64_t n_blocks = n_units - 2;
+  const bool head_rides = !ring && n_workers <= n_blocks;
+  const int64_t first = 1, last = n_units - 1 - (ring || head_rides ? 1 : 0);
   const int64_t count = last - first + 1;
   std::vector<std::pair<int64_t, int64_t>> parts;
   int64_t begin = first;
@@ -112,6 +116,7 @@ Expected<std::vector<Stage>> split_even(int64_t n_units, int n_workers, bool rin
     parts.emplace_back(begin, begin + n - 1);
     begin += n;
   }
+  if (head_rides) parts.back().second = n_units - 1;
   auto stages = assemble(n_units, ring, parts);
   LL_TRY(validate_split(stages, n_units, n_workers, ring));
   return stages;

@@ -6,8 +6,10 @@
 // head, so logits never leave it either and workers see hidden states only. Every worker hosts
 // exactly one non-empty stage, in cluster order.
 //
-//   even     the origin keeps unit 0 (and the head with ring); the other units are spread evenly
-//            over the workers, earlier workers taking the remainder (LinguaLinked's baseline split)
+//   even     the origin keeps unit 0 (and the head with ring); the transformer blocks are spread
+//            evenly over the workers, earlier workers taking the remainder, and without ring the head
+//            goes with the last worker (LinguaLinked's baseline split of layers); with more workers
+//            than blocks, units are spread instead
 //   memory   the same units in proportion to each worker's memory (its --memory-limit, or its free
 //            memory), by cumulative share of weight bytes (as llama.cpp's RPC split and exo do)
 //   explicit "0-0,1-3,4-6": one range per stage in pipeline order, the origin's first (and last

@@ -1,9 +1,12 @@
 #include "runtime/sysinfo.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cerrno>
+#include <charconv>
 #include <cstring>
 
 namespace ll::runtime {
@@ -39,6 +42,73 @@ uint64_t available_memory_bytes() {
   }
   std::fclose(f);
   return kib * 1024;
+}
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+Expected<std::vector<int>> parse_cpu_list(std::string_view text) {
+  auto bad = [&] {
+    std::string m = "'";
+    m.append(text);
+    m += "' is not a CPU list like 0,2-3";
+    return make_error(ErrorCode::invalid_argument, std::move(m));
+  };
+  auto number = [](std::string_view s, int& out) {
+    if (s.empty() || s.size() > 4) return false;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && p == s.data() + s.size() && out >= 0 && out < CPU_SETSIZE;
+  };
+  std::vector<int> cpus;
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t comma = text.find(',', at);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view item = text.substr(at, comma - at);
+    const size_t dash = item.find('-');
+    int a = 0, b = 0;
+    const bool ok = dash == std::string_view::npos ? number(item, a) && (b = a, true)
+                                                   : number(item.substr(0, dash), a) && number(item.substr(dash + 1), b);
+    if (!ok || b < a) return bad();
+    for (int c = a; c <= b; ++c) cpus.push_back(c);
+    at = comma + 1;
+  }
+  return cpus;
+}
+
+std::string format_cpu_list(const std::vector<int>& cpus) {
+  std::string s;
+  for (size_t i = 0; i < cpus.size();) {
+    size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!s.empty()) s += ',';
+    s += std::to_string(cpus[i]);
+    if (j > i) s += '-' + std::to_string(cpus[j]);
+    i = j + 1;
+  }
+  return s;
+}
+
+Expected<void> pin_to_cpus(const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cpus) {
+    if (c < 0 || c >= CPU_SETSIZE) return make_error(ErrorCode::invalid_argument, "CPU " + std::to_string(c) + " does not exist");
+    CPU_SET(c, &set);
+  }
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    return make_error(ErrorCode::invalid_argument,
+                      "cannot run on CPUs " + format_cpu_list(cpus) + ": " + std::strerror(errno));
+  }
+  return {};
 }
 
 }  // namespace ll::runtime

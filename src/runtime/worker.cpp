@@ -1,5 +1,6 @@
 #include "runtime/worker.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <charconv>
@@ -33,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t k_mib = uint64_t{1} << 20;
 // Working memory besides weights and KV cache: activations, message buffers, the runtime itself.
 constexpr uint64_t k_reserve_bytes = 48 * k_mib;
+constexpr uint64_t k_huge_page = 2 * k_mib;
 
 struct AlignedFree {
   void operator()(uint8_t* p) const noexcept { std::free(p); }
@@ -295,9 +297,14 @@ struct Worker::Impl {
                                                          std::to_string(s.received) + " (chunks come in order)");
     }
     if (!s.buffer) {
-      const uint64_t size = (s.desc.n_bytes + 63) / 64 * 64;
-      s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(size))));
+      // Large tensors on 2 MiB boundaries in transparent huge pages: decoding streams every weight
+      // once per token, and 4 KiB pages would cost a TLB miss every 4 KiB (a mapped model file
+      // usually gets large folios from the page cache; heap memory only when asked).
+      const uint64_t align = s.desc.n_bytes >= k_huge_page ? k_huge_page : 64;
+      const uint64_t size = (s.desc.n_bytes + align - 1) / align * align;
+      s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(static_cast<size_t>(align), static_cast<size_t>(size))));
       if (!s.buffer) return make_error(ErrorCode::resource, "out of memory for tensor '" + s.desc.name + "'");
+      if (align == k_huge_page) (void)::madvise(s.buffer.get(), static_cast<size_t>(size), MADV_HUGEPAGE);
     }
     std::memcpy(s.buffer.get() + c.offset, c.data.data(), c.data.size());
     s.received += c.data.size();

@@ -2,16 +2,20 @@
 // continuations; each worker's resident memory follows its own units; a worker over its memory limit
 // refuses with a clear error.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/shared_files.h"
 #include "e2e/cli_util.h"
 #include "model/synthetic.h"
+#include "runtime/process.h"
 
 namespace {
 
@@ -144,6 +148,61 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
             0);
   EXPECT_NE(out.find("tcp://127.0.0.1:9"), std::string::npos) << out;
   std::filesystem::remove(cluster);
+}
+
+}  // namespace
+
+namespace {
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t c;
+  while (f >> c) out.push_back(c);
+  return out;
+}
+
+bool process_gone(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  if (!f) return true;
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';  // a zombie is gone too
+}
+
+TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  // Enough work to still be running when the signal comes: many prompts, one at a time, to the context end.
+  const std::string prompts = ::testing::TempDir() + "/ll_many_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 5000; ++i) p << "Once upon a time " << i << "\n";
+  }
+  ll::runtime::SpawnOptions so;
+  so.argv = {LL_LINGUA_BIN, "run", "-m", model, "-f", prompts, "-n", "-1", "--local", "2", "-t", "1"};
+  auto run = ll::runtime::ChildProcess::spawn(so);
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 100 && workers.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    workers = children_of(run->pid());
+  }
+  ASSERT_EQ(workers.size(), 2u) << "the run should have started two workers";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(run->running());
+  ::kill(run->pid(), SIGINT);
+  std::optional<ll::runtime::ExitStatus> st;
+  for (int i = 0; i < 100 && !(st = run->exit_status()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(st.has_value()) << "lingua run did not stop within 5 s of SIGINT";
+  EXPECT_FALSE(st->success());
+  for (int i = 0; i < 40; ++i) {
+    if (process_gone(workers[0]) && process_gone(workers[1])) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(process_gone(workers[0]));
+  EXPECT_TRUE(process_gone(workers[1]));
+  std::filesystem::remove(prompts);
 }
 
 }  // namespace

@@ -8,13 +8,16 @@ namespace {
 TEST(Split, EvenKeepsTheEmbeddingOnTheOriginAndSpreadsTheRest) {
   auto s = split_even(24, 2, false);
   ASSERT_TRUE(s.has_value()) << s.error().message;
-  EXPECT_EQ(format_split(*s), "0-0,1-12,13-23");
+  EXPECT_EQ(format_split(*s), "0-0,1-11,12-23");  // 11 blocks each; the head with the last
   s = split_even(24, 3, true);
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(format_split(*s), "0-0,1-8,9-15,16-22,23-23");
   EXPECT_EQ(s->back().device, 0);
   EXPECT_EQ((*s)[2].device, 2);
-  s = split_even(7, 6, false);
+  s = split_even(7, 2, false);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(format_split(*s), "0-0,1-3,4-6");
+  s = split_even(7, 6, false);  // more workers than blocks: one unit each, the head alone
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(format_split(*s), "0-0,1-1,2-2,3-3,4-4,5-5,6-6");
   auto bad = split_even(7, 7, false);

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Pipeline benchmarks of `lingua run --local N` against one process, measured side by side.
+
+  speed   TinyLlama-1.1B-shaped Q8_0 model (gen-model): single-stream decode, decode with 2 sequences
+          in flight, and prefill of a ~256-token prompt, for one process with 1 thread and for
+          `--local 2 -t 1` (two worker processes with 1 thread each). Runs are interleaved and repeated;
+          the median of each is reported with the ratios.
+  memory  llama-2-7b-shaped Q4_0 model (~3.8 GB) over 3 workers started by hand with
+          `--memory-limit 1600MB`; reports each worker's peak resident memory (VmHWM) against the limit.
+
+usage: bench/cluster_bench.py speed|memory|all [--build build] [--reps 3] [--json]
+Models are generated once into BUILD/bench-models. Prints a table, and JSON with --json.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = os.path.join(ROOT, "..", "shared", "vocab", "ggml-vocab-llama-spm.gguf")
+
+# llama.cpp figures recorded in the issue on this machine class (TinyLlama Q8_0): RPC backend with two
+# rpc-server processes on loopback (1 thread each), and one process with 1 thread.
+LLAMA_CPP_RPC = {"decode_tok_s": 6.5, "prefill_tok_s": 39.0}
+LLAMA_CPP_ONE = {"decode_tok_s": 7.1, "prefill_tok_s": 37.1}
+
+
+def model_path(build, preset, qtype):
+    d = os.path.join(build, "bench-models")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"{preset}-{qtype}.gguf")
+    if not os.path.exists(path):
+        cmd = [os.path.join(build, "lingua"), "gen-model", "--preset", preset, "--type", qtype, "-o", path]
+        if os.path.exists(VOCAB):
+            cmd += ["--vocab", VOCAB]
+        subprocess.run(cmd, check=True)
+    return path
+
+
+def run(build, args):
+    cmd = [os.path.join(build, "lingua"), "run"] + args + ["--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def speed(build, reps):
+    m = model_path(build, "tinyllama-1.1b", "q8_0")
+    base = ["-m", m, "--temp", "0", "-t", "1"]
+    short = "Once upon a time, in a small village by the sea, there lived"
+    long_prompt = " ".join(["the quick brown fox jumps over the lazy dog"] * 23)  # 254 tokens with the llama vocabulary
+    tmp = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    tmp.write(short + "\n" + "A long time ago in a land far away, a young girl\n")
+    tmp.close()
+    samples = {k: [] for k in ["one_decode", "pipe_decode", "pipe_decode_2seq", "one_prefill", "pipe_prefill"]}
+    n_prompt_long = 0
+    for r in range(reps):
+        j = run(build, base + ["-p", short, "-n", "64"])
+        samples["one_decode"].append(j["decode_tok_s"])
+        j = run(build, base + ["-p", short, "-n", "64", "--local", "2"])
+        samples["pipe_decode"].append(j["decode_tok_s"])
+        j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2"])
+        samples["pipe_decode_2seq"].append(j["aggregate_decode_tok_s"])
+        j = run(build, base + ["-p", long_prompt, "-n", "1"])
+        samples["one_prefill"].append(j["prefill_tok_s"])
+        n_prompt_long = len(j["prompt_tokens"])
+        j = run(build, base + ["-p", long_prompt, "-n", "1", "--local", "2"])
+        samples["pipe_prefill"].append(j["prefill_tok_s"])
+        print(f"rep {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items()), file=sys.stderr)
+    os.unlink(tmp.name)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+
+    def paired(a, b):
+        return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+
+    res = {
+        "model": os.path.basename(m),
+        "reps": reps,
+        "prefill_prompt_tokens": n_prompt_long,
+        "median_tok_s": med,
+        "samples_tok_s": samples,
+        # Ratios of runs taken next to each other (same repetition), then the median over repetitions:
+        # the machine's speed drifts by tens of percent between minutes, much less within one.
+        "ratios": {
+            "pipe_decode_vs_one": paired("pipe_decode", "one_decode"),
+            "pipe_decode_vs_llama_cpp_rpc": med["pipe_decode"] / LLAMA_CPP_RPC["decode_tok_s"],
+            "two_sequences_vs_single_stream": paired("pipe_decode_2seq", "pipe_decode"),
+            "pipe_prefill_vs_one": paired("pipe_prefill", "one_prefill"),
+            "pipe_prefill_vs_llama_cpp_rpc": med["pipe_prefill"] / LLAMA_CPP_RPC["prefill_tok_s"],
+        },
+        "targets": {
+            "pipe_decode_vs_one": 0.95,
+            "pipe_decode_vs_llama_cpp_rpc": 1.1,
+            "two_sequences_vs_single_stream": 1.8,
+            "pipe_prefill_vs_one": 1.6,
+        },
+    }
+    print(f"\nspeed: {res['model']}, median of {reps} (tok/s); ratios: median of per-repetition ratios")
+    print(f"  one process -t 1      decode {med['one_decode']:7.2f}   prefill({n_prompt_long}) {med['one_prefill']:7.2f}")
+    print(f"  --local 2 -t 1        decode {med['pipe_decode']:7.2f}   prefill({n_prompt_long}) {med['pipe_prefill']:7.2f}")
+    print(f"  --local 2, 2 seqs     decode {med['pipe_decode_2seq']:7.2f} (both sequences, over the time both decode)")
+    for k, v in res["ratios"].items():
+        t = res["targets"].get(k)
+        print(f"  {k:32s} {v:5.2f}x" + (f"  (target >= {t}x: {'ok' if v >= t else 'MISSED'})" if t else ""))
+    return res
+
+
+def vm_hwm(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory(build):
+    m = model_path(build, "llama-2-7b", "q4_0")
+    limit = 1600 * 1000 * 1000
+    lingua = os.path.join(build, "lingua")
+    workers, endpoints = [], []
+    try:
+        for i in range(3):
+            p = subprocess.Popen([lingua, "worker", "--listen", "tcp://127.0.0.1:0", "--name", f"w{i + 1}", "-t", "1",
+                                  "--memory-limit", "1600MB", "--quiet"], stdout=subprocess.PIPE, text=True)
+            workers.append(p)
+            line = p.stdout.readline()
+            endpoints.append(line.strip().split("listening on ")[1])
+        cluster = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        for i, ep in enumerate(endpoints):
+            cluster.write(f'[[device]]\nname = "w{i + 1}"\naddress = "{ep}"\n\n')
+        cluster.close()
+        t0 = time.time()
+        j = run(build, ["-m", m, "-p", "Once upon a time", "-n", "16", "--temp", "0", "-t", "1",
+                        "--cluster", cluster.name, "-c", "256"])
+        wall = time.time() - t0
+        os.unlink(cluster.name)
+        peaks = [vm_hwm(p.pid) for p in workers]
+    finally:
+        for p in workers:
+            p.terminate()
+        for p in workers:
+            p.wait()
+    res = {
+        "model": os.path.basename(m),
+        "model_bytes": os.path.getsize(m),
+        "limit_bytes": limit,
+        "run_wall_s": wall,
+        "decode_tok_s": j["decode_tok_s"],
+        "tokens": len(j["tokens"]),
+        "devices": j["devices"],
+        "worker_peak_rss_bytes": peaks,
+        "all_within_limit": all(p <= limit for p in peaks),
+    }
+    mib = 1 << 20
+    print(f"\nmemory: {res['model']} ({res['model_bytes'] / mib:.0f} MiB) over 3 workers, --memory-limit 1600MB "
+          f"({limit / mib:.0f} MiB)")
+    for d, peak in zip(j["devices"][1:], peaks):
+        print(f"  {d['name']}: units {d['units'][0]}-{d['units'][1]}, weights {d['weight_bytes'] / mib:7.1f} MiB, "
+              f"RSS at end {d['rss_bytes'] / mib:7.1f} MiB, peak {peak / mib:7.1f} MiB")
+    print(f"  origin: RSS at end {j['devices'][0]['rss_bytes'] / mib:.1f} MiB")
+    print(f"  generated {res['tokens']} tokens at {res['decode_tok_s']:.2f} tok/s; whole run {wall:.1f} s; "
+          f"every worker within its limit: {res['all_within_limit']}")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["speed", "memory", "all"])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    out = {}
+    if a.what in ("speed", "all"):
+        out["speed"] = speed(a.build, a.reps)
+    if a.what in ("memory", "all"):
+        out["memory"] = memory(a.build)
+    if a.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
