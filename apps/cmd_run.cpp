@@ -199,7 +199,7 @@ Runner add_run_command(CLI::App& app) {
       }
       wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       devices.push_back({{"name", "origin"}, {"address", "local"}, {"units", {0, hp.n_units() - 1}},
-                         {"rss_bytes", runtime::current_rss_bytes()}});
+                         {"rss_bytes", runtime::current_rss_bytes()}, {"peak_rss_bytes", runtime::peak_rss_bytes()}});
     } else {
       runtime::TerminationSignals::install();
       auto log = [v = o->verbose](const std::string& s) {
@@ -275,15 +275,17 @@ Runner add_run_command(CLI::App& app) {
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
         if (o->verbose) {
-          std::fprintf(stderr, "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident, %.1f ms computing\n",
+          std::fprintf(stderr,
+                       "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident (peak %.1f), %.1f ms computing\n",
                        d.name.c_str(), static_cast<long long>(d.ranges.front().first),
                        static_cast<long long>(d.ranges.back().second), d.weight_bytes / 1048576.0,
-                       d.rss_bytes / 1048576.0, d.compute_ms);
+                       d.rss_bytes / 1048576.0, d.peak_rss_bytes / 1048576.0, d.compute_ms);
         }
         nlohmann::json j{{"name", d.name},
                          {"address", d.address},
                          {"units", {d.ranges.front().first, d.ranges.front().second}},
                          {"rss_bytes", d.rss_bytes},
+                         {"peak_rss_bytes", d.peak_rss_bytes},
                          {"weight_bytes", d.weight_bytes},
                          {"compute_ms", d.compute_ms}};
         if (d.ranges.size() > 1) j["ring_units"] = {d.ranges.back().first, d.ranges.back().second};

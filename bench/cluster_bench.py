@@ -5,8 +5,9 @@
           in flight, and prefill of a ~256-token prompt, for one process with 1 thread and for
           `--local 2 -t 1` (two worker processes with 1 thread each). Runs are interleaved and repeated;
           the median of each is reported with the ratios.
-  memory  llama-2-7b-shaped Q4_0 model (~3.8 GB) over 3 workers started by hand with
-          `--memory-limit 1600MB`; reports each worker's peak resident memory (VmHWM) against the limit.
+  memory  llama-2-7b-shaped Q4_0 model (~3.8 GB) over `--local 3 --memory-limit 1600MB`; reports each
+          worker's peak resident memory (its own getrusage, via STATS) against the limit, and shows a
+          1000MB limit refused with a clear error.
 
 usage: bench/cluster_bench.py speed|memory|all [--build build] [--reps 3] [--json]
 Models are generated once into BUILD/bench-models. Prints a table, and JSON with --json.
@@ -110,41 +111,14 @@ def speed(build, reps):
     return res
 
 
-def vm_hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def memory(build):
     m = model_path(build, "llama-2-7b", "q4_0")
     limit = 1600 * 1000 * 1000
-    lingua = os.path.join(build, "lingua")
-    workers, endpoints = [], []
-    try:
-        for i in range(3):
-            p = subprocess.Popen([lingua, "worker", "--listen", "tcp://127.0.0.1:0", "--name", f"w{i + 1}", "-t", "1",
-                                  "--memory-limit", "1600MB", "--quiet"], stdout=subprocess.PIPE, text=True)
-            workers.append(p)
-            line = p.stdout.readline()
-            endpoints.append(line.strip().split("listening on ")[1])
-        cluster = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-        for i, ep in enumerate(endpoints):
-            cluster.write(f'[[device]]\nname = "w{i + 1}"\naddress = "{ep}"\n\n')
-        cluster.close()
-        t0 = time.time()
-        j = run(build, ["-m", m, "-p", "Once upon a time", "-n", "16", "--temp", "0", "-t", "1",
-                        "--cluster", cluster.name, "-c", "256"])
-        wall = time.time() - t0
-        os.unlink(cluster.name)
-        peaks = [vm_hwm(p.pid) for p in workers]
-    finally:
-        for p in workers:
-            p.terminate()
-        for p in workers:
-            p.wait()
+    t0 = time.time()
+    j = run(build, ["-m", m, "-p", "Once upon a time", "-n", "16", "--temp", "0", "-t", "1", "--local", "3",
+                    "--memory-limit", "1600MB", "-c", "256"])
+    wall = time.time() - t0
+    workers = j["devices"][1:]
     res = {
         "model": os.path.basename(m),
         "model_bytes": os.path.getsize(m),
@@ -153,18 +127,23 @@ def memory(build):
         "decode_tok_s": j["decode_tok_s"],
         "tokens": len(j["tokens"]),
         "devices": j["devices"],
-        "worker_peak_rss_bytes": peaks,
-        "all_within_limit": all(p <= limit for p in peaks),
+        "all_within_limit": all(d["peak_rss_bytes"] <= limit for d in workers),
     }
     mib = 1 << 20
-    print(f"\nmemory: {res['model']} ({res['model_bytes'] / mib:.0f} MiB) over 3 workers, --memory-limit 1600MB "
-          f"({limit / mib:.0f} MiB)")
-    for d, peak in zip(j["devices"][1:], peaks):
+    print(f"\nmemory: {res['model']} ({res['model_bytes'] / mib:.0f} MiB) over --local 3 --memory-limit 1600MB "
+          f"({limit / mib:.0f} MiB each)")
+    for d in workers:
         print(f"  {d['name']}: units {d['units'][0]}-{d['units'][1]}, weights {d['weight_bytes'] / mib:7.1f} MiB, "
-              f"RSS at end {d['rss_bytes'] / mib:7.1f} MiB, peak {peak / mib:7.1f} MiB")
-    print(f"  origin: RSS at end {j['devices'][0]['rss_bytes'] / mib:.1f} MiB")
-    print(f"  generated {res['tokens']} tokens at {res['decode_tok_s']:.2f} tok/s; whole run {wall:.1f} s; "
-          f"every worker within its limit: {res['all_within_limit']}")
+              f"RSS at end {d['rss_bytes'] / mib:7.1f} MiB, peak {d['peak_rss_bytes'] / mib:7.1f} MiB")
+    o = j["devices"][0]
+    print(f"  origin: units 0-0, RSS at end {o['rss_bytes'] / mib:.1f} MiB, peak {o['peak_rss_bytes'] / mib:.1f} MiB")
+    print(f"  generated {res['tokens']} tokens at {res['decode_tok_s']:.2f} tok/s; whole run (hash, stream 3.5 GB, "
+          f"generate) {wall:.1f} s; every worker's peak within its limit: {res['all_within_limit']}")
+    # A limit the head's worker cannot meet is refused with a clear error.
+    p = subprocess.run([os.path.join(build, "lingua"), "run", "-m", m, "-p", "Hi", "-n", "1", "--local", "3",
+                        "--memory-limit", "1000MB"], capture_output=True, text=True)
+    res["refused_1000MB"] = {"exit_code": p.returncode, "stderr": p.stderr.strip().splitlines()[-1:]}
+    print(f"  with --memory-limit 1000MB: exit {p.returncode}: {' '.join(res['refused_1000MB']['stderr'])}")
     return res
 
 

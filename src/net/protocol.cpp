@@ -194,6 +194,7 @@ void encode_payload(Writer& w, const Stats& m) {
   w.u64(m.n_bad_messages);
   w.u64(m.n_tokens);
   w.u64(m.rss_bytes);
+  w.u64(m.peak_rss_bytes);
   require(m.units.size() <= std::numeric_limits<uint32_t>::max(), "too many units");
   w.u32(static_cast<uint32_t>(m.units.size()));
   for (const UnitStats& u : m.units) {
@@ -773,6 +774,7 @@ Expected<Stats> decode_stats(std::span<const uint8_t> payload, const Limits& lim
   LL_ASSIGN_OR_RETURN(m.n_bad_messages, r.u64("n_bad_messages"));
   LL_ASSIGN_OR_RETURN(m.n_tokens, r.u64("n_tokens"));
   LL_ASSIGN_OR_RETURN(m.rss_bytes, r.u64("rss_bytes"));
+  LL_ASSIGN_OR_RETURN(m.peak_rss_bytes, r.u64("peak_rss_bytes"));
   constexpr size_t k_unit_bytes = 4 + 8 + 8;
   LL_ASSIGN_OR_RETURN(uint32_t n_units, r.count("n_units", limits.max_units, k_unit_bytes));
   m.units.resize(n_units);

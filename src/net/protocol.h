@@ -42,6 +42,7 @@
 //   0x0401 STATS_REQUEST    (empty payload)
 //   0x0402 STATS            u64 uptime_ms | u64 bytes_in | u64 bytes_out | u64 n_messages_in
 //                           | u64 n_messages_out | u64 n_bad_messages | u64 n_tokens | u64 rss_bytes
+//                           | u64 peak_rss_bytes
 //                           | u32 n_units | n_units x { u32 unit | u64 n_tokens | f64 compute_ms }
 //
 // Pipeline semantics (what the runtime implements; docs/wire-protocol.md section 4 has the diagram):
@@ -340,6 +341,7 @@ struct Stats {
   uint64_t n_bad_messages = 0;
   uint64_t n_tokens = 0;
   uint64_t rss_bytes = 0;
+  uint64_t peak_rss_bytes = 0;  // highest resident set size since the process started
   std::vector<UnitStats> units;  // at most max_units
   bool operator==(const Stats&) const = default;
 };

@@ -329,6 +329,7 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   out[0].name = c.opt.origin_name;
   out[0].address = "local";
   out[0].rss_bytes = current_rss_bytes();
+  out[0].peak_rss_bytes = peak_rss_bytes();
   out[0].n_threads = static_cast<uint32_t>(c.opt.n_threads);
   for (const auto* r : {c.head_runner.get(), c.tail_runner.get()}) {
     if (r == nullptr) continue;
@@ -359,6 +360,7 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
     auto it = asked.find(got.second.request_id);
     if (st == nullptr || it == asked.end()) continue;
     out[static_cast<size_t>(it->second)].rss_bytes = st->rss_bytes;
+    out[static_cast<size_t>(it->second)].peak_rss_bytes = st->peak_rss_bytes;
     for (const auto& u : st->units) out[static_cast<size_t>(it->second)].compute_ms += u.compute_ms;
     asked.erase(it);
   }

@@ -53,6 +53,7 @@ struct DeviceReport {
   std::string address;  // "local" for the origin
   std::vector<std::pair<int64_t, int64_t>> ranges;  // units it runs (the origin has two with ring)
   uint64_t rss_bytes = 0;
+  uint64_t peak_rss_bytes = 0;
   uint64_t weight_bytes = 0;
   uint32_t n_threads = 0;
   std::string cpu_features;

@@ -491,6 +491,7 @@ struct Worker::Impl {
     s.n_bad_messages = counters.n_bad_messages + server->n_bad_messages();
     s.n_tokens = counters.n_tokens;
     s.rss_bytes = current_rss_bytes();
+    s.peak_rss_bytes = peak_rss_bytes();
     if (runner) {
       for (const auto& t : runner->unit_timings()) {
         s.units.push_back(net::UnitStats{static_cast<uint32_t>(t.unit), t.n_tokens, t.compute_ms});

@@ -125,6 +125,7 @@ inline std::vector<Message> sample_messages() {
   s.n_bad_messages = 1;
   s.n_tokens = 4096;
   s.rss_bytes = 512ull << 20;
+  s.peak_rss_bytes = 600ull << 20;
   s.units = {{3, 4096, 1234.5}, {4, 4096, 0.0}};
   out.push_back(s);
   return out;
