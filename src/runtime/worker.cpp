@@ -35,6 +35,8 @@ constexpr uint64_t k_mib = uint64_t{1} << 20;
 // Working memory besides weights and KV cache: activations, message buffers, the runtime itself.
 constexpr uint64_t k_reserve_bytes = 48 * k_mib;
 constexpr uint64_t k_huge_page = 2 * k_mib;
+// Sequences a worker holds at once (each has a KV cache and maybe a sampler), whatever the memory.
+constexpr size_t k_max_sequences = 4096;
 
 struct AlignedFree {
   void operator()(uint8_t* p) const noexcept { std::free(p); }
@@ -130,10 +132,17 @@ struct Worker::Impl {
   std::string cache_path(const net::Sha256Digest& d) const { return opt.cache_dir + "/" + net::to_hex(d) + ".tensor"; }
 
   // ------------------------------------------------------------------------------ LOAD_SEGMENT
+  // Without --memory-limit the budget is what the system could give when the segment arrived, so a
+  // peer can never make the worker allocate (or reserve) more than exists.
+  uint64_t budget = 0;
   Expected<void> check_limit(uint64_t need, const std::string& what) const {
-    if (opt.memory_limit_bytes == 0 || need <= opt.memory_limit_bytes) return {};
-    return make_error(ErrorCode::resource, what + " needs " + mib(need) + " but this worker's --memory-limit is " +
-                                               mib(opt.memory_limit_bytes));
+    if (need <= budget) return {};
+    if (opt.memory_limit_bytes > 0) {
+      return make_error(ErrorCode::resource, what + " needs " + mib(need) + " but this worker's --memory-limit is " +
+                                                 mib(opt.memory_limit_bytes));
+    }
+    return make_error(ErrorCode::resource, what + " needs " + mib(need) + " but this device has " + mib(budget) +
+                                               " available");
   }
 
   Expected<net::SegmentStatus> load_segment(const net::PeerId& peer, uint64_t request_id, net::LoadSegment msg) {
@@ -178,6 +187,8 @@ struct Worker::Impl {
     // K and V, F16, full context.
     kv_bytes_per_sequence = n_blocks * msg.n_ctx * n_head_kv * head_dim * 2 * 2;
     baseline_rss = current_rss_bytes();
+    budget = opt.memory_limit_bytes > 0 ? opt.memory_limit_bytes : plan::add_sat(available_memory_bytes(), baseline_rss);
+    if (budget == 0) budget = UINT64_MAX;  // unknown (no /proc/meminfo): trust the peer
     LL_TRY(check_limit(baseline_rss + weight_bytes + kv_bytes_per_sequence + k_reserve_bytes,
                        "units " + std::to_string(msg.unit_first) + "-" + std::to_string(msg.unit_last) + " (weights " +
                            mib(weight_bytes) + ", KV cache " + mib(kv_bytes_per_sequence) + " per sequence of " +
@@ -341,6 +352,9 @@ struct Worker::Impl {
       if (!sequences.count(t.seq_id) && fresh.insert(t.seq_id).second) ++n_new;
     }
     if (n_new > 0) {
+      if (sequences.size() + n_new > k_max_sequences) {
+        return make_error(ErrorCode::resource, "more than " + std::to_string(k_max_sequences) + " sequences at once");
+      }
       const uint64_t need = baseline_rss + weight_bytes + (sequences.size() + n_new) * kv_bytes_per_sequence +
                             k_reserve_bytes;
       LL_TRY(check_limit(need, std::to_string(sequences.size() + n_new) + " sequences"));
@@ -443,7 +457,10 @@ struct Worker::Impl {
             auto ok = activation_batch(rid, m);
             if (!ok) fail(ok.error());
           } else if constexpr (std::is_same_v<T, net::Sampling>) {
-            if (runner && runner->has_head()) {
+            if (runner && runner->has_head() && samplers.size() >= k_max_sequences && !samplers.count(m.seq_id)) {
+              fail(make_error(ErrorCode::resource, "more than " + std::to_string(k_max_sequences) +
+                                                       " sequences with SAMPLING at once"));
+            } else if (runner && runner->has_head()) {
               model::SamplingParams p;
               p.temperature = m.temperature;
               p.top_k = m.top_k;
