@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/cluster_args.h"
 #include "apps/commands.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
@@ -43,9 +44,9 @@ Runner add_run_command(CLI::App& app) {
     std::vector<std::string> stop;
     bool json = false, verbose = false;
     // Distributed.
-    int local = 0, parallel = 1, worker_threads = 0, decode_batches = 0;
-    double connect_timeout_s = 10;
-    std::string cluster, split = "even", split_units, memory_limit, cache_dir;
+    ClusterArgs cluster;
+    int parallel = 1, decode_batches = 0;
+    std::string split = "even", split_units;
     bool ring = false;
   };
   auto o = std::make_shared<Opts>();
@@ -75,16 +76,11 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   app.add_flag("--json", o->json, "Print a JSON summary as the last line");
   app.add_flag("-v,--verbose", o->verbose, "Print model, plan, transmission map and timing details to stderr");
-  auto* local = app.add_option("--local", o->local,
-                               "Run over N worker processes started here on free loopback ports (stopped on exit)")
-                    ->check(CLI::Range(1, 64))->group("Distributed");
-  auto* cluster = app.add_option("--cluster", o->cluster, "Run over the workers listed in this TOML file")
-                      ->check(CLI::ExistingFile)->group("Distributed");
-  local->excludes(cluster);
+  add_cluster_options(app, o->cluster);
   app.add_flag("--ring", o->ring,
                "The origin also runs the output head: token ids and logits never leave it")->group("Distributed");
   auto* split = app.add_option("--split", o->split,
-                               "even: units spread evenly over the workers; memory: in proportion to their memory")
+                               "even: blocks spread evenly over the workers (head with the last); memory: in proportion to their memory")
                     ->check(CLI::IsMember({"even", "memory"}))->capture_default_str()->group("Distributed");
   app.add_option("--split-units", o->split_units,
                  "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "
@@ -96,14 +92,6 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(1, 4096))->group("Distributed");
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
-  app.add_option("--connect-timeout", o->connect_timeout_s, "Seconds to wait for each worker's HELLO")
-      ->check(CLI::Range(0.1, 3600.0))->capture_default_str()->group("Distributed");
-  app.add_option("--worker-threads", o->worker_threads, "Threads of each --local worker (default: -t)")
-      ->check(CLI::Range(1, 256))->group("Distributed");
-  app.add_option("--memory-limit", o->memory_limit, "Memory limit of each --local worker (e.g. 1600MB)")
-      ->group("Distributed");
-  app.add_option("--cache-dir", o->cache_dir, "Tensor cache directory of the --local workers (one subdirectory each)")
-      ->group("Distributed");
 
   return [o]() -> int {
     std::vector<std::string> prompts;
@@ -119,9 +107,9 @@ Runner add_run_command(CLI::App& app) {
       prompts.push_back(o->prompt);
     }
     if (prompts.empty()) return report_error(make_error(ErrorCode::invalid_argument, "give a prompt with -p or -f"));
-    const bool distributed = o->local > 0 || !o->cluster.empty();
+    const bool distributed = o->cluster.wanted();
     if (!distributed && (o->ring || !o->split_units.empty() || o->split != "even" || o->parallel != 1 ||
-                         !o->memory_limit.empty())) {
+                         !o->cluster.memory_limit.empty())) {
       return report_error(make_error(ErrorCode::invalid_argument,
                                      "--ring, --split, --split-units, --parallel and --memory-limit need --local N or "
                                      "--cluster FILE"));
@@ -174,7 +162,7 @@ Runner add_run_command(CLI::App& app) {
     };
 
     std::vector<model::GenerateResult> results;
-    std::unique_ptr<runtime::LocalCluster> local_cluster;  // lives until the output is printed
+    ClusterConnection cluster_conn;  // lives until the output is printed
     nlohmann::json devices = nlohmann::json::array();
     double wall_ms = 0;
     runtime::RunStats run_stats;
@@ -201,46 +189,18 @@ Runner add_run_command(CLI::App& app) {
       devices.push_back({{"name", "origin"}, {"address", "local"}, {"units", {0, hp.n_units() - 1}},
                          {"rss_bytes", runtime::current_rss_bytes()}, {"peak_rss_bytes", runtime::peak_rss_bytes()}});
     } else {
-      runtime::TerminationSignals::install();
-      auto log = [v = o->verbose](const std::string& s) {
-        if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
-      };
-      std::vector<std::string> endpoints;
-      if (o->local > 0) {
-        runtime::LocalClusterOptions lo;
-        lo.n_workers = o->local;
-        lo.n_threads = o->worker_threads > 0 ? o->worker_threads : o->threads;
-        lo.cache_dir = o->cache_dir;
-        lo.quiet = !o->verbose;
-        lo.log = log;
-        if (!o->memory_limit.empty()) {
-          auto limit = runtime::parse_byte_size(o->memory_limit);
-          if (!limit) return report_error(limit.error());
-          lo.memory_limit_bytes = *limit;
-        }
-        auto cl = runtime::LocalCluster::start(lo);
-        if (!cl) return report_error(cl.error());
-        local_cluster = std::move(*cl);
-        endpoints = local_cluster->endpoints();
-      } else {
-        auto cf = runtime::load_cluster_file(o->cluster);
-        if (!cf) return report_error(cf.error());
-        for (const auto& d : cf->devices) endpoints.push_back(d.address);
-      }
-      net::TransportOptions to;
-      to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
-      auto net = net::make_zmq_network(to);
       runtime::CoordinatorOptions co;
       co.ring = o->ring;
       co.n_ctx = n_ctx;
-      co.n_threads = o->threads;
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
-      co.connect_timeout = net::Millis(static_cast<int64_t>(o->connect_timeout_s * 1000));
-      co.log = log;
-      co.should_stop = [] { return runtime::TerminationSignals::requested(); };
-      auto coord = runtime::Coordinator::connect(**model, *net, endpoints, co);
-      if (!coord) return report_error(coord.error());
+      co.log = [v = o->verbose](const std::string& s) {
+        if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
+      };
+      auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
+      if (!conn) return report_error(conn.error());
+      cluster_conn = std::move(*conn);
+      auto* coord = &cluster_conn.coordinator;
       runtime::Coordinator& c = **coord;
       Expected<std::vector<runtime::Stage>> stages = Error{};
       if (!o->split_units.empty()) {

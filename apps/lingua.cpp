@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
   add("tokenize", "Show how a text is split into tokens", ll::apps::add_tokenize_command);
   add("gen-model", "Write a model with deterministic random weights in real shapes", ll::apps::add_gen_model_command);
   add("inspect", "Show a GGUF file's metadata, tensors and units", ll::apps::add_inspect_command);
+  add("profile", "Measure the devices (compute, memory, links) into a profile for `plan`",
+      ll::apps::add_profile_command);
   add("plan", "Assign model units to devices (MILP over a profile)", ll::apps::add_plan_command);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {

@@ -36,6 +36,17 @@ std::string mib(uint64_t bytes) {
 
 bool penalty_active(const model::SamplingParams& p) { return p.repeat_penalty != 1.0f && p.repeat_last_n != 0; }
 
+struct SegmentJob {
+  int device;
+  int64_t unit_first, unit_last;
+  std::string next_endpoint;
+};
+
+struct TransferStats {
+  uint64_t bytes = 0;
+  double ms = 0;
+};
+
 struct WorkerConn {
   std::string endpoint;
   std::unique_ptr<net::Link> link;
@@ -99,6 +110,10 @@ struct Coordinator::Impl {
   }
 
   Expected<void> load_workers();
+  // Loads each job's units onto its worker (streaming what it lacks); per worker, the bytes streamed
+  // and how long that took.
+  Expected<std::map<int, TransferStats>> load_segments(const std::vector<SegmentJob>& jobs,
+                                                       const std::set<std::string>& origin_tensors);
 };
 
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -169,6 +184,26 @@ Expected<void> Coordinator::load(std::vector<Stage> stages) {
 }
 
 Expected<void> Coordinator::Impl::load_workers() {
+  std::vector<SegmentJob> jobs;
+  for (size_t i = 1; i + (opt.ring ? 1 : 0) < stages.size(); ++i) {
+    const Stage& st = stages[i];
+    const bool next_is_worker = i + 1 < stages.size() && stages[i + 1].device != 0;
+    jobs.push_back(SegmentJob{st.device, st.first_unit, st.last_unit,
+                              next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : ""});
+  }
+  std::set<std::string> origin_tensors;
+  for (const Stage& st : stages) {
+    if (st.device != 0) continue;
+    for (auto& n : segment_tensor_names(*model, st.first_unit, st.last_unit)) origin_tensors.insert(std::move(n));
+  }
+  auto loaded = load_segments(jobs, origin_tensors);
+  if (!loaded) return loaded.error();
+  return {};
+}
+
+Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const std::vector<SegmentJob>& jobs,
+                                                                        const std::set<std::string>& origin_tensors) {
+  std::map<int, TransferStats> transfer;
   LL_ASSIGN_OR_RETURN(net::Sha256Digest identity, model_identity(model->file()));
   LL_ASSIGN_OR_RETURN(std::vector<uint8_t> metadata, model::segment_metadata(*model));
   const gguf::File& file = model->file();
@@ -182,22 +217,15 @@ Expected<void> Coordinator::Impl::load_workers() {
   std::vector<Pending> pending;
   uint64_t total_hash_bytes = 0;
   // Tensors the origin's own stages use stay resident; the workers' are dropped from our RSS after use.
-  std::set<std::string> origin_tensors;
-  for (const Stage& st : stages) {
-    if (st.device != 0) continue;
-    for (auto& n : segment_tensor_names(*model, st.first_unit, st.last_unit)) origin_tensors.insert(std::move(n));
-  }
-  for (size_t i = 1; i + (opt.ring ? 1 : 0) < stages.size(); ++i) {
-    const Stage& st = stages[i];
-    Pending p{st.device, next_request_id++, {}, {}};
+  for (const SegmentJob& job : jobs) {
+    Pending p{job.device, next_request_id++, {}, {}};
     p.msg.model_hash = identity;
-    p.msg.unit_first = static_cast<uint32_t>(st.first_unit);
-    p.msg.unit_last = static_cast<uint32_t>(st.last_unit);
+    p.msg.unit_first = static_cast<uint32_t>(job.unit_first);
+    p.msg.unit_last = static_cast<uint32_t>(job.unit_last);
     p.msg.n_ctx = static_cast<uint32_t>(opt.n_ctx);
-    const bool next_is_worker = i + 1 < stages.size() && stages[i + 1].device != 0;
-    p.msg.next_endpoint = next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : "";
+    p.msg.next_endpoint = job.next_endpoint;
     p.msg.metadata = metadata;
-    for (const std::string& name : segment_tensor_names(*model, st.first_unit, st.last_unit)) {
+    for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) {
       const gguf::TensorInfo* t = file.find_tensor(name);
       if (t == nullptr) return make_error(ErrorCode::internal, "tensor " + name + " vanished");
       net::TensorDesc d;
@@ -249,6 +277,7 @@ Expected<void> Coordinator::Impl::load_workers() {
     }
     log("sending " + mib(total) + " of weights to " + device_name(device));
     uint64_t sent = 0, next_report = 256u << 20;
+    const auto t_send = Clock::now();
     for (uint32_t idx : st->missing) {
       const gguf::TensorInfo* t = p.infos[idx];
       for (uint64_t off = 0; off < t->n_bytes; off += k_chunk_bytes) {
@@ -268,8 +297,140 @@ Expected<void> Coordinator::Impl::load_workers() {
         }
       }
     }
+    transfer[device] = TransferStats{sent, ms_since(t_send)};
   }
-  return {};
+  return transfer;
+}
+
+// -------------------------------------------------------------------------------------- profiling
+
+Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
+  Impl& c = *impl_;
+  if (n_steps < 1) return make_error(ErrorCode::invalid_argument, "profiling needs at least one step");
+  const model::HParams& hp = c.model->hparams();
+  const int64_t E = hp.n_embd, L = hp.n_layer, U = c.model->n_units();
+  if (n_steps >= c.opt.n_ctx) return make_error(ErrorCode::invalid_argument, "profiling steps must fit the context");
+  const int W = n_workers();
+  c.stages.clear();
+  c.head_runner.reset();
+  c.tail_runner.reset();
+  c.log("profiling: loading the last block and the head on every worker");
+  std::vector<SegmentJob> jobs;
+  for (int w = 1; w <= W; ++w) jobs.push_back(SegmentJob{w, L, L + 1, ""});
+  LL_ASSIGN_OR_RETURN(auto transfer, c.load_segments(jobs, {}));
+
+  // Waits for the answer to request `rid` from `device`, skipping anything else.
+  auto await = [&](int device, uint64_t rid) -> Expected<net::Envelope> {
+    for (;;) {
+      LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+      if (got.first == device && got.second.request_id == rid) return std::move(got.second);
+    }
+  };
+  std::vector<double> link_ms(static_cast<size_t>(W) + 1, 0.0), link_bw(static_cast<size_t>(W) + 1, 1e12);
+  std::vector<double> block_ms(static_cast<size_t>(W) + 1, 0.0), head_ms(static_cast<size_t>(W) + 1, 0.0);
+  std::vector<float> hidden(static_cast<size_t>(E));
+  for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
+  constexpr int32_t k_probe_seq = 0;
+  for (int w = 1; w <= W; ++w) {
+    WorkerConn& wc = c.worker(w);
+    double best_rtt = 1e30;
+    for (int k = 0; k < 7; ++k) {
+      const uint64_t rid = c.next_request_id++;
+      const auto t0 = Clock::now();
+      LL_TRY(wc.channel->send(net::Heartbeat{0, static_cast<uint64_t>(k)}, rid));
+      LL_TRY(await(w, rid));
+      best_rtt = std::min(best_rtt, ms_since(t0));
+    }
+    link_ms[static_cast<size_t>(w)] = best_rtt / 2;
+    const TransferStats& ts = transfer[w];
+    if (ts.bytes >= (1u << 20) && ts.ms > 0) link_bw[static_cast<size_t>(w)] = ts.bytes * 1000.0 / ts.ms;
+    for (int k = 0; k < n_steps; ++k) {
+      net::ActivationBatch ab;
+      ab.tokens = {net::TokenMeta{k_probe_seq, k, true}};
+      ab.n_embd = static_cast<uint32_t>(E);
+      ab.hidden = hidden;
+      const uint64_t rid = c.next_request_id++;
+      LL_TRY(wc.channel->send(ab, rid));
+      LL_TRY(await(w, rid));
+    }
+    LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
+    const uint64_t rid = c.next_request_id++;
+    LL_TRY(wc.channel->send(net::StatsRequest{}, rid));
+    LL_ASSIGN_OR_RETURN(net::Envelope env, await(w, rid));
+    auto* st = std::get_if<net::Stats>(&env.message);
+    if (st == nullptr) return make_error(ErrorCode::parse, c.device_name(w) + " answered STATS_REQUEST with something else");
+    for (const auto& u : st->units) {
+      const double per_token = u.n_tokens > 0 ? u.compute_ms / static_cast<double>(u.n_tokens) : 0;
+      if (u.unit == static_cast<uint32_t>(L)) block_ms[static_cast<size_t>(w)] = per_token;
+      if (u.unit == static_cast<uint32_t>(L + 1)) head_ms[static_cast<size_t>(w)] = per_token;
+    }
+    c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
+          " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
+          std::to_string(link_ms[static_cast<size_t>(w)]) + " ms");
+  }
+  // The origin, on the same units, in this process.
+  double embed_ms = 0;
+  {
+    LL_ASSIGN_OR_RETURN(auto probe, model::UnitRunner::create(*c.model, L, L + 1, *c.pool, c.opt.n_ctx));
+    LL_ASSIGN_OR_RETURN(auto embed, model::UnitRunner::create(*c.model, 0, 0, *c.pool, c.opt.n_ctx));
+    std::vector<float> out;
+    for (int k = 0; k < n_steps; ++k) {
+      model::BatchToken bt{k_probe_seq, k, k % static_cast<int32_t>(hp.n_vocab), true};
+      LL_TRY(probe->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
+      LL_TRY(embed->forward(std::span<const model::BatchToken>(&bt, 1), nullptr, out));
+    }
+    for (const auto& t : probe->unit_timings()) {
+      const double per_token = t.n_tokens > 0 ? t.compute_ms / static_cast<double>(t.n_tokens) : 0;
+      if (t.unit == L) block_ms[0] = per_token;
+      if (t.unit == L + 1) head_ms[0] = per_token;
+    }
+    for (const auto& t : embed->unit_timings()) embed_ms = t.n_tokens > 0 ? t.compute_ms / static_cast<double>(t.n_tokens) : 0;
+  }
+
+  plan::Profile p;
+  const uint64_t kv_per_block = static_cast<uint64_t>(c.opt.n_ctx) * static_cast<uint64_t>(hp.kv_dim()) * 2 * 2;
+  for (int64_t u = 0; u < U; ++u) {
+    plan::UnitProfile up;
+    up.name = c.model->unit_name(u);
+    up.memory_bytes = c.model->unit_weight_bytes(u) + (u >= 1 && u <= L ? kv_per_block : 0);
+    up.out_bytes = u == U - 1 ? 4.0 : static_cast<double>(E) * 4;
+    p.units.push_back(std::move(up));
+  }
+  constexpr uint64_t k_runtime_reserve = 128u << 20;
+  for (int d = 0; d <= W; ++d) {
+    plan::DeviceProfile dp;
+    uint64_t mem = 0;
+    if (d == 0) {
+      dp.name = c.opt.origin_name;
+      mem = available_memory_bytes();
+    } else {
+      const net::Hello& h = c.worker(d).hello;
+      dp.name = h.name;
+      mem = h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes;
+    }
+    dp.memory_bytes = std::min(plan::kMaxMemoryBytes, mem > k_runtime_reserve ? mem - k_runtime_reserve : 0);
+    for (int64_t u = 0; u < U; ++u) {
+      const double ms = u == 0 ? embed_ms : (u == U - 1 ? head_ms[static_cast<size_t>(d)] : block_ms[static_cast<size_t>(d)]);
+      dp.unit_ms.push_back(std::max(0.0, ms));
+    }
+    p.devices.push_back(std::move(dp));
+  }
+  const size_t D = static_cast<size_t>(W) + 1;
+  p.latency_ms.assign(D, std::vector<double>(D, 0.0));
+  p.bandwidth_bytes_per_s.assign(D, std::vector<double>(D, 1e12));
+  for (size_t a = 0; a < D; ++a) {
+    for (size_t b = 0; b < D; ++b) {
+      if (a == b) continue;
+      // Workers reach each other through the same network they reach the origin by: a hop between
+      // two workers costs both their links' latency, and runs at the slower link's rate.
+      p.latency_ms[a][b] = link_ms[a] + link_ms[b];
+      p.bandwidth_bytes_per_s[a][b] = std::min(link_bw[a], link_bw[b]);
+    }
+  }
+  p.origin = 0;
+  p.token_bytes = 4;
+  LL_TRY(plan::validate(p));
+  return p;
 }
 
 // ------------------------------------------------------------------------------------ description

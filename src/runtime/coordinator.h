@@ -25,6 +25,7 @@
 #include "model/tokenizer.h"
 #include "net/protocol.h"
 #include "net/transport.h"
+#include "plan/profile.h"
 #include "runtime/split.h"
 
 namespace ll::runtime {
@@ -109,6 +110,15 @@ class Coordinator {
       int parallel, const std::function<void(size_t, std::string_view)>& on_text = {});
 
   RunStats last_run_stats() const;
+
+  // Measures a profile for the planner (plan/profile.h) on the live devices: every device (the
+  // origin too) runs the model's last block and its head on `n_steps` single-token steps (compute
+  // time per token from the device's own unit timings, so the network is not counted); each link's
+  // latency is half the fastest of several HEARTBEAT round trips, its bandwidth the rate at which
+  // that probe segment's weights streamed. All blocks of a model have the same shapes, so one block
+  // stands for all. Memory: a worker's --memory-limit (or free memory) less a runtime reserve.
+  // Unloads any split; call load() afterwards.
+  Expected<plan::Profile> measure_profile(int n_steps);
 
   // Names, addresses, units and resident memory of every device (asks the workers for STATS).
   Expected<std::vector<DeviceReport>> devices();

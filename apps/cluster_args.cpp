@@ -1,0 +1,59 @@
+#include "apps/cluster_args.h"
+
+#include "runtime/cluster_file.h"
+#include "runtime/process.h"
+#include "runtime/worker.h"
+
+namespace ll::apps {
+
+void add_cluster_options(CLI::App& app, ClusterArgs& a) {
+  auto* local = app.add_option("--local", a.local,
+                               "Run over N worker processes started here on free loopback ports (stopped on exit)")
+                    ->check(CLI::Range(1, 64))->group("Distributed");
+  auto* cluster = app.add_option("--cluster", a.cluster, "Run over the workers listed in this TOML file")
+                      ->check(CLI::ExistingFile)->group("Distributed");
+  local->excludes(cluster);
+  app.add_option("--worker-threads", a.worker_threads, "Threads of each --local worker (default: -t)")
+      ->check(CLI::Range(1, 256))->group("Distributed");
+  app.add_option("--memory-limit", a.memory_limit, "Memory limit of each --local worker (e.g. 1600MB)")
+      ->group("Distributed");
+  app.add_option("--cache-dir", a.cache_dir, "Tensor cache directory of the --local workers (one subdirectory each)")
+      ->group("Distributed");
+  app.add_option("--connect-timeout", a.connect_timeout_s, "Seconds to wait for each worker's HELLO")
+      ->check(CLI::Range(0.1, 3600.0))->capture_default_str()->group("Distributed");
+}
+
+Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
+                                            bool verbose, runtime::CoordinatorOptions co) {
+  runtime::TerminationSignals::install();
+  ClusterConnection conn;
+  std::vector<std::string> endpoints;
+  if (a.local > 0) {
+    runtime::LocalClusterOptions lo;
+    lo.n_workers = a.local;
+    lo.n_threads = a.worker_threads > 0 ? a.worker_threads : origin_threads;
+    lo.cache_dir = a.cache_dir;
+    lo.quiet = !verbose;
+    lo.log = co.log;
+    if (!a.memory_limit.empty()) {
+      auto limit = runtime::parse_byte_size(a.memory_limit);
+      if (!limit) return make_error(limit.error().code, "--memory-limit: " + limit.error().message);
+      lo.memory_limit_bytes = *limit;
+    }
+    LL_ASSIGN_OR_RETURN(conn.local, runtime::LocalCluster::start(lo));
+    endpoints = conn.local->endpoints();
+  } else {
+    LL_ASSIGN_OR_RETURN(runtime::ClusterFile cf, runtime::load_cluster_file(a.cluster));
+    for (const auto& d : cf.devices) endpoints.push_back(d.address);
+  }
+  net::TransportOptions to;
+  to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
+  conn.net = net::make_zmq_network(to);
+  co.n_threads = origin_threads;
+  co.connect_timeout = net::Millis(static_cast<int64_t>(a.connect_timeout_s * 1000));
+  co.should_stop = [] { return runtime::TerminationSignals::requested(); };
+  LL_ASSIGN_OR_RETURN(conn.coordinator, runtime::Coordinator::connect(model, *conn.net, endpoints, co));
+  return conn;
+}
+
+}  // namespace ll::apps

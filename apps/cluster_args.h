@@ -1,0 +1,42 @@
+// The options and setup shared by the commands that drive workers (`run`, `profile`): which workers
+// (--local N started here, or --cluster FILE), and the coordinator connected to them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "net/transport.h"
+#include "runtime/coordinator.h"
+#include "runtime/local_cluster.h"
+
+namespace ll::apps {
+
+struct ClusterArgs {
+  int local = 0;
+  std::string cluster;
+  int worker_threads = 0;  // 0: the command's -t
+  std::string memory_limit, cache_dir;
+  double connect_timeout_s = 10;
+  bool wanted() const { return local > 0 || !cluster.empty(); }
+};
+
+// --local, --cluster, --worker-threads, --memory-limit, --cache-dir, --connect-timeout.
+void add_cluster_options(CLI::App& app, ClusterArgs& a);
+
+// Members are destroyed bottom-up: the coordinator, then its network, then the local workers.
+struct ClusterConnection {
+  std::unique_ptr<runtime::LocalCluster> local;
+  std::unique_ptr<net::Network> net;
+  std::unique_ptr<runtime::Coordinator> coordinator;
+};
+
+// Starts the --local workers or reads the cluster file, and connects a coordinator to the workers
+// (installs the SIGINT/SIGTERM handling that stops everything cleanly). `co.log` also gets progress.
+Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
+                                            bool verbose, runtime::CoordinatorOptions co);
+
+}  // namespace ll::apps

@@ -1,0 +1,71 @@
+// Coordinator::measure_profile on a live (in-process) cluster gives a valid profile the planner
+// can solve, with one entry per unit and device, and leaves the workers ready for a real split.
+#include <gtest/gtest.h>
+
+#include "common/shared_files.h"
+#include "inproc_cluster.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "plan/plan.h"
+#include "runtime/coordinator.h"
+
+namespace ll {
+namespace {
+
+TEST(MeasureProfile, LiveDevicesGiveASolvableProfile) {
+  const std::string path = test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(path);
+  auto m = model::Model::load(path);
+  ASSERT_TRUE(m.has_value());
+  runtime::WorkerOptions wo;
+  wo.memory_limit_bytes = 512u << 20;
+  test::InprocCluster cluster(3, wo);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  auto coord = runtime::Coordinator::connect(**m, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  EXPECT_FALSE((*coord)->measure_profile(0).has_value());
+  auto p = (*coord)->measure_profile(4);
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  ASSERT_EQ(p->n_units(), (*m)->n_units());
+  ASSERT_EQ(p->n_devices(), 4);
+  EXPECT_EQ(p->devices[0].name, "origin");
+  EXPECT_EQ(p->devices[1].name, "w1");
+  for (const auto& d : p->devices) {
+    for (int u = 1; u < p->n_units(); ++u) EXPECT_GT(d.unit_ms[static_cast<size_t>(u)], 0.0) << d.name << " unit " << u;
+  }
+  // Workers report their --memory-limit, less the runtime reserve.
+  EXPECT_EQ(p->devices[1].memory_bytes, (512u << 20) - (128u << 20));
+  for (int a = 0; a < 4; ++a) {
+    for (int b = 0; b < 4; ++b) {
+      if (a == b) continue;
+      EXPECT_GE(p->latency_ms[a][b], 0.0);
+      EXPECT_LT(p->latency_ms[a][b], 1000.0);
+      EXPECT_GT(p->bandwidth_bytes_per_s[a][b], 0.0);
+    }
+  }
+  EXPECT_EQ(p->units[0].name, "embed");
+  EXPECT_EQ(p->units.back().name, "head");
+  EXPECT_GT(p->units[1].memory_bytes, (*m)->unit_weight_bytes(1));  // weights + KV cache
+  // The planner takes it, and the profile round-trips through its JSON.
+  plan::SolveOptions so;
+  so.time_limit_s = 5;
+  auto plan = plan::solve(*p, so);
+  ASSERT_TRUE(plan.has_value()) << plan.error().message;
+  auto again = plan::parse_profile(plan::profile_to_json(*p));
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  // Generation needs a split again, and then works as before.
+  auto tok = model::Tokenizer::from_gguf((*m)->file());
+  model::GenerateOptions gen;
+  gen.n_predict = 8;
+  gen.sampling.temperature = 0;
+  EXPECT_FALSE((*coord)->generate(*tok, {runtime::Request{tok->encode("Hi", true)}}, gen, 1).has_value());
+  ASSERT_TRUE((*coord)->load(*runtime::split_even((*m)->n_units(), 3, false)).has_value());
+  auto r = (*coord)->generate(*tok, {runtime::Request{tok->encode("Once upon a time", true)}}, gen, 1);
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ((*r)[0].tokens.size(), 8u);
+}
+
+}  // namespace
+}  // namespace ll
