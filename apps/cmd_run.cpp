@@ -166,6 +166,7 @@ Runner add_run_command(CLI::App& app) {
     nlohmann::json devices = nlohmann::json::array();
     double wall_ms = 0;
     runtime::RunStats run_stats;
+    std::string device_report;  // --verbose: printed after the text
     if (!distributed) {
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
@@ -235,11 +236,13 @@ Runner add_run_command(CLI::App& app) {
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
         if (o->verbose) {
-          std::fprintf(stderr,
-                       "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident (peak %.1f), %.1f ms computing\n",
-                       d.name.c_str(), static_cast<long long>(d.ranges.front().first),
-                       static_cast<long long>(d.ranges.back().second), d.weight_bytes / 1048576.0,
-                       d.rss_bytes / 1048576.0, d.peak_rss_bytes / 1048576.0, d.compute_ms);
+          char line[512];
+          std::snprintf(line, sizeof line,
+                        "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident (peak %.1f), %.1f ms computing\n",
+                        d.name.c_str(), static_cast<long long>(d.ranges.front().first),
+                        static_cast<long long>(d.ranges.back().second), d.weight_bytes / 1048576.0,
+                        d.rss_bytes / 1048576.0, d.peak_rss_bytes / 1048576.0, d.compute_ms);
+          device_report += line;
         }
         nlohmann::json j{{"name", d.name},
                          {"address", d.address},
@@ -263,6 +266,7 @@ Runner add_run_command(CLI::App& app) {
     size_t n_generated = 0;
     for (const auto& r : results) n_generated += r.tokens.size();
     if (o->verbose) {
+      std::fputs(device_report.c_str(), stderr);
       for (const auto& r : results) {
         std::fprintf(stderr,
                      "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",

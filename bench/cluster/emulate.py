@@ -669,7 +669,25 @@ def stats_table(stats):
     return format_table(rows)
 
 
+def flush_proxy_stats(state):
+    """Ask the running proxies to write their counters now (SIGUSR1) and wait until they have."""
+    waits = []
+    for p in state.data.get("processes", []):
+        if p["role"] == "proxy" and alive(p["pid"], p.get("starttime")):
+            path = os.path.join(LOG_DIR, f"{p['name']}.proxy.json")
+            before = os.stat(path).st_mtime_ns if os.path.exists(path) else 0
+            os.kill(p["pid"], signal.SIGUSR1)
+            waits.append((path, before))
+    deadline = time.monotonic() + 1.0
+    for path, before in waits:
+        while time.monotonic() < deadline:
+            if os.path.exists(path) and os.stat(path).st_mtime_ns != before:
+                break
+            time.sleep(0.01)
+
+
 def collect_stats(state):
+    flush_proxy_stats(state)
     return [node_stats(n) for n in state.data.get("nodes", [])]
 
 

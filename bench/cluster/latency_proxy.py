@@ -19,7 +19,8 @@ emulated cluster (emulate.py) adds link latency here, in user space, instead of 
          Measurement client for an echo server: median/min/p90 round trip of 64-byte messages, and
          upload/download throughput of B bytes (each minus one measured round trip).
 
-Exit with SIGINT or SIGTERM; the proxy then writes its final counters to --stats-file.
+Exit with SIGINT or SIGTERM. The proxy writes its counters to --stats-file every second, on SIGUSR1
+and when it exits.
 """
 import argparse
 import asyncio
@@ -222,6 +223,7 @@ async def run_proxy(args):
                 json.dump(proxy.counters.as_dict(), f)
             os.replace(tmp, args.stats_file)
 
+    loop.add_signal_handler(signal.SIGUSR1, write_stats)  # "write the counters now"
     print(f"latency_proxy listening on {args.listen[0]}:{args.listen[1]} -> {args.target[0]}:{args.target[1]} "
           f"delay {args.delay_ms:g} ms" + "".join(f", +{ms:g} ms from {n}" for n, ms in src_delays), flush=True)
     while not stop.is_set():
