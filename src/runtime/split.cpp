@@ -1,6 +1,6 @@
 #include "runtime/split.h"
 
-#include <charconv>
+#include "runtime/range_list.h"
 
 namespace ll::runtime {
 
@@ -139,29 +139,11 @@ Expected<std::vector<Stage>> split_memory(const std::vector<uint64_t>& unit_byte
 }
 
 Expected<std::vector<Stage>> parse_split_units(std::string_view text, int64_t n_units, int n_workers, bool ring) {
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  auto number = [&](std::string_view s, int64_t& out) {
-    if (s.empty() || s.size() > 9) return false;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && p == s.data() + s.size() && out >= 0;
-  };
-  size_t at = 0;
-  while (at <= text.size()) {
-    size_t comma = text.find(',', at);
-    if (comma == std::string_view::npos) comma = text.size();
-    std::string_view item = text.substr(at, comma - at);
-    const size_t dash = item.find('-');
-    int64_t a = 0, b = 0;
-    const bool ok = dash == std::string_view::npos
-                        ? number(item, a) && (b = a, true)
-                        : number(item.substr(0, dash), a) && number(item.substr(dash + 1), b);
-    if (!ok) {
-      return bad("--split-units: '" + std::string(item) + "' is not a unit range like 3-7 (in '" +
-                 std::string(text) + "')");
-    }
-    ranges.emplace_back(a, b);
-    at = comma + 1;
+  const auto parsed = parse_range_list(text, int64_t{1} << 30);
+  if (!parsed) {
+    return bad("--split-units: '" + std::string(text) + "' is not a list of unit ranges like 0-0,1-11,12-23");
   }
+  const auto& ranges = *parsed;
   std::vector<Stage> stages;
   for (size_t i = 0; i < ranges.size(); ++i) {
     const bool origin_stage = i == 0 || (ring && i + 1 == ranges.size());

@@ -1,5 +1,7 @@
 #include "runtime/sysinfo.h"
 
+#include "runtime/range_list.h"
+
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -62,24 +64,11 @@ Expected<std::vector<int>> parse_cpu_list(std::string_view text) {
     m += "' is not a CPU list like 0,2-3";
     return make_error(ErrorCode::invalid_argument, std::move(m));
   };
-  auto number = [](std::string_view s, int& out) {
-    if (s.empty() || s.size() > 4) return false;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && p == s.data() + s.size() && out >= 0 && out < CPU_SETSIZE;
-  };
+  const auto ranges = parse_range_list(text, CPU_SETSIZE - 1);
+  if (!ranges) return bad();
   std::vector<int> cpus;
-  size_t at = 0;
-  while (at <= text.size()) {
-    size_t comma = text.find(',', at);
-    if (comma == std::string_view::npos) comma = text.size();
-    std::string_view item = text.substr(at, comma - at);
-    const size_t dash = item.find('-');
-    int a = 0, b = 0;
-    const bool ok = dash == std::string_view::npos ? number(item, a) && (b = a, true)
-                                                   : number(item.substr(0, dash), a) && number(item.substr(dash + 1), b);
-    if (!ok || b < a) return bad();
-    for (int c = a; c <= b; ++c) cpus.push_back(c);
-    at = comma + 1;
+  for (auto [a, b] : *ranges) {
+    for (int64_t c = a; c <= b; ++c) cpus.push_back(static_cast<int>(c));
   }
   return cpus;
 }

@@ -3,6 +3,8 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace ll::test {
@@ -34,5 +36,11 @@ inline std::string last_line(const std::string& s) {
   return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
 }
 
+
+// llama.cpp's greedy continuations of stories260K (call after LL_REQUIRE_SHARED on the path).
+inline nlohmann::json load_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
 
 }  // namespace ll::test

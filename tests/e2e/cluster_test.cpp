@@ -28,8 +28,7 @@ TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
   const std::string expected_path = ll::test::shared_path("expected/stories260K-greedy.json");
   LL_REQUIRE_SHARED(model);
   LL_REQUIRE_SHARED(expected_path);
-  std::ifstream in(expected_path);
-  const nlohmann::json cases = nlohmann::json::parse(in);
+  const nlohmann::json cases = ll::test::load_json(expected_path);
   ASSERT_FALSE(cases.empty());
   for (const char* mode : {"--local 3", "--local 4 --ring"}) {
     // All prompts in one run (one per line, generated concurrently) and the first alone (streamed).

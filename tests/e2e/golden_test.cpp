@@ -21,8 +21,7 @@ TEST(GoldenStories260K, GreedyMatchesLlamaCppWithOneAndTwoThreads) {
   const std::string expected_path = ll::test::shared_path("expected/stories260K-greedy.json");
   LL_REQUIRE_SHARED(model);
   LL_REQUIRE_SHARED(expected_path);
-  std::ifstream in(expected_path);
-  const nlohmann::json cases = nlohmann::json::parse(in);
+  const nlohmann::json cases = ll::test::load_json(expected_path);
   ASSERT_FALSE(cases.empty());
   for (const auto& c : cases) {
     for (int threads : {1, 2}) {

@@ -58,9 +58,9 @@ TEST(Split, ExplicitRangesAreCheckedWithClearMessages) {
   };
   for (const Bad& b : {Bad{"0-0,1-3,5-6", "should start at unit 4"}, Bad{"1-3,4-5,6-6", "should start at unit 0"},
                        Bad{"0-0,1-3", "ranges, expected 3"}, Bad{"0-0,1-3,4-9", "past the model's last unit"},
-                       Bad{"0-0,1-3,4-5", "the model's last unit is 6"}, Bad{"0-0,3-1,4-6", "should start"},
-                       Bad{"0-0,a-3,4-6", "not a unit range"}, Bad{"0-0,,4-6", "not a unit range"},
-                       Bad{"0--1,1-3,4-6", "not a unit range"}, Bad{"", "not a unit range"}}) {
+                       Bad{"0-0,1-3,4-5", "the model's last unit is 6"}, Bad{"0-0,3-1,4-6", "not a list of unit ranges"},
+                       Bad{"0-0,a-3,4-6", "not a list of unit ranges"}, Bad{"0-0,,4-6", "not a list of unit ranges"},
+                       Bad{"0--1,1-3,4-6", "not a list of unit ranges"}, Bad{"", "not a list of unit ranges"}}) {
     auto r = parse_split_units(b.text, 7, 2, false);
     ASSERT_FALSE(r.has_value()) << b.text;
     EXPECT_NE(r.error().message.find(b.says), std::string::npos) << b.text << ": " << r.error().message;
