@@ -51,7 +51,7 @@ ORIGIN_INDEX = 0                       # the origin's subnet index; devices are 
 
 DEVICE_KEYS = {"name", "cpu", "threads", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms",
                "cpus", "hard_memory", "worker_args"}
-ORIGIN_KEYS = {"cpu", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms", "hard_memory"}
+ORIGIN_KEYS = {"cpu", "threads", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms", "hard_memory"}
 
 
 def log(msg):
@@ -109,13 +109,13 @@ def check_node(d, where, keys, is_origin):
     unknown = set(d) - keys
     if unknown:
         raise Failure(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(keys))})")
-    node = {"origin": is_origin}
+    node = {"origin": is_origin, "given": sorted(d)}
     node["name"] = "origin" if is_origin else d.get("name")
     if not isinstance(node["name"], str) or not NAME_RE.match(node["name"]):
         raise Failure(f"{where}: name must be 1-64 characters of A-Z a-z 0-9 . _ -")
     cpu = d.get("cpu", None)
-    if cpu is not None and (not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or cpu <= 0 or cpu > 1024):
-        raise Failure(f"{where}: cpu must be a number of cores > 0 (e.g. 0.5), got {cpu!r}")
+    if cpu is not None and (not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or cpu < 0.001 or cpu > 1024):
+        raise Failure(f"{where}: cpu must be a number of cores, 0.001-1024 (e.g. 0.5), got {cpu!r}")
     node["cpu"] = float(cpu) if cpu is not None else None
     threads = d.get("threads", max(1, math.ceil(cpu)) if cpu else 1)
     if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
@@ -402,8 +402,11 @@ class Cluster:
             self.state.add("cgroups", cg)
             os.makedirs(cg, exist_ok=True)
             if ctl == "cpu":
+                quota = int(round(node["cpu"] * period))
+                if quota < 1000:  # the kernel's minimum quota: lengthen the period instead
+                    quota, period = 1000, min(1000000, math.ceil(1000 / node["cpu"]))
                 write_file(os.path.join(cg, "cpu.cfs_period_us"), period)
-                write_file(os.path.join(cg, "cpu.cfs_quota_us"), max(1000, int(round(node["cpu"] * period))))
+                write_file(os.path.join(cg, "cpu.cfs_quota_us"), quota)
             if ctl == "memory":
                 write_file(os.path.join(cg, "memory.limit_in_bytes"),
                            parse_size(node["memory"], node["name"] + ".memory"))
@@ -676,7 +679,10 @@ def flush_proxy_stats(state):
         if p["role"] == "proxy" and alive(p["pid"], p.get("starttime")):
             path = os.path.join(LOG_DIR, f"{p['name']}.proxy.json")
             before = os.stat(path).st_mtime_ns if os.path.exists(path) else 0
-            os.kill(p["pid"], signal.SIGUSR1)
+            try:
+                os.kill(p["pid"], signal.SIGUSR1)
+            except OSError:
+                continue
             waits.append((path, before))
     deadline = time.monotonic() + 1.0
     for path, before in waits:
@@ -744,6 +750,8 @@ def cmd_up(args):
     cluster = None
     try:
         cluster = bring_up(args)
+        if os.path.abspath(args.out) == os.path.join(STATE_DIR, "cluster.toml"):
+            cluster.state.add("files", os.path.abspath(args.out))
         cluster.start()
         cluster.write_cluster_file(args.out, args.spec)
         print(cluster.table(), flush=True)
@@ -775,9 +783,11 @@ def cmd_up(args):
 def cmd_down(args):
     require_root()
     state = State.load()
+    asked = None
     if state is not None:
         pid, st = state.data.get("owner_pid"), state.data.get("owner_starttime")
         if pid and pid != os.getpid() and alive(pid, st):
+            asked = pid
             log(f"asking the running emulate.py (pid {pid}) to stop")
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 20
@@ -786,7 +796,10 @@ def cmd_down(args):
             if alive(pid, st):
                 log(f"emulate.py pid {pid} still running; removing its resources anyway")
         state = State.load()
-    teardown(state)
+    removed = teardown(state, quiet=asked is not None)
+    if asked is not None:
+        log(f"emulate.py (pid {asked}) stopped" + (" and removed its cluster" if not removed else
+                                                   "; removed what it left: " + ", ".join(removed)))
     left = our_netns() + our_links() + our_cgroups()
     if left:
         log("still present: " + ", ".join(left))
@@ -834,6 +847,9 @@ def cmd_run(args):
         cluster.write_cluster_file(cluster_file, args.spec)
         print(cluster.table(), file=sys.stderr, flush=True)
         cmd = [args.lingua, "run"] + lingua_args + ["--cluster", cluster_file]
+        if cluster.origin and "threads" in cluster.origin["given"] and not any(
+                a in ("-t", "--threads") or a.startswith("--threads=") for a in lingua_args):
+            cmd[2:2] = ["-t", str(cluster.origin["threads"])]
         log("running: " + " ".join(cmd))
         if cluster.origin:
             o = cluster.origin
@@ -1041,7 +1057,8 @@ def main():
     sub.add_parser("check")
     p = sub.add_parser("up")
     cluster_opts(p)
-    p.add_argument("--out", default="cluster.toml", help="cluster file to write (default ./cluster.toml)")
+    p.add_argument("--out", default=os.path.join(STATE_DIR, "cluster.toml"),
+                   help="cluster file to write (default /tmp/ll-emulate/cluster.toml, removed by down)")
     sub.add_parser("down")
     p = sub.add_parser("status")
     p.add_argument("--json", action="store_true")

@@ -159,6 +159,12 @@ class Proxy:
         return (self.delay_ms + extra) / 1000.0
 
     async def handle(self, client_reader, client_writer):
+        try:
+            await self.forward(client_reader, client_writer)
+        except asyncio.CancelledError:
+            pass  # shutting down with the connection open
+
+    async def forward(self, client_reader, client_writer):
         self.counters.connections += 1
         self.counters.active += 1
         peer = client_writer.get_extra_info("peername") or ("?", 0)
@@ -269,7 +275,7 @@ async def echo_client(reader, writer):
                     left -= min(left, CHUNK_BYTES)
                     await writer.drain()
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
         pass
     finally:
         writer.close()
