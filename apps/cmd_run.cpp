@@ -15,6 +15,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "plan/plan.h"
 #include "net/transport.h"
 #include "runtime/cluster_file.h"
 #include "runtime/coordinator.h"
@@ -46,7 +47,7 @@ Runner add_run_command(CLI::App& app) {
     // Distributed.
     ClusterArgs cluster;
     int parallel = 1, decode_batches = 0;
-    std::string split = "even", split_units;
+    std::string split = "even", split_units, objective;
     bool ring = false;
   };
   auto o = std::make_shared<Opts>();
@@ -80,8 +81,14 @@ Runner add_run_command(CLI::App& app) {
   app.add_flag("--ring", o->ring,
                "The origin also runs the output head: token ids and logits never leave it")->group("Distributed");
   auto* split = app.add_option("--split", o->split,
-                               "even: blocks spread evenly over the workers (head with the last); memory: in proportion to their memory")
-                    ->check(CLI::IsMember({"even", "memory"}))->capture_default_str()->group("Distributed");
+                               "even: blocks spread evenly over the workers (head with the last); memory: in "
+                               "proportion to their memory; optimal: measure the devices (as `lingua profile`) and "
+                               "solve the assignment MILP")
+                    ->check(CLI::IsMember({"even", "memory", "optimal"}))->capture_default_str()->group("Distributed");
+  app.add_option("--objective", o->objective,
+                 "For --split optimal: latency (one request's time per token) or throughput (the slowest stage); "
+                 "default: throughput with several prompts and --parallel > 1, else latency")
+      ->check(CLI::IsMember({"latency", "throughput"}))->group("Distributed");
   app.add_option("--split-units", o->split_units,
                  "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "
                  "then one per worker")->excludes(split)->group("Distributed");
@@ -214,6 +221,31 @@ Runner add_run_command(CLI::App& app) {
           memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
         }
         stages = runtime::split_memory(unit_bytes, memory, o->ring);
+      } else if (o->split == "optimal") {
+        auto profile = c.measure_profile(8);
+        if (!profile) return report_error(profile.error());
+        plan::SolveOptions so;
+        so.ring = o->ring;
+        const bool several = prompts.size() > 1 && o->parallel > 1;
+        so.objective = o->objective.empty() ? (several ? plan::Objective::throughput : plan::Objective::latency)
+                                            : *plan::parse_objective(o->objective);
+        so.time_limit_s = 10;
+        auto solved = plan::solve(*profile, so);
+        if (!solved) return report_error(solved.error());
+        if (o->verbose) {
+          std::fprintf(stderr, "lingua: optimal plan by %s: %.3f ms per token (%s)\n", plan::objective_name(so.objective),
+                       solved->cost_ms, solved->proven_optimal ? "proven optimal" : "best found in the time limit");
+        }
+        bool uses_workers = false;
+        for (const auto& st : solved->stages) uses_workers = uses_workers || st.device != 0;
+        if (!uses_workers) {
+          return report_error(make_error(
+              ErrorCode::invalid_argument,
+              std::string("the optimal plan by ") + plan::objective_name(so.objective) +
+                  " runs every unit on this device (the workers would only slow it down): run without --local/"
+                  "--cluster, or choose --split even or another --objective"));
+        }
+        stages = solved->stages;
       } else {
         stages = runtime::split_even(hp.n_units(), c.n_workers(), o->ring);
       }
@@ -235,7 +267,7 @@ Runner add_run_command(CLI::App& app) {
       auto devs = c.devices();
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
-        if (o->verbose) {
+        if (o->verbose && !d.ranges.empty()) {
           char line[512];
           std::snprintf(line, sizeof line,
                         "device %-16s units %lld-%lld: %.1f MiB weights, %.1f MiB resident (peak %.1f), %.1f ms computing\n",
@@ -246,7 +278,8 @@ Runner add_run_command(CLI::App& app) {
         }
         nlohmann::json j{{"name", d.name},
                          {"address", d.address},
-                         {"units", {d.ranges.front().first, d.ranges.front().second}},
+                         {"units", d.ranges.empty() ? nlohmann::json() : nlohmann::json{d.ranges.front().first,
+                                                                                       d.ranges.front().second}},
                          {"rss_bytes", d.rss_bytes},
                          {"peak_rss_bytes", d.peak_rss_bytes},
                          {"weight_bytes", d.weight_bytes},

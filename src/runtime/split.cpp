@@ -73,17 +73,31 @@ Expected<void> check_counts(int64_t n_units, int n_workers, bool ring) {
 }  // namespace
 
 Expected<void> validate_split(const std::vector<Stage>& stages, int64_t n_units, int n_workers, bool ring) {
-  const size_t want = static_cast<size_t>(n_workers) + 1 + (ring ? 1 : 0);
-  if (stages.size() != want) {
-    return bad("the split has " + std::to_string(stages.size()) + " ranges, expected " + std::to_string(want) +
-               " (the origin's first, then one per worker" + (ring ? ", then the origin's again with --ring)" : ")"));
+  const size_t min_stages = 2 + (ring ? 1 : 0);
+  if (stages.size() < min_stages) {
+    return bad("the split has " + std::to_string(stages.size()) + " ranges; it needs the origin's first" +
+               std::string(ring ? ", at least one worker's, and the origin's last (--ring)" : " and at least one worker's"));
+  }
+  std::vector<bool> used(static_cast<size_t>(std::max(n_workers, 0)) + 1, false);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Stage& s = stages[i];
+    const bool origin_stage = i == 0 || (ring && i + 1 == stages.size());
+    if (origin_stage) {
+      if (s.device != 0) return bad("stage " + std::to_string(i) + " must be on the origin");
+      continue;
+    }
+    if (s.device < 1 || s.device > n_workers) {
+      return bad("stage " + std::to_string(i) + " names device " + std::to_string(s.device) + " but there are " +
+                 std::to_string(n_workers) + " workers");
+    }
+    if (used[static_cast<size_t>(s.device)]) {
+      return bad("worker " + std::to_string(s.device) + " has two stages (a worker runs one contiguous range)");
+    }
+    used[static_cast<size_t>(s.device)] = true;
   }
   int64_t next = 0;
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
-    const bool origin_stage = i == 0 || (ring && i + 1 == stages.size());
-    const int want_device = origin_stage ? 0 : static_cast<int>(i);
-    if (s.device != want_device) return bad("stage " + std::to_string(i) + " is on the wrong device");
     if (s.first_unit != next) {
       return bad("range " + range_text(s) + " should start at unit " + std::to_string(next) +
                  " (ranges must be contiguous and start at 0)");
@@ -144,6 +158,12 @@ Expected<std::vector<Stage>> parse_split_units(std::string_view text, int64_t n_
     return bad("--split-units: '" + std::string(text) + "' is not a list of unit ranges like 0-0,1-11,12-23");
   }
   const auto& ranges = *parsed;
+  const size_t want = static_cast<size_t>(n_workers) + 1 + (ring ? 1 : 0);
+  if (ranges.size() != want) {
+    return bad("--split-units " + std::string(text) + ": the split has " + std::to_string(ranges.size()) +
+               " ranges, expected " + std::to_string(want) + " (the origin's first, then one per worker" +
+               (ring ? ", then the origin's again with --ring)" : ")"));
+  }
   std::vector<Stage> stages;
   for (size_t i = 0; i < ranges.size(); ++i) {
     const bool origin_stage = i == 0 || (ring && i + 1 == ranges.size());

@@ -3,8 +3,9 @@
 // Device 0 is always the origin (the process the user talks to); devices 1..n_workers are the
 // workers in cluster order. The first stage is the origin's and starts at unit 0 (the embedding), so
 // token ids never leave it. With `ring`, the last stage is the origin's too and ends with the output
-// head, so logits never leave it either and workers see hidden states only. Every worker hosts
-// exactly one non-empty stage, in cluster order.
+// head, so logits never leave it either and workers see hidden states only. Between them, at least
+// one worker stage; a worker hosts at most one stage. The splits below use every worker once, in
+// cluster order; a plan from the planner (`--split optimal`) may use fewer, in any order.
 //
 //   even     the origin keeps unit 0 (and the head with ring); the transformer blocks are spread
 //            evenly over the workers, earlier workers taking the remainder, and without ring the head
@@ -28,7 +29,7 @@ namespace ll::runtime {
 
 using plan::Stage;
 
-// Checks a stage list against the rules above.
+// Checks a stage list against the rules above (contiguous non-empty ranges covering every unit).
 Expected<void> validate_split(const std::vector<Stage>& stages, int64_t n_units, int n_workers, bool ring);
 
 Expected<std::vector<Stage>> split_even(int64_t n_units, int n_workers, bool ring);

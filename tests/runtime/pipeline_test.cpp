@@ -218,6 +218,41 @@ TEST(Pipeline, StopStringsContextEndAndZeroTokensBehaveAsOneProcess) {
   }
 }
 
+TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrder) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 20;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 64);
+  test::InprocCluster cluster(3);
+  for (bool ring : {false, true}) {
+    runtime::CoordinatorOptions co;
+    co.ring = ring;
+    co.n_ctx = 64;
+    auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+    ASSERT_TRUE(coord.has_value());
+    const std::vector<std::vector<Stage>> splits =
+        ring ? std::vector<std::vector<Stage>>{{{0, 0, 1}, {3, 2, 3}, {1, 4, 5}, {0, 6, 6}}, {{0, 0, 0}, {2, 1, 5}, {0, 6, 6}}}
+             : std::vector<std::vector<Stage>>{{{0, 0, 0}, {3, 1, 2}, {1, 3, 6}}, {{0, 0, 2}, {2, 3, 6}}};
+    for (const auto& stages : splits) {
+      const std::string what = std::string(ring ? "ring " : "chain ") + runtime::format_split(stages);
+      auto loaded = (*coord)->load(stages);
+      ASSERT_TRUE(loaded.has_value()) << what << ": " << loaded.error().message;
+      auto got = (*coord)->generate(*f.tok, requests(f), gen, 2);
+      ASSERT_TRUE(got.has_value()) << what << ": " << got.error().message;
+      expect_same(want, *got, what);
+      // Unused workers are reported without units.
+      auto devs = (*coord)->devices();
+      ASSERT_TRUE(devs.has_value());
+      size_t n_with_units = 0;
+      for (const auto& d : *devs) n_with_units += d.ranges.empty() ? 0 : 1;
+      EXPECT_EQ(n_with_units, 1 + stages.size() - 1 - (ring ? 1 : 0)) << what;
+    }
+  }
+}
+
 TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
@@ -227,9 +262,11 @@ TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
   co.n_ctx = 16;
   auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
   ASSERT_TRUE(coord.has_value());
-  // Not contiguous / wrong number of ranges.
+  // Not contiguous; a worker twice; a worker that does not exist; no worker at all.
   EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {2, 5, 6}}).has_value());
-  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {1, 4, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {3, 1, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{0, 0, 6}}).has_value());
   ASSERT_TRUE((*coord)->load(*runtime::split_even(7, 2, false)).has_value());
   model::GenerateOptions gen;
   gen.sampling.temperature = 0;

@@ -61,10 +61,22 @@ TEST(MeasureProfile, LiveDevicesGiveASolvableProfile) {
   gen.n_predict = 8;
   gen.sampling.temperature = 0;
   EXPECT_FALSE((*coord)->generate(*tok, {runtime::Request{tok->encode("Hi", true)}}, gen, 1).has_value());
-  ASSERT_TRUE((*coord)->load(*runtime::split_even((*m)->n_units(), 3, false)).has_value());
-  auto r = (*coord)->generate(*tok, {runtime::Request{tok->encode("Once upon a time", true)}}, gen, 1);
+  // The planner's own plan (throughput: it spreads the units) runs and gives one process's tokens.
+  so.objective = plan::Objective::throughput;
+  auto tp = plan::solve(*p, so);
+  ASSERT_TRUE(tp.has_value()) << tp.error().message;
+  bool uses_workers = false;
+  for (const auto& st : tp->stages) uses_workers = uses_workers || st.device != 0;
+  const auto stages = uses_workers ? tp->stages : *runtime::split_even((*m)->n_units(), 3, false);
+  ASSERT_TRUE((*coord)->load(stages).has_value()) << runtime::format_split(stages);
+  const auto prompt = tok->encode("Once upon a time", true);
+  auto r = (*coord)->generate(*tok, {runtime::Request{prompt}}, gen, 1);
   ASSERT_TRUE(r.has_value()) << r.error().message;
-  EXPECT_EQ((*r)[0].tokens.size(), 8u);
+  ThreadPool pool(1);
+  auto runner = model::UnitRunner::create(**m, 0, (*m)->n_units() - 1, pool, 64);
+  auto want = model::generate(**runner, *tok, prompt, gen);
+  ASSERT_TRUE(want.has_value());
+  EXPECT_EQ((*r)[0].tokens, want->tokens) << runtime::format_split(stages);
 }
 
 }  // namespace
