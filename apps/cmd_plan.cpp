@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "apps/cluster_args.h"
 #include "apps/commands.h"
 #include "plan/plan.h"
 #include "plan/profile.h"
@@ -104,16 +105,29 @@ void print_table(const std::string& path, const plan::Profile& p, const plan::Pl
 
 Runner add_plan_command(CLI::App& app) {
   struct Opts {
-    std::string profile, objective = "latency";
-    bool ring = false, json = false;
+    std::string profile, model, objective = "latency";
+    bool ring = false, json = false, verbose = false;
     double time_limit_s = 10;
+    int threads = 1, steps = 8;
+    int64_t ctx_size = 512;
+    ClusterArgs cluster;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("--profile", o->profile,
-                 "Profile JSON: units (memory, output size), devices (memory, ms per unit), links (latency, "
-                 "bandwidth), origin; format in docs/planner.md")
-      ->required()
-      ->check(CLI::ExistingFile);
+  auto* prof = app.add_option("--profile", o->profile,
+                               "Profile JSON: units (memory, output size), devices (memory, ms per unit), links "
+                               "(latency, bandwidth), origin; format in docs/planner.md")
+                   ->check(CLI::ExistingFile);
+  auto* model = app.add_option("-m,--model", o->model,
+                               "Instead of --profile: measure this model on live devices (with --local N or "
+                               "--cluster FILE), as `lingua profile` does")
+                    ->check(CLI::ExistingFile);
+  prof->excludes(model);
+  app.add_option("-t,--threads", o->threads, "With -m: threads of this process (the origin)")
+      ->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("-c,--ctx-size", o->ctx_size, "With -m: context the plan must hold (KV cache per block)")
+      ->check(CLI::Range(2, 1 << 24))->capture_default_str();
+  app.add_flag("-v,--verbose", o->verbose, "With -m: progress on stderr");
+  add_cluster_options(app, o->cluster);
   app.add_option("--objective", o->objective,
                  "latency: minimise one request's time per token (sum of stage costs); throughput: minimise "
                  "the slowest stage (tokens per second with the pipeline full)")
@@ -140,16 +154,38 @@ Runner add_plan_command(CLI::App& app) {
       "--json", o->json,
       "One JSON line: {\"objective\",\"cost_ms\",\"stages\":[{\"device\",\"first_unit\",\"last_unit\"}],"
       "\"proven_optimal\"}");
-  app.footer(
-      "Only --profile is supported for now: profiling a model on live devices (-m MODEL with --local N or "
-      "--cluster FILE) needs the distributed pipeline, which this build does not have yet.");
+  app.footer("Give --profile FILE (e.g. written by `lingua profile`), or -m MODEL with --local N / --cluster FILE.");
 
   return [o]() -> int {
-    auto text = read_file(o->profile);
-    if (!text) return report_error(text.error());
-    auto profile = plan::parse_profile(*text);
-    if (!profile)
-      return report_error(make_error(profile.error().code, o->profile + ": " + profile.error().message));
+    Expected<plan::Profile> profile = Error{};
+    std::string source = o->profile;
+    if (!o->model.empty()) {
+      if (!o->cluster.wanted()) {
+        return report_error(make_error(ErrorCode::invalid_argument, "-m MODEL needs --local N or --cluster FILE"));
+      }
+      auto m = model::Model::load(o->model);
+      if (!m) return report_error(m.error());
+      runtime::CoordinatorOptions co;
+      co.n_ctx = std::max<int64_t>(o->ctx_size, o->steps + 1);
+      co.log = [v = o->verbose](const std::string& s) {
+        if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
+      };
+      auto conn = connect_cluster(o->cluster, **m, o->threads, o->verbose, co);
+      if (!conn) return report_error(conn.error());
+      profile = conn->coordinator->measure_profile(o->steps);
+      if (!profile) return report_error(profile.error());
+      source = o->model + " on " + (o->cluster.local > 0 ? std::to_string(o->cluster.local) + " local workers" : o->cluster.cluster);
+    } else {
+      if (o->profile.empty()) {
+        return report_error(make_error(ErrorCode::invalid_argument, "give --profile FILE, or -m MODEL with --local N "
+                                                                    "or --cluster FILE"));
+      }
+      auto text = read_file(o->profile);
+      if (!text) return report_error(text.error());
+      profile = plan::parse_profile(*text);
+      if (!profile)
+        return report_error(make_error(profile.error().code, o->profile + ": " + profile.error().message));
+    }
     plan::SolveOptions opt;
     auto objective = plan::parse_objective(o->objective);
     if (!objective) return report_error(objective.error());
@@ -174,7 +210,7 @@ Runner add_plan_command(CLI::App& app) {
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       return 0;
     }
-    print_table(o->profile, *profile, *result, opt, solve_s);
+    print_table(source, *profile, *result, opt, solve_s);
     return 0;
   };
 }
