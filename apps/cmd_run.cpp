@@ -238,12 +238,8 @@ Runner add_run_command(CLI::App& app) {
         }
         bool uses_workers = false;
         for (const auto& st : solved->stages) uses_workers = uses_workers || st.device != 0;
-        if (!uses_workers) {
-          return report_error(make_error(
-              ErrorCode::invalid_argument,
-              std::string("the optimal plan by ") + plan::objective_name(so.objective) +
-                  " runs every unit on this device (the workers would only slow it down): run without --local/"
-                  "--cluster, or choose --split even or another --objective"));
+        if (!uses_workers && o->verbose) {
+          std::fprintf(stderr, "lingua: the plan keeps every unit on this device: the workers would only slow it down\n");
         }
         stages = solved->stages;
       } else {

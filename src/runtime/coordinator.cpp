@@ -74,9 +74,11 @@ struct Coordinator::Impl {
   }
   WorkerConn& worker(int device) { return workers[static_cast<size_t>(device)]; }
   const Stage& first_worker_stage() const { return stages[1]; }
-  // The worker stage whose output comes back to the coordinator.
-  const Stage& last_worker_stage() const { return stages[stages.size() - (opt.ring ? 2 : 1)]; }
-  bool origin_has_head() const { return opt.ring; }
+  size_t n_worker_stages() const {
+    size_t n = 0;
+    for (const Stage& st : stages) n += st.device != 0 ? 1 : 0;
+    return n;
+  }
 
   std::string device_name(int device) const {
     return device == 0 ? opt.origin_name : workers[static_cast<size_t>(device)].hello.name;
@@ -175,7 +177,7 @@ Expected<void> Coordinator::load(std::vector<Stage> stages) {
   const Stage& s0 = c.stages.front();
   LL_ASSIGN_OR_RETURN(c.head_runner,
                       model::UnitRunner::create(*c.model, s0.first_unit, s0.last_unit, *c.pool, c.opt.n_ctx));
-  if (c.opt.ring) {
+  if (c.opt.ring && c.stages.size() >= 2) {  // a one-stage ring plan is the origin alone
     const Stage& sl = c.stages.back();
     LL_ASSIGN_OR_RETURN(c.tail_runner,
                         model::UnitRunner::create(*c.model, sl.first_unit, sl.last_unit, *c.pool, c.opt.n_ctx));
@@ -185,8 +187,9 @@ Expected<void> Coordinator::load(std::vector<Stage> stages) {
 
 Expected<void> Coordinator::Impl::load_workers() {
   std::vector<SegmentJob> jobs;
-  for (size_t i = 1; i + (opt.ring ? 1 : 0) < stages.size(); ++i) {
+  for (size_t i = 1; i < stages.size(); ++i) {
     const Stage& st = stages[i];
+    if (st.device == 0) continue;  // the origin's tail with ring
     const bool next_is_worker = i + 1 < stages.size() && stages[i + 1].device != 0;
     jobs.push_back(SegmentJob{st.device, st.first_unit, st.last_unit,
                               next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : ""});
@@ -446,6 +449,7 @@ std::vector<Transmission> Coordinator::transmission_map(const model::GenerateOpt
                                    std::to_string(c.stages[i].last_unit),
                                static_cast<double>(E) * 4, "every batch"});
   }
+  if (c.n_worker_stages() == 0) return map;  // nothing leaves the origin
   if (!c.opt.ring) {
     const int head = c.stages.back().device;
     if (penalty_active(gen.sampling)) {
@@ -474,7 +478,7 @@ std::string Coordinator::describe(const model::GenerateOptions& gen) const {
                   mib(bytes).c_str());
     s += line;
   }
-  s += "transmission map:\n";
+  s += c.n_worker_stages() == 0 ? "transmission map: nothing leaves the origin\n" : "transmission map:\n";
   for (const Transmission& t : transmission_map(gen)) {
     char line[512];
     std::snprintf(line, sizeof line, "  %-16s -> %-16s %s, %.0f bytes/token, %s\n", c.device_name(t.from_device).c_str(),
@@ -575,14 +579,14 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   if (c.model->hparams().n_vocab < n_vocab) {
     return make_error(ErrorCode::internal, "model produced fewer logits than the vocabulary size");
   }
-  const bool origin_samples = c.opt.ring || penalty_active(gen.sampling);
+  const size_t n_worker_stages = c.n_worker_stages();
+  const bool origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
   // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
   const uint64_t base_seed = model::Sampler(gen.sampling).seed();
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
-  const size_t n_worker_stages = c.stages.size() - 1 - (c.opt.ring ? 1 : 0);
   const size_t max_in_flight = n_worker_stages + 1;
   const size_t max_decode_batches =
-      c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : n_worker_stages;
+      c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : std::max<size_t>(1, n_worker_stages);
   size_t n_decode_in_flight = 0;
 
   // Prefill micro-batches. With several stages, the pipeline idles while the first batch fills it
@@ -640,7 +644,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     s.result.text = s.streamer->text();
     c.head_runner->release_sequence(s.seq_id);
     if (c.tail_runner) c.tail_runner->release_sequence(s.seq_id);
-    LL_TRY(c.worker(c.first_worker_stage().device).channel->send(net::ReleaseSequence{s.seq_id}, c.next_request_id++));
+    if (n_worker_stages > 0) {
+      LL_TRY(c.worker(c.first_worker_stage().device).channel->send(net::ReleaseSequence{s.seq_id}, c.next_request_id++));
+    }
     ++n_done;
     return {};
   };
@@ -663,9 +669,61 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return {};
   };
 
+  // Hands the outputs of a finished batch to their sequences: sampled here from logit rows (one per
+  // row that wanted output), or token ids a worker sampled. `rows`, when given, are the worker's own
+  // account of which tokens they belong to and must match.
+  auto deliver = [&](const std::vector<model::BatchToken>& batch, const float* logit_rows,
+                     const std::vector<int32_t>& tokens_out, const std::vector<net::TokenMeta>* rows,
+                     int device) -> Expected<void> {
+    std::vector<const model::BatchToken*> wanted;
+    for (const auto& t : batch) {
+      if (t.want_output) wanted.push_back(&t);
+    }
+    for (size_t k = 0; k < wanted.size(); ++k) {
+      const model::BatchToken& t = *wanted[k];
+      if (rows != nullptr && ((*rows)[k].seq_id != t.seq_id || (*rows)[k].pos != t.pos)) {
+        return make_error(ErrorCode::parse, c.device_name(device) + " answered rows of another batch");
+      }
+      Sequence& s = seqs[static_cast<size_t>(t.seq_id)];
+      s.in_flight = false;
+      if (s.result.tokens.empty() && s.result.prefill_ms == 0) {
+        s.t_first = Clock::now();
+        s.result.prefill_ms = std::chrono::duration<double, std::milli>(s.t_first - s.t_start).count();
+      }
+      int32_t tok;
+      if (logit_rows != nullptr) {
+        const int64_t width = c.model->hparams().n_vocab;
+        if (!s.sampler) return make_error(ErrorCode::parse, c.device_name(device) + " sent logits where a token was expected");
+        tok = s.sampler->sample(logit_rows + k * static_cast<size_t>(width), n_vocab, s.history);
+      } else {
+        if (k >= tokens_out.size()) return make_error(ErrorCode::parse, c.device_name(device) + " sent too few token ids");
+        tok = tokens_out[k];
+        if (tok < 0 || tok >= c.model->hparams().n_vocab) {
+          return make_error(ErrorCode::parse, c.device_name(device) + " sent token id " + std::to_string(tok) +
+                                                  " outside the vocabulary");
+        }
+      }
+      LL_TRY(accept(s, tok));
+    }
+    std::vector<size_t> still;  // drop finished sequences from the active set
+    for (size_t idx : active) {
+      if (!seqs[idx].done) still.push_back(idx);
+    }
+    active.swap(still);
+    return {};
+  };
+
   // Runs the origin's first stage on a batch and sends it down the pipeline.
   auto dispatch = [&](std::vector<model::BatchToken> batch, bool decode) -> Expected<void> {
     LL_TRY(c.head_runner->forward(batch, nullptr, hidden));
+    if (n_worker_stages == 0) {  // the origin alone (a plan may say so): no network at all
+      const float* rows = hidden.data();
+      if (c.tail_runner) {
+        LL_TRY(c.tail_runner->forward(batch, hidden.data(), logits));
+        rows = logits.data();
+      }
+      return deliver(batch, rows, {}, nullptr, 0);
+    }
     net::ActivationBatch ab;
     ab.tokens.reserve(batch.size());
     for (const auto& t : batch) ab.tokens.push_back(net::TokenMeta{t.seq_id, t.pos, t.want_output});
@@ -688,7 +746,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       queued.pop_front();
       active.push_back(s.index);
       s.t_start = Clock::now();
-      if (origin_samples) {
+      if (origin_samples) {  // (also when no worker holds the head)
         model::SamplingParams p = gen.sampling;
         p.seed = s.result.seed;
         s.sampler.emplace(p);
@@ -797,37 +855,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         tokens_out = r->token_ids;
       }
     }
-    for (size_t k = 0; k < wanted.size(); ++k) {
-      const model::BatchToken& t = *wanted[k];
-      if (r->kind != net::ResultKind::hidden && (r->tokens[k].seq_id != t.seq_id || r->tokens[k].pos != t.pos)) {
-        return make_error(ErrorCode::parse, c.device_name(device) + " answered rows of another batch");
-      }
-      Sequence& s = seqs[static_cast<size_t>(t.seq_id)];
-      s.in_flight = false;
-      if (s.result.tokens.empty() && s.result.prefill_ms == 0) {
-        s.t_first = Clock::now();
-        s.result.prefill_ms = std::chrono::duration<double, std::milli>(s.t_first - s.t_start).count();
-      }
-      int32_t tok;
-      if (logit_rows != nullptr) {
-        const int64_t width = c.model->hparams().n_vocab;
-        if (!s.sampler) return make_error(ErrorCode::parse, c.device_name(device) + " sent logits where a token was expected");
-        tok = s.sampler->sample(logit_rows + k * static_cast<size_t>(width), n_vocab, s.history);
-      } else {
-        tok = tokens_out[k];
-        if (tok < 0 || tok >= c.model->hparams().n_vocab) {
-          return make_error(ErrorCode::parse, c.device_name(device) + " sent token id " + std::to_string(tok) +
-                                                  " outside the vocabulary");
-        }
-      }
-      LL_TRY(accept(s, tok));
-    }
-    // Drop finished sequences from the active set.
-    std::vector<size_t> still;
-    for (size_t idx : active) {
-      if (!seqs[idx].done) still.push_back(idx);
-    }
-    active.swap(still);
+    LL_TRY(deliver(batch, logit_rows, tokens_out, r->kind == net::ResultKind::hidden ? nullptr : &r->tokens, device));
   }
   // Aggregate decode rate: tokens after each sequence's first, over the span from the first sequence's
   // first token to the last sequence's end (sequences that ran one after another count their sum).

@@ -73,19 +73,14 @@ Expected<void> check_counts(int64_t n_units, int n_workers, bool ring) {
 }  // namespace
 
 Expected<void> validate_split(const std::vector<Stage>& stages, int64_t n_units, int n_workers, bool ring) {
-  const size_t min_stages = 2 + (ring ? 1 : 0);
-  if (stages.size() < min_stages) {
-    return bad("the split has " + std::to_string(stages.size()) + " ranges; it needs the origin's first" +
-               std::string(ring ? ", at least one worker's, and the origin's last (--ring)" : " and at least one worker's"));
-  }
+  if (stages.empty()) return bad("the split has no ranges");
+  if (stages.front().device != 0) return bad("the first stage must be on the origin");
+  if (ring && stages.back().device != 0) return bad("with --ring the last stage must be on the origin");
   std::vector<bool> used(static_cast<size_t>(std::max(n_workers, 0)) + 1, false);
   for (size_t i = 0; i < stages.size(); ++i) {
     const Stage& s = stages[i];
     const bool origin_stage = i == 0 || (ring && i + 1 == stages.size());
-    if (origin_stage) {
-      if (s.device != 0) return bad("stage " + std::to_string(i) + " must be on the origin");
-      continue;
-    }
+    if (origin_stage) continue;
     if (s.device < 1 || s.device > n_workers) {
       return bad("stage " + std::to_string(i) + " names device " + std::to_string(s.device) + " but there are " +
                  std::to_string(n_workers) + " workers");

@@ -3,8 +3,8 @@
 // Device 0 is always the origin (the process the user talks to); devices 1..n_workers are the
 // workers in cluster order. The first stage is the origin's and starts at unit 0 (the embedding), so
 // token ids never leave it. With `ring`, the last stage is the origin's too and ends with the output
-// head, so logits never leave it either and workers see hidden states only. Between them, at least
-// one worker stage; a worker hosts at most one stage. The splits below use every worker once, in
+// head, so logits never leave it either and workers see hidden states only. Between them, worker
+// stages; a worker hosts at most one. (A plan may also keep every unit on the origin.) The splits below use every worker once, in
 // cluster order; a plan from the planner (`--split optimal`) may use fewer, in any order.
 //
 //   even     the origin keeps unit 0 (and the head with ring); the transformer blocks are spread

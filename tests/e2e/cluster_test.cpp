@@ -213,3 +213,40 @@ TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  std::string out;
+  const std::string profile = ::testing::TempDir() + "/ll_profile_" + std::to_string(::getpid()) + ".json";
+  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " profile -m " + shell_quote(model) + " --local 2 -o " +
+                            shell_quote(profile) + " 2>/dev/null",
+                        out),
+            0);
+  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " plan --profile " + shell_quote(profile) + " --json", out), 0)
+      << out;
+  nlohmann::json j = nlohmann::json::parse(last_line(out));
+  ASSERT_FALSE(j["stages"].empty());
+  EXPECT_EQ(j["stages"][0]["device"], "origin");
+  EXPECT_EQ(j["stages"][0]["first_unit"], 0);
+  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " plan -m " + shell_quote(model) +
+                            " --local 2 --objective throughput --json 2>/dev/null",
+                        out),
+            0)
+      << out;
+  j = nlohmann::json::parse(last_line(out));
+  EXPECT_EQ(j["objective"], "throughput");
+  EXPECT_EQ(j["stages"].back()["last_unit"], 6);
+  // --split optimal runs the solved plan (throughput spreads the units) and keeps the tokens.
+  const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+                          " -p 'Once upon a time' -n 24 --temp 0 --json";
+  ASSERT_EQ(run_command(cmd, out), 0);
+  const nlohmann::json want = nlohmann::json::parse(last_line(out));
+  ASSERT_EQ(run_command(cmd + " --local 2 --split optimal --objective throughput", out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(last_line(out))["tokens"], want["tokens"]);
+  std::filesystem::remove(profile);
+}
+
+}  // namespace

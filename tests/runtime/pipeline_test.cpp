@@ -218,7 +218,7 @@ TEST(Pipeline, StopStringsContextEndAndZeroTokensBehaveAsOneProcess) {
   }
 }
 
-TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrder) {
+TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
   ASSERT_TRUE(f.model);
@@ -234,8 +234,11 @@ TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrder) {
     auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
     ASSERT_TRUE(coord.has_value());
     const std::vector<std::vector<Stage>> splits =
-        ring ? std::vector<std::vector<Stage>>{{{0, 0, 1}, {3, 2, 3}, {1, 4, 5}, {0, 6, 6}}, {{0, 0, 0}, {2, 1, 5}, {0, 6, 6}}}
-             : std::vector<std::vector<Stage>>{{{0, 0, 0}, {3, 1, 2}, {1, 3, 6}}, {{0, 0, 2}, {2, 3, 6}}};
+        ring ? std::vector<std::vector<Stage>>{{{0, 0, 1}, {3, 2, 3}, {1, 4, 5}, {0, 6, 6}},
+                                               {{0, 0, 0}, {2, 1, 5}, {0, 6, 6}},
+                                               {{0, 0, 3}, {0, 4, 6}},  // the origin alone, as two stages
+                                               {{0, 0, 6}}}              // or one
+             : std::vector<std::vector<Stage>>{{{0, 0, 0}, {3, 1, 2}, {1, 3, 6}}, {{0, 0, 2}, {2, 3, 6}}, {{0, 0, 6}}};
     for (const auto& stages : splits) {
       const std::string what = std::string(ring ? "ring " : "chain ") + runtime::format_split(stages);
       auto loaded = (*coord)->load(stages);
@@ -248,7 +251,9 @@ TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrder) {
       ASSERT_TRUE(devs.has_value());
       size_t n_with_units = 0;
       for (const auto& d : *devs) n_with_units += d.ranges.empty() ? 0 : 1;
-      EXPECT_EQ(n_with_units, 1 + stages.size() - 1 - (ring ? 1 : 0)) << what;
+      size_t n_worker_stages = 0;
+      for (const auto& st : stages) n_worker_stages += st.device != 0 ? 1 : 0;
+      EXPECT_EQ(n_with_units, 1 + n_worker_stages) << what;
     }
   }
 }
@@ -262,11 +267,12 @@ TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
   co.n_ctx = 16;
   auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
   ASSERT_TRUE(coord.has_value());
-  // Not contiguous; a worker twice; a worker that does not exist; no worker at all.
+  // Not contiguous; a worker twice; a worker that does not exist; the origin in the middle; not on the origin first.
   EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {2, 5, 6}}).has_value());
   EXPECT_FALSE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {1, 4, 6}}).has_value());
   EXPECT_FALSE((*coord)->load({{0, 0, 0}, {3, 1, 6}}).has_value());
-  EXPECT_FALSE((*coord)->load({{0, 0, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{0, 0, 0}, {0, 1, 3}, {1, 4, 6}}).has_value());
+  EXPECT_FALSE((*coord)->load({{1, 0, 6}}).has_value());
   ASSERT_TRUE((*coord)->load(*runtime::split_even(7, 2, false)).has_value());
   model::GenerateOptions gen;
   gen.sampling.temperature = 0;
