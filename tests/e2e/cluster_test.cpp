@@ -109,15 +109,13 @@ TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
   EXPECT_NEAR(own1, 10.0, 1.0);
   EXPECT_NEAR(own2, 64.0, 1.0);
   // Resident = own weights + a runtime of a few tens of MiB, never the 138 MiB model. (Under
-  // AddressSanitizer the runtime's share includes shadow memory and the freed-chunk quarantine.)
-#if defined(__SANITIZE_ADDRESS__)
-  const double runtime_mib = 200;
-#else
-  const double runtime_mib = 40;
+  // AddressSanitizer resident memory also holds shadow memory and the quarantine of freed message
+  // buffers, hundreds of MiB that say nothing about our memory use: only the ordering is checked.)
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_LE(w1, own1 + 40);
+  EXPECT_LE(w2, own2 + 40);
 #endif
-  EXPECT_LE(w1, own1 + runtime_mib);
   EXPECT_GE(w2, own2);
-  EXPECT_LE(w2, own2 + runtime_mib);
   EXPECT_GT(w2 - w1, 40.0);
 
   // The head needs 64 MiB plus the runtime: a 100 MB limit is enough for the blocks but refused for
