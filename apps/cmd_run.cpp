@@ -174,6 +174,9 @@ Runner add_run_command(CLI::App& app) {
     double wall_ms = 0;
     runtime::RunStats run_stats;
     std::string device_report;  // --verbose: printed after the text
+    std::vector<runtime::Stage> run_stages;
+    std::vector<std::string> stage_names;
+    std::vector<plan::StageReport> predicted;  // --split optimal: the planner's figures per stage
     if (!distributed) {
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
@@ -242,6 +245,7 @@ Runner add_run_command(CLI::App& app) {
           std::fprintf(stderr, "lingua: the plan keeps every unit on this device: the workers would only slow it down\n");
         }
         stages = solved->stages;
+        predicted = solved->reports;
       } else {
         stages = runtime::split_even(hp.n_units(), c.n_workers(), o->ring);
       }
@@ -260,6 +264,8 @@ Runner add_run_command(CLI::App& app) {
       }
       results = std::move(*res);
       run_stats = c.last_run_stats();
+      run_stages = c.stages();
+      for (const auto& st : run_stages) stage_names.push_back(st.device == 0 ? "origin" : c.worker_hello(st.device).name);
       auto devs = c.devices();
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
@@ -296,6 +302,18 @@ Runner add_run_command(CLI::App& app) {
     for (const auto& r : results) n_generated += r.tokens.size();
     if (o->verbose) {
       std::fputs(device_report.c_str(), stderr);
+      if (run_stats.stage_compute_ms_per_token.size() == run_stages.size()) {
+        for (size_t i = 0; i < run_stages.size(); ++i) {
+          const auto& st = run_stages[i];
+          std::fprintf(stderr, "stage %zu %-16s units %d-%d: measured %.3f ms/token computing", i, stage_names[i].c_str(),
+                       st.first_unit, st.last_unit, run_stats.stage_compute_ms_per_token[i]);
+          if (i < predicted.size()) {
+            std::fprintf(stderr, "; predicted %.3f ms computing + %.3f ms transfer", predicted[i].compute_ms,
+                         predicted[i].transfer_ms);
+          }
+          std::fputc('\n', stderr);
+        }
+      }
       for (const auto& r : results) {
         std::fprintf(stderr,
                      "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",

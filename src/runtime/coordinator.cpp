@@ -739,6 +739,41 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return {};
   };
 
+  // Unit timings of every device, taken when the first token appears and at the end (measured ms per
+  // stage). Workers answer STATS_REQUEST between results; their answers are collected as they come.
+  using Timings = std::map<int64_t, std::pair<uint64_t, double>>;  // unit -> (tokens, compute ms)
+  std::map<int, Timings> snap_first, snap_last;
+  std::map<uint64_t, std::pair<int, bool>> stats_pending;  // request id -> (device, is the last snapshot)
+  bool snapped_first = false;
+  auto origin_timings = [&] {
+    Timings t;
+    for (const auto* r : {c.head_runner.get(), c.tail_runner.get()}) {
+      if (r == nullptr) continue;
+      for (const auto& u : r->unit_timings()) t[u.unit] = {u.n_tokens, u.compute_ms};
+    }
+    return t;
+  };
+  auto request_snapshot = [&](bool last) -> Expected<void> {
+    (last ? snap_last : snap_first)[0] = origin_timings();
+    std::set<int> asked;
+    for (const Stage& st : c.stages) {
+      if (st.device == 0 || !asked.insert(st.device).second) continue;
+      const uint64_t rid = c.next_request_id++;
+      LL_TRY(c.worker(st.device).channel->send(net::StatsRequest{}, rid));
+      stats_pending[rid] = {st.device, last};
+    }
+    return {};
+  };
+  auto take_stats = [&](int device, const net::Envelope& env) {
+    auto it = stats_pending.find(env.request_id);
+    const auto* st = std::get_if<net::Stats>(&env.message);
+    if (it == stats_pending.end() || st == nullptr || it->second.first != device) return false;
+    Timings& t = (it->second.second ? snap_last : snap_first)[device];
+    for (const auto& u : st->units) t[u.unit] = {u.n_tokens, u.compute_ms};
+    stats_pending.erase(it);
+    return true;
+  };
+
   while (n_done < seqs.size()) {
     // Admit new sequences.
     while (!queued.empty() && active.size() < static_cast<size_t>(parallel)) {
@@ -814,7 +849,10 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
     auto& [device, env] = got;
     auto* r = std::get_if<net::Result>(&env.message);
-    if (r == nullptr) continue;  // stats answers and the like
+    if (r == nullptr) {
+      take_stats(device, env);
+      continue;
+    }
     auto it = in_flight.find(env.request_id);
     if (it == in_flight.end()) {
       return make_error(ErrorCode::parse, c.device_name(device) + " answered an unknown batch " + std::to_string(env.request_id));
@@ -856,10 +894,30 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
     }
     LL_TRY(deliver(batch, logit_rows, tokens_out, r->kind == net::ResultKind::hidden ? nullptr : &r->tokens, device));
+    if (!snapped_first && !wanted.empty()) {
+      snapped_first = true;
+      LL_TRY(request_snapshot(false));
+    }
   }
   // Aggregate decode rate: tokens after each sequence's first, over the span from the first sequence's
   // first token to the last sequence's end (sequences that ran one after another count their sum).
   RunStats st;
+  if (snapped_first) {
+    LL_TRY(request_snapshot(true));
+    while (!stats_pending.empty()) {
+      LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+      take_stats(got.first, got.second);
+    }
+    for (const Stage& stage : c.stages) {
+      double ms = 0;
+      for (int64_t u = stage.first_unit; u <= stage.last_unit; ++u) {
+        const auto& a = snap_first[stage.device][u];
+        const auto& b = snap_last[stage.device][u];
+        if (b.first > a.first) ms += (b.second - a.second) / static_cast<double>(b.first - a.first);
+      }
+      st.stage_compute_ms_per_token.push_back(ms);
+    }
+  }
   st.wall_ms = ms_since(t_run);
   std::optional<Clock::time_point> first, last;
   for (const auto& s : seqs) {

@@ -76,6 +76,10 @@ struct RunStats {
   double decode_span_ms = 0;    // first sequence's first token to the last sequence's end
   int64_t n_decode_tokens = 0;  // tokens after each sequence's first
   double aggregate_decode_tok_s() const { return decode_span_ms > 0 ? n_decode_tokens * 1000.0 / decode_span_ms : 0; }
+  // Per stage: compute ms per token its units spent after the first sequence's first token (the
+  // decode phase of a single request), from the devices' own unit timings — to set beside the
+  // planner's prediction. Empty when there was nothing to measure.
+  std::vector<double> stage_compute_ms_per_token;
 };
 
 struct Request {

@@ -258,6 +258,31 @@ TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {
   }
 }
 
+TEST(Pipeline, ReportsMeasuredComputePerStageAndAggregateDecode) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  ASSERT_TRUE((*coord)->load({{0, 0, 1}, {1, 2, 3}, {2, 4, 6}}).has_value());
+  model::GenerateOptions gen;
+  gen.n_predict = 16;
+  gen.sampling.temperature = 0;
+  auto got = (*coord)->generate(*f.tok, requests(f), gen, 3);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  const runtime::RunStats st = (*coord)->last_run_stats();
+  ASSERT_EQ(st.stage_compute_ms_per_token.size(), 3u);
+  for (double ms : st.stage_compute_ms_per_token) EXPECT_GT(ms, 0.0);
+  int64_t n_decode = 0;
+  for (const auto& r : *got) n_decode += static_cast<int64_t>(r.tokens.size()) - 1;
+  EXPECT_EQ(st.n_decode_tokens, n_decode);
+  EXPECT_GT(st.aggregate_decode_tok_s(), 0.0);
+  EXPECT_LE(st.decode_span_ms, st.wall_ms);
+}
+
 TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
