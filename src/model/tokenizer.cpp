@@ -267,6 +267,32 @@ std::vector<Tokenizer::Impl::Fragment> Tokenizer::Impl::partition(std::string_vi
   return frags;
 }
 
+namespace {
+
+// Greedy pair merging over a linked list of symbols (SentencePiece and BPE alike): seed the heap with
+// every adjacent pair that try_add accepts, then repeatedly merge the best pair (by `lower`),
+// skipping pairs that earlier merges made stale, and offer the merged symbol's new neighbours.
+template <class Symbols, class Heap, class Lower, class TryAdd>
+void merge_symbols(Symbols& symbols, Heap& heap, Lower lower, TryAdd try_add) {
+  for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), lower);
+    const auto b = heap.back();
+    heap.pop_back();
+    auto& l = symbols[static_cast<size_t>(b.left)];
+    auto& r = symbols[static_cast<size_t>(b.right)];
+    if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;  // stale: one side already merged
+    l.n += r.n;
+    r.n = 0;
+    l.next = r.next;
+    if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = b.left;
+    try_add(l.prev, b.left);
+    try_add(b.left, l.next);
+  }
+}
+
+}  // namespace
+
 // SentencePiece-style: start from characters, repeatedly merge the adjacent pair whose
 // concatenation is the vocabulary token with the highest score (ties: leftmost pair).
 void Tokenizer::Impl::spm_segment(std::string_view text, std::vector<int32_t>& out, SpmWork& w) const {
@@ -295,21 +321,7 @@ void Tokenizer::Impl::spm_segment(std::string_view text, std::vector<int32_t>& o
     heap.push_back({scores[static_cast<size_t>(id)], left, right, l.n + r.n});
     std::push_heap(heap.begin(), heap.end(), lower);
   };
-  for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), lower);
-    const SpmWork::Bigram b = heap.back();
-    heap.pop_back();
-    auto& l = symbols[static_cast<size_t>(b.left)];
-    auto& r = symbols[static_cast<size_t>(b.right)];
-    if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;  // stale: one side already merged
-    l.n += r.n;
-    r.n = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  merge_symbols(symbols, heap, lower, try_add);
   // Symbols that are not tokens (only single characters can be) fall back to byte tokens.
   for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
     const auto& s = symbols[static_cast<size_t>(i)];
@@ -391,21 +403,7 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out,
     heap.push_back({rank, left, right, l.n + r.n});
     std::push_heap(heap.begin(), heap.end(), lower);
   };
-  for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), lower);
-    const BpeWork::Bigram b = heap.back();
-    heap.pop_back();
-    auto& l = symbols[static_cast<size_t>(b.left)];
-    auto& r = symbols[static_cast<size_t>(b.right)];
-    if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;  // stale: one side already merged
-    l.n += r.n;
-    r.n = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[static_cast<size_t>(r.next)].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  merge_symbols(symbols, heap, lower, try_add);
   for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
     const auto& s = symbols[static_cast<size_t>(i)];
     const std::string_view piece = word.substr(s.offset, s.n);
