@@ -1,5 +1,8 @@
 #include "apps/cluster_args.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "runtime/cluster_file.h"
 #include "runtime/process.h"
 #include "runtime/worker.h"
@@ -54,6 +57,19 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
   co.should_stop = [] { return runtime::TerminationSignals::requested(); };
   LL_ASSIGN_OR_RETURN(conn.coordinator, runtime::Coordinator::connect(model, *conn.net, endpoints, co));
   return conn;
+}
+
+Expected<plan::Profile> measure_live_profile(const ClusterArgs& a, const std::string& model_path, int origin_threads,
+                                             int steps, int64_t ctx_size, bool verbose) {
+  if (!a.wanted()) return make_error(ErrorCode::invalid_argument, "measuring devices needs --local N or --cluster FILE");
+  LL_ASSIGN_OR_RETURN(auto model, model::Model::load(model_path));
+  runtime::CoordinatorOptions co;
+  co.n_ctx = std::max<int64_t>(ctx_size, steps + 1);
+  co.log = [verbose](const std::string& s) {
+    if (verbose) std::fprintf(stderr, "lingua: %s\n", s.c_str());
+  };
+  LL_ASSIGN_OR_RETURN(ClusterConnection conn, connect_cluster(a, *model, origin_threads, verbose, co));
+  return conn.coordinator->measure_profile(steps);
 }
 
 }  // namespace ll::apps

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "net/transport.h"
+#include "plan/profile.h"
 #include "runtime/coordinator.h"
 #include "runtime/local_cluster.h"
 
@@ -38,5 +39,9 @@ struct ClusterConnection {
 // (installs the SIGINT/SIGTERM handling that stops everything cleanly). `co.log` also gets progress.
 Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
                                             bool verbose, runtime::CoordinatorOptions co);
+
+// Loads the model, connects to the workers and measures a planner profile (`profile`, `plan -m`).
+Expected<plan::Profile> measure_live_profile(const ClusterArgs& a, const std::string& model_path, int origin_threads,
+                                             int steps, int64_t ctx_size, bool verbose);
 
 }  // namespace ll::apps

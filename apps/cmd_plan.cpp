@@ -160,19 +160,7 @@ Runner add_plan_command(CLI::App& app) {
     Expected<plan::Profile> profile = Error{};
     std::string source = o->profile;
     if (!o->model.empty()) {
-      if (!o->cluster.wanted()) {
-        return report_error(make_error(ErrorCode::invalid_argument, "-m MODEL needs --local N or --cluster FILE"));
-      }
-      auto m = model::Model::load(o->model);
-      if (!m) return report_error(m.error());
-      runtime::CoordinatorOptions co;
-      co.n_ctx = std::max<int64_t>(o->ctx_size, o->steps + 1);
-      co.log = [v = o->verbose](const std::string& s) {
-        if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
-      };
-      auto conn = connect_cluster(o->cluster, **m, o->threads, o->verbose, co);
-      if (!conn) return report_error(conn.error());
-      profile = conn->coordinator->measure_profile(o->steps);
+      profile = measure_live_profile(o->cluster, o->model, o->threads, o->steps, o->ctx_size, o->verbose);
       if (!profile) return report_error(profile.error());
       source = o->model + " on " + (o->cluster.local > 0 ? std::to_string(o->cluster.local) + " local workers" : o->cluster.cluster);
     } else {

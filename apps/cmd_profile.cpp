@@ -36,22 +36,10 @@ Runner add_profile_command(CLI::App& app) {
       "single-token steps; blocks share one shape, so one stands for all. Links: half the fastest HEARTBEAT\n"
       "round trip, and the rate at which the probe weights streamed. Needs --local N or --cluster FILE.");
   return [o]() -> int {
-    if (!o->cluster.wanted()) {
-      return report_error(make_error(ErrorCode::invalid_argument, "profile needs --local N or --cluster FILE"));
-    }
     if (o->out.empty() && !o->json) {
       return report_error(make_error(ErrorCode::invalid_argument, "give -o FILE and/or --json"));
     }
-    auto model = model::Model::load(o->model);
-    if (!model) return report_error(model.error());
-    runtime::CoordinatorOptions co;
-    co.n_ctx = std::max<int64_t>(o->ctx_size, o->steps + 1);
-    co.log = [v = o->verbose](const std::string& s) {
-      if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
-    };
-    auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
-    if (!conn) return report_error(conn.error());
-    auto profile = conn->coordinator->measure_profile(o->steps);
+    auto profile = measure_live_profile(o->cluster, o->model, o->threads, o->steps, o->ctx_size, o->verbose);
     if (!profile) return report_error(profile.error());
     const std::string text = plan::profile_to_json(*profile);
     if (!o->out.empty()) {
