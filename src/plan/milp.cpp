@@ -405,27 +405,35 @@ struct Interval {
   uint64_t memory_bytes;
 };
 
+// Calls fn(node, device, first, last, compute_ms, memory_bytes) for every stage a node may run that
+// fits its device's memory (ranges grow unit by unit, so sums are built incrementally).
+template <class Fn>
+void for_each_stage(const Profile& p, const Nodes& g, Fn&& fn) {
+  for (int i = 0; i < g.n_nodes; ++i) {
+    const int d = g.device(i);
+    for (int s = 0; s < g.n_units; ++s) {
+      uint64_t mem = 0;
+      double compute = 0.0;
+      for (int e = s; e < g.n_units; ++e) {
+        mem = add_sat(mem, p.units[e].memory_bytes);
+        if (mem > p.devices[d].memory_bytes) break;
+        compute += p.devices[d].unit_ms[e];
+        if (g.may_run(i, s, e)) fn(i, d, s, e, compute, mem);
+      }
+    }
+  }
+}
+
 Expected<Search> solve_latency(const Profile& p, const SolveOptions& o, Search search,
                                Clock::time_point deadline) {
   if (seconds_left(deadline) <= 0 && !search.plan.empty()) return search;
   const Nodes g(p, o);
   const int n_units = g.n_units, n_nodes = g.n_nodes;
   std::vector<Interval> xs;
-  for (int i = 0; i < n_nodes; ++i) {
-    const int d = g.device(i);
-    for (int s = 0; s < n_units; ++s) {
-      uint64_t mem = 0;
-      double compute = 0.0;
-      for (int e = s; e < n_units; ++e) {
-        mem = add_sat(mem, p.units[e].memory_bytes);
-        if (mem > p.devices[d].memory_bytes) break;
-        compute += p.devices[d].unit_ms[e];
-        if (!g.may_run(i, s, e)) continue;
-        const double home = e == n_units - 1 ? p.hop_ms(d, p.origin, p.token_bytes) : 0.0;
-        xs.push_back(Interval{i, s, e, compute + home, mem});
-      }
-    }
-  }
+  for_each_stage(p, g, [&](int i, int d, int s, int e, double compute, uint64_t mem) {
+    const double home = e == n_units - 1 ? p.hop_ms(d, p.origin, p.token_bytes) : 0.0;
+    xs.push_back(Interval{i, s, e, compute + home, mem});
+  });
   auto at = [&](int node, int unit) { return static_cast<size_t>(node) * n_units + unit; };
   std::vector<std::vector<int>> ends(static_cast<size_t>(n_nodes) * n_units), starts(ends.size());
   for (size_t c = 0; c < xs.size(); ++c) {
@@ -652,28 +660,15 @@ Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Searc
   const int n_units = g.n_units, n_nodes = g.n_nodes;
   // Every stage there could be, with its successor and exact cost.
   std::vector<Arc> all;
-  for (int i = 0; i < n_nodes; ++i) {
-    const int d = g.device(i);
-    for (int s = 0; s < n_units; ++s) {
-      uint64_t mem = 0;
-      double compute = 0.0;
-      for (int e = s; e < n_units; ++e) {
-        mem = add_sat(mem, p.units[e].memory_bytes);
-        if (mem > p.devices[d].memory_bytes) break;
-        compute += p.devices[d].unit_ms[e];
-        if (!g.may_run(i, s, e)) continue;
-        if (e == n_units - 1) {
-          all.push_back(Arc{i, s, e, -1, compute + p.hop_ms(d, p.origin, p.token_bytes), mem});
-          continue;
-        }
-        for (int k = 0; k < n_nodes; ++k) {
-          if (g.may_follow(i, k)) {
-            all.push_back(Arc{i, s, e, k, compute + p.hop_ms(d, g.device(k), p.units[e].out_bytes), mem});
-          }
-        }
-      }
+  for_each_stage(p, g, [&](int i, int d, int s, int e, double compute, uint64_t mem) {
+    if (e == n_units - 1) {
+      all.push_back(Arc{i, s, e, -1, compute + p.hop_ms(d, p.origin, p.token_bytes), mem});
+      return;
     }
-  }
+    for (int k = 0; k < n_nodes; ++k) {
+      if (g.may_follow(i, k)) all.push_back(Arc{i, s, e, k, compute + p.hop_ms(d, g.device(k), p.units[e].out_bytes), mem});
+    }
+  });
   // No plan can beat the cheapest stage that could hold the costliest-to-hold unit.
   std::vector<double> cheapest(static_cast<size_t>(n_units), kInf);
   for (const Arc& a : all) {
