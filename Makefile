@@ -27,7 +27,8 @@ ifeq ($(strip $(MODEL)),)
 	@test -f $(BUILD)/demo-random.gguf || $(BUILD)/lingua gen-model --preset stories-15m --type q8_0 -o $(BUILD)/demo-random.gguf
 	@echo "== demo: a model with RANDOM weights (made by 'lingua gen-model'), so the text below is noise."
 	@echo "== for real text: make demo MODEL=path/to/model.gguf (e.g. ../shared/models/stories260K.gguf)"
-	$(BUILD)/lingua run -m $(BUILD)/demo-random.gguf -p "$(PROMPT)" -n $(N) --local $(WORKERS) --verbose
+	$(BUILD)/lingua run -m $(BUILD)/demo-random.gguf -p "$(PROMPT)" -n $(N) --local $(WORKERS) --verbose \
+	  --origin-memory 12MB --memory-limit 150MB
 else
 	$(BUILD)/lingua run -m $(MODEL) -p "$(PROMPT)" -n $(N) --local $(WORKERS) --verbose
 endif

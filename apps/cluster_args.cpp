@@ -20,6 +20,10 @@ void add_cluster_options(CLI::App& app, ClusterArgs& a) {
       ->check(CLI::Range(1, 256))->group("Distributed");
   app.add_option("--memory-limit", a.memory_limit, "Memory limit of each --local worker (e.g. 1600MB)")
       ->group("Distributed");
+  app.add_option("--origin-memory", a.origin_memory,
+                 "Memory the planner may give model units on this device, the origin (e.g. 500MB; default: its "
+                 "available memory less 128 MiB)")
+      ->group("Distributed");
   app.add_option("--cache-dir", a.cache_dir, "Tensor cache directory of the --local workers (one subdirectory each)")
       ->group("Distributed");
   app.add_option("--connect-timeout", a.connect_timeout_s, "Seconds to wait for each worker's HELLO")
@@ -49,6 +53,11 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
     LL_ASSIGN_OR_RETURN(runtime::ClusterFile cf, runtime::load_cluster_file(a.cluster));
     for (const auto& d : cf.devices) endpoints.push_back(d.address);
   }
+  if (!a.origin_memory.empty()) {
+    auto bytes = runtime::parse_byte_size(a.origin_memory);
+    if (!bytes) return make_error(bytes.error().code, "--origin-memory: " + bytes.error().message);
+    co.origin_memory_bytes = *bytes;
+  }
   net::TransportOptions to;
   to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
   conn.net = net::make_zmq_network(to);
@@ -64,7 +73,7 @@ Expected<plan::Profile> measure_live_profile(const ClusterArgs& a, const std::st
   if (!a.wanted()) return make_error(ErrorCode::invalid_argument, "measuring devices needs --local N or --cluster FILE");
   LL_ASSIGN_OR_RETURN(auto model, model::Model::load(model_path));
   runtime::CoordinatorOptions co;
-  co.n_ctx = std::max<int64_t>(ctx_size, steps + 1);
+  co.n_ctx = std::max<int64_t>(ctx_size, steps + 8);  // the timed steps, warm-up steps and room
   co.log = [verbose](const std::string& s) {
     if (verbose) std::fprintf(stderr, "lingua: %s\n", s.c_str());
   };

@@ -21,11 +21,12 @@ struct ClusterArgs {
   std::string cluster;
   int worker_threads = 0;  // 0: the command's -t
   std::string memory_limit, cache_dir;
+  std::string origin_memory;  // what the planner may place on this device (default: its available memory)
   double connect_timeout_s = 10;
   bool wanted() const { return local > 0 || !cluster.empty(); }
 };
 
-// --local, --cluster, --worker-threads, --memory-limit, --cache-dir, --connect-timeout.
+// --local, --cluster, --worker-threads, --memory-limit, --origin-memory, --cache-dir, --connect-timeout.
 void add_cluster_options(CLI::App& app, ClusterArgs& a);
 
 // Members are destroyed bottom-up: the coordinator, then its network, then the local workers.

@@ -47,7 +47,7 @@ Runner add_run_command(CLI::App& app) {
     // Distributed.
     ClusterArgs cluster;
     int parallel = 1, decode_batches = 0;
-    std::string split = "even", split_units, objective;
+    std::string split = "optimal", split_units, objective;
     bool ring = false;
   };
   auto o = std::make_shared<Opts>();
@@ -81,9 +81,10 @@ Runner add_run_command(CLI::App& app) {
   app.add_flag("--ring", o->ring,
                "The origin also runs the output head: token ids and logits never leave it")->group("Distributed");
   auto* split = app.add_option("--split", o->split,
-                               "even: blocks spread evenly over the workers (head with the last); memory: in "
-                               "proportion to their memory; optimal: measure the devices (as `lingua profile`) and "
-                               "solve the assignment MILP")
+                               "optimal: measure the devices (as `lingua profile`) and solve the assignment MILP "
+                               "(may keep every unit here when the workers would only slow it down); even: blocks "
+                               "spread evenly over the workers (head with the last; LinguaLinked's baseline); "
+                               "memory: in proportion to their memory (as llama.cpp RPC and exo)")
                     ->check(CLI::IsMember({"even", "memory", "optimal"}))->capture_default_str()->group("Distributed");
   app.add_option("--objective", o->objective,
                  "For --split optimal: latency (one request's time per token) or throughput (the slowest stage); "
@@ -100,7 +101,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
 
-  return [o]() -> int {
+  return [o, split]() -> int {
     std::vector<std::string> prompts;
     if (!o->prompt_file.empty()) {
       std::ifstream in(o->prompt_file, std::ios::binary);
@@ -115,7 +116,7 @@ Runner add_run_command(CLI::App& app) {
     }
     if (prompts.empty()) return report_error(make_error(ErrorCode::invalid_argument, "give a prompt with -p or -f"));
     const bool distributed = o->cluster.wanted();
-    if (!distributed && (o->ring || !o->split_units.empty() || o->split != "even" || o->parallel != 1 ||
+    if (!distributed && (o->ring || !o->split_units.empty() || split->count() > 0 || o->parallel != 1 ||
                          !o->cluster.memory_limit.empty())) {
       return report_error(make_error(ErrorCode::invalid_argument,
                                      "--ring, --split, --split-units, --parallel and --memory-limit need --local N or "
@@ -225,7 +226,8 @@ Runner add_run_command(CLI::App& app) {
         }
         stages = runtime::split_memory(unit_bytes, memory, o->ring);
       } else if (o->split == "optimal") {
-        auto profile = c.measure_profile(8);
+        // Eight timed steps, fewer when the context is shorter (two warm-up steps come first).
+        auto profile = c.measure_profile(static_cast<int>(std::clamp<int64_t>(n_ctx - 3, 1, 8)));
         if (!profile) return report_error(profile.error());
         plan::SolveOptions so;
         so.ring = o->ring;

@@ -654,6 +654,57 @@ Expected<Feasibility> feasible_with(const Profile& p, const SolveOptions& o, con
   return Feasibility::feasible;
 }
 
+// The bottleneck search shared by both throughput models. The optimum is one of the finitely many
+// stage costs in `costs`, none below `lower`; probe(theta, plan) answers "is there a plan whose every
+// stage costs <= theta?" (and gives one). Known throughout: no plan has its largest stage cost
+// <= below; the incumbent costs search.cost_ms.
+template <class Probe>
+Expected<Search> bisect(const Profile& p, const SolveOptions& o, Search search, Clock::time_point deadline,
+                        std::vector<double> costs, double lower, Probe&& probe) {
+  std::erase_if(costs, [&](double c) { return c < lower; });
+  std::sort(costs.begin(), costs.end());
+  costs.erase(std::unique(costs.begin(), costs.end()), costs.end());
+  double below = -kInf;
+  int descents = 0;  // probes just below the incumbent since the last infeasible one
+  std::vector<Stage> found;
+  for (;;) {
+    const size_t lo =
+        static_cast<size_t>(std::upper_bound(costs.begin(), costs.end(), below) - costs.begin());
+    const size_t hi =
+        static_cast<size_t>(std::lower_bound(costs.begin(), costs.end(), search.cost_ms) - costs.begin());
+    if (lo >= hi) {  // nothing left between what is impossible and what we have
+      if (search.plan.empty()) {
+        search.proven_infeasible = true;
+      } else {
+        search.proven_optimal = true;
+      }
+      return search;
+    }
+    if (seconds_left(deadline) <= 0) return search;
+    // Ask whether the incumbent can be beaten at all: after the local search it often cannot, and a
+    // plan that beats it is polished into the next incumbent. After a success, halve the range
+    // instead (feasible probes are the expensive ones), then ask again, and so on.
+    const size_t at = (search.plan.empty() || descents < 1) ? hi - 1 : lo + (hi - lo) / 2;
+    descents = at == hi - 1 ? descents + 1 : 0;
+    const double theta = costs[at];
+    LL_ASSIGN_OR_RETURN(Feasibility f, probe(theta, found));
+    if (f == Feasibility::unknown) return search;
+    if (f == Feasibility::infeasible) {
+      below = theta;
+      descents = 0;
+      continue;
+    }
+    search.solver_objective_ms = *evaluate(p, found, o);
+    found = polish(p, o, std::move(found));
+    double cost = *evaluate(p, found, o);
+    OrderSearch(p, o, kLocalSearchBudget, deadline).improve(found, cost);
+    if (cost < search.cost_ms) {
+      search.plan = found;
+      search.cost_ms = cost;
+    }
+  }
+}
+
 Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Search search,
                                   Clock::time_point deadline) {
   const Nodes g(p, o);
@@ -680,59 +731,414 @@ Expected<Search> solve_throughput(const Profile& p, const SolveOptions& o, Searc
     search.proven_infeasible = search.plan.empty();
     return search;
   }
-  // The optimum is one of the arc costs; bisect over them. Known: no plan has its largest stage cost
-  // <= below (or < lower); the incumbent costs search.cost_ms.
   std::vector<double> costs;
   costs.reserve(all.size());
-  for (const Arc& a : all) {
-    if (a.cost_ms >= lower) costs.push_back(a.cost_ms);
-  }
-  std::sort(costs.begin(), costs.end());
-  costs.erase(std::unique(costs.begin(), costs.end()), costs.end());
-  double below = -kInf;
-  int descents = 0;  // probes just below the incumbent since the last infeasible one
+  for (const Arc& a : all) costs.push_back(a.cost_ms);
   std::vector<Arc> arcs;
-  std::vector<Stage> found;
-  for (;;) {
-    const size_t lo =
-        static_cast<size_t>(std::upper_bound(costs.begin(), costs.end(), below) - costs.begin());
-    const size_t hi =
-        static_cast<size_t>(std::lower_bound(costs.begin(), costs.end(), search.cost_ms) - costs.begin());
-    if (lo >= hi) {  // nothing left between what is impossible and what we have
-      if (search.plan.empty()) {
-        search.proven_infeasible = true;
-      } else {
-        search.proven_optimal = true;
-      }
-      return search;
+  return bisect(p, o, std::move(search), deadline, std::move(costs), lower,
+                [&](double theta, std::vector<Stage>& found) -> Expected<Feasibility> {
+                  arcs.clear();
+                  for (const Arc& a : all) {
+                    if (a.cost_ms <= theta) arcs.push_back(a);
+                  }
+                  return feasible_with(p, o, g, arcs, deadline, found);
+                });
+}
+
+// ---- repeated blocks: a compact MILP over device orders and block counts --------------------------
+
+// Most models are an embedding, B identical transformer blocks and an output head, and `lingua
+// profile` times one block per device: every block then costs the same on a given device, weighs the
+// same and hands over the same bytes. A plan is then fully described by the order of its devices and
+// how many blocks each holds, and the interval models above (whose size grows with U^2 and whose
+// symmetric intervals CBC has to branch through one by one) can be replaced by one that does not
+// depend on U at all. docs/planner.md writes it out:
+//   z[a,b]  binary: node a's stage hands over to node b's (the device order, as a path from the origin)
+//   u[i]    binary: node i hosts a stage;  l[i]: binary, its stage is the last one (holds the head)
+//   n[i]    integer: blocks node i holds;  f[a,b] >= 0: single-commodity flow that keeps the path in one
+//           piece (the origin sends one unit to every other node used)
+// minimising the sum of stage costs (latency; throughput is solve_uniform_throughput below).
+struct UniformBlocks {
+  int n_blocks = 0;             // units 1..U-2
+  uint64_t block_bytes = 0;     // memory of one block
+  double block_out_bytes = 0;   // what a stage ending in a block (or in unit 0) hands over
+  std::vector<double> block_ms; // per device
+};
+
+// Whether the profile has that shape (equality is exact: measured profiles repeat the same double).
+bool uniform_blocks(const Profile& p, UniformBlocks& ub) {
+  const int n_units = p.n_units();
+  if (n_units < 3) return false;
+  const UnitProfile& b0 = p.units[1];
+  if (p.units[0].out_bytes != b0.out_bytes) return false;
+  for (int u = 2; u + 1 < n_units; ++u) {
+    if (p.units[u].memory_bytes != b0.memory_bytes || p.units[u].out_bytes != b0.out_bytes) return false;
+  }
+  ub.block_ms.clear();
+  for (const DeviceProfile& d : p.devices) {
+    for (int u = 2; u + 1 < n_units; ++u) {
+      if (d.unit_ms[u] != d.unit_ms[1]) return false;
     }
-    if (seconds_left(deadline) <= 0) return search;
-    // Ask whether the incumbent can be beaten at all: after the local search it often cannot, and a
-    // plan that beats it is polished into the next incumbent. After a success, halve the range
-    // instead (feasible probes are the expensive ones), then ask again, and so on.
-    const size_t probe = (search.plan.empty() || descents < 1) ? hi - 1 : lo + (hi - lo) / 2;
-    descents = probe == hi - 1 ? descents + 1 : 0;
-    const double theta = costs[probe];
+    ub.block_ms.push_back(d.unit_ms[1]);
+  }
+  ub.n_blocks = n_units - 2;
+  ub.block_bytes = b0.memory_bytes;
+  ub.block_out_bytes = b0.out_bytes;
+  return true;
+}
+
+Expected<Search> solve_uniform(const Profile& p, const SolveOptions& o, const UniformBlocks& ub, Search search,
+                               Clock::time_point deadline) {
+  const Nodes g(p, o);
+  const int n_nodes = g.n_nodes, o_first = g.o_first, o_last = g.o_last, last_unit = g.n_units - 1;
+  const int n_blocks = ub.n_blocks;
+  const uint64_t embed_bytes = p.units[0].memory_bytes, head_bytes = p.units[static_cast<size_t>(last_unit)].memory_bytes;
+  // Most blocks a node can hold next to what else it must hold (fixed = embedding and/or head).
+  auto block_cap = [&](int dev, uint64_t fixed) -> int {
+    const uint64_t mem = p.devices[static_cast<size_t>(dev)].memory_bytes;
+    if (fixed > mem) return -1;
+    if (ub.block_bytes == 0) return n_blocks;
+    return static_cast<int>(std::min<uint64_t>((mem - fixed) / ub.block_bytes, static_cast<uint64_t>(n_blocks)));
+  };
+
+  // Columns: z (binary), u, l (binary), n (integer), then f (continuous).
+  struct Pair {
+    int from, to;
+    double hop_ms;
+  };
+  std::vector<Pair> pairs;
+  for (int a = 0; a < n_nodes; ++a) {
+    for (int b = 0; b < n_nodes; ++b) {
+      if (!g.may_follow(a, b)) continue;
+      pairs.push_back(Pair{a, b, p.hop_ms(g.device(a), g.device(b), ub.block_out_bytes)});
+    }
+  }
+  const int n_z = static_cast<int>(pairs.size());
+  const int col_u = n_z, col_l = col_u + n_nodes, col_n = col_l + n_nodes, col_f = col_n + n_nodes;
+  const int n_cols = col_f + n_z, n_int = col_f;
+
+  std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
+      obj(static_cast<size_t>(n_cols), 0.0);
+  const double inf = std::numeric_limits<double>::max();
+  // The stage costs' parts, per node: compute of its fixed units and the head's way home.
+  std::vector<double> fixed_ms(static_cast<size_t>(n_nodes), 0.0), last_ms(static_cast<size_t>(n_nodes), 0.0);
+  for (int i = 0; i < n_nodes; ++i) {
+    const int d = g.device(i);
+    if (i == o_first) fixed_ms[static_cast<size_t>(i)] = p.devices[static_cast<size_t>(d)].unit_ms[0];
+    last_ms[static_cast<size_t>(i)] =
+        p.devices[static_cast<size_t>(d)].unit_ms[static_cast<size_t>(last_unit)] + p.hop_ms(d, p.origin, p.token_bytes);
+  }
+  double max_coef = 0.0;
+  for (const Pair& pr : pairs) max_coef = std::max(max_coef, pr.hop_ms);
+  for (int i = 0; i < n_nodes; ++i) {
+    max_coef = std::max({max_coef, last_ms[static_cast<size_t>(i)], ub.block_ms[static_cast<size_t>(g.device(i))]});
+  }
+  const double scale = max_coef > 0 ? 1.0 / max_coef : 1.0;
+
+  RowSet rows(n_cols);
+  auto row = [&](std::initializer_list<std::pair<int, double>> terms, double lb, double ubound) {
+    SparseRow r;
+    for (const auto& [c, v] : terms) r.insert(c, v);
+    rows.add(r, lb, ubound);
+  };
+  std::vector<SparseRow> out(static_cast<size_t>(n_nodes)), in(out.size()), fout(out.size()), fin(out.size());
+  for (int c = 0; c < n_z; ++c) {
+    out[static_cast<size_t>(pairs[static_cast<size_t>(c)].from)].insert(c, 1.0);
+    in[static_cast<size_t>(pairs[static_cast<size_t>(c)].to)].insert(c, 1.0);
+    fout[static_cast<size_t>(pairs[static_cast<size_t>(c)].from)].insert(col_f + c, 1.0);
+    fin[static_cast<size_t>(pairs[static_cast<size_t>(c)].to)].insert(col_f + c, 1.0);
+    col_ub[static_cast<size_t>(col_f + c)] = n_nodes - 1;
+    row({{col_f + c, 1.0}, {c, -(n_nodes - 1.0)}}, -inf, 0.0);  // flow only along the path
+    obj[static_cast<size_t>(c)] = pairs[static_cast<size_t>(c)].hop_ms * scale;
+  }
+  SparseRow sum_l, sum_n;
+  for (int i = 0; i < n_nodes; ++i) {
+    const int d = g.device(i);
+    const int cu = col_u + i, cl = col_l + i, cn = col_n + i;
+    // Which nodes may be last: any (plain) or only the origin's copies (ring).
+    const bool may_last = !g.ring || i == o_first || i == o_last;
+    // Block capacity when not last and when last (ring: the origin's copies share one capacity below).
+    const uint64_t own_fixed = i == o_first ? embed_bytes : 0;
+    int cap_mid = block_cap(d, own_fixed), cap_last = block_cap(d, add_sat(own_fixed, head_bytes));
+    if (g.ring && (i == o_first || i == o_last)) cap_mid = cap_last = block_cap(d, add_sat(embed_bytes, head_bytes));
+    if (i == o_first) col_lb[static_cast<size_t>(cu)] = 1.0;  // the origin always runs unit 0
+    if (!may_last || cap_last < 0) col_ub[static_cast<size_t>(cl)] = 0.0;
+    if (cap_mid < 0 && cap_last < 0) col_ub[static_cast<size_t>(cu)] = 0.0;  // (the origin: see precheck)
+    col_ub[static_cast<size_t>(cn)] = std::max(0, std::max(cap_mid, cap_last));
+    row({{cl, 1.0}, {cu, -1.0}}, -inf, 0.0);  // l <= u
+    row({{cn, 1.0}, {cu, -static_cast<double>(n_blocks)}}, -inf, 0.0);  // blocks only on used nodes
+    if (cap_mid >= 0 && cap_last >= 0) {  // n <= cap_mid + (cap_last - cap_mid) l
+      row({{cn, 1.0}, {cl, -static_cast<double>(cap_last - cap_mid)}}, -inf, cap_mid);
+    } else if (cap_mid < 0) {  // only as the last stage
+      row({{cu, 1.0}, {cl, -1.0}}, -inf, 0.0);
+      row({{cn, 1.0}}, -inf, std::max(cap_last, 0));
+    } else {
+      row({{cn, 1.0}}, -inf, cap_mid);
+    }
+    // A stage that is neither the origin's first nor the last holds at least one block.
+    if (i != o_first) row({{cn, 1.0}, {cu, -1.0}, {cl, 1.0}}, 0.0, inf);
+    // Degrees: every used node but the last hands over once; every used node but the origin's first
+    // is handed to once.
+    SparseRow ov = out[static_cast<size_t>(i)];
+    ov.insert(cu, -1.0);
+    ov.insert(cl, 1.0);
+    rows.add(ov, 0.0, 0.0);
+    if (i != o_first) {
+      SparseRow iv = in[static_cast<size_t>(i)];
+      iv.insert(cu, -1.0);
+      rows.add(iv, 0.0, 0.0);
+      SparseRow fv = fin[static_cast<size_t>(i)];  // each node reached consumes one unit of flow
+      for (size_t k = 0; k < fout[static_cast<size_t>(i)].index.size(); ++k)
+        fv.insert(fout[static_cast<size_t>(i)].index[k], -1.0);
+      fv.insert(cu, -1.0);
+      rows.add(fv, 0.0, 0.0);
+    }
+    sum_l.insert(cl, 1.0);
+    sum_n.insert(cn, 1.0);
+    obj[static_cast<size_t>(cn)] = ub.block_ms[static_cast<size_t>(d)] * scale;
+    obj[static_cast<size_t>(cl)] = last_ms[static_cast<size_t>(i)] * scale;
+  }
+  rows.add(sum_l, 1.0, 1.0);
+  rows.add(sum_n, n_blocks, n_blocks);
+  if (g.ring) {  // one last stage on the origin: its first copy (one stage in all) or its second
+    row({{col_l + o_first, 1.0}, {col_u + o_last, 1.0}}, 1.0, 1.0);
+    const int cap = block_cap(p.origin, add_sat(embed_bytes, head_bytes));
+    row({{col_n + o_first, 1.0}, {col_n + o_last, 1.0}}, -inf, std::max(cap, 0));
+  }
+  for (int c = col_n; c < col_n + n_nodes; ++c) {
+    if (col_ub[static_cast<size_t>(c)] < 0) col_ub[static_cast<size_t>(c)] = 0;
+  }
+
+  OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_int);
+  std::vector<double> start;
+  if (!search.plan.empty()) {  // the incumbent as a MIP start: every plan here has this shape
+    start.assign(static_cast<size_t>(n_cols), 0.0);
+    const std::vector<int> nodes = stage_nodes(o_last, p, search.plan);
+    for (size_t s = 0; s < nodes.size(); ++s) {
+      const Stage& st = search.plan[s];
+      const int i = nodes[s];
+      start[static_cast<size_t>(col_u + i)] = 1.0;
+      const int first_block = std::max(st.first_unit, 1), last_block = std::min(st.last_unit, last_unit - 1);
+      start[static_cast<size_t>(col_n + i)] = std::max(0, last_block - first_block + 1);
+      if (s + 1 == nodes.size()) start[static_cast<size_t>(col_l + i)] = 1.0;
+      if (s + 1 < nodes.size()) {
+        for (int c = 0; c < n_z; ++c) {
+          if (pairs[static_cast<size_t>(c)].from == i && pairs[static_cast<size_t>(c)].to == nodes[s + 1]) {
+            start[static_cast<size_t>(c)] = 1.0;
+            start[static_cast<size_t>(col_f + c)] = static_cast<double>(nodes.size() - 1 - s);
+          }
+        }
+      }
+    }
+    lp.setIntParam(OsiNameDiscipline, 1);
+    for (int c = 0; c < n_cols; ++c) lp.setColName(c, col_name(c));
+  }
+  const CbcOutcome r = run_cbc(lp, seconds_left(deadline), start);
+  if (!r.has_solution) {
+    search.proven_infeasible = r.proven_infeasible && search.plan.empty();
+    return search;
+  }
+  auto value = [&](int c) { return r.solution[static_cast<size_t>(c)]; };
+  // Walk the path from the origin; blocks follow in path order.
+  std::vector<int> order{o_first};
+  std::vector<char> seen(static_cast<size_t>(n_nodes), 0);
+  seen[static_cast<size_t>(o_first)] = 1;
+  for (;;) {
+    int next = -1;
+    for (int c = 0; c < n_z; ++c) {
+      if (pairs[static_cast<size_t>(c)].from == order.back() && value(c) > 0.5) next = pairs[static_cast<size_t>(c)].to;
+    }
+    if (next < 0 || seen[static_cast<size_t>(next)]) break;
+    seen[static_cast<size_t>(next)] = 1;
+    order.push_back(next);
+  }
+  std::vector<Stage> stages;
+  int unit = 0;
+  for (size_t s = 0; s < order.size(); ++s) {
+    const int i = order[s];
+    int n = static_cast<int>(std::lround(value(col_n + i)));
+    int last = s == 0 ? n : unit + n - 1;  // the origin's first stage also holds unit 0
+    if (s + 1 == order.size()) last = last_unit;
+    stages.push_back(Stage{g.device(i), unit, last});
+    unit = last + 1;
+  }
+  double objective = 0.0;
+  for (int c = 0; c < n_cols; ++c) objective += obj[static_cast<size_t>(c)] * value(c);
+  search.solver_objective_ms = objective / scale + fixed_ms[static_cast<size_t>(o_first)];
+  stages = polish(p, o, std::move(stages));
+  auto cost = evaluate(p, stages, o);
+  if (!cost) return make_error(ErrorCode::internal, "the block MILP's plan is not valid: " + cost.error().message);
+  if (*cost < search.cost_ms || search.plan.empty()) {
+    search.plan = std::move(stages);
+    search.cost_ms = *cost;
+  }
+  search.proven_optimal = r.proven_optimal;
+  return search;
+}
+
+// Throughput over repeated blocks: the bisection above, each probe a compact feasibility MILP whose
+// arcs say "node i holds k blocks and hands over to node j (or, last, sends the token home)" with
+// their exact stage cost; only arcs costing <= theta are kept:
+//   y[i,k,j] binary;  f[i,j] >= 0 single-commodity flow along the chosen arcs (no detached cycles)
+//   one arc per node (the origin's first copy: exactly one); a node is handed to iff it has an arc;
+//   one arc ends the plan; the blocks add up to B; ring: the origin's two copies share its memory.
+struct BlockArc {
+  int node, blocks, next;  // next = -1: the last stage
+  double cost_ms;          // exactly evaluate()'s stage cost
+};
+
+Expected<Search> solve_uniform_throughput(const Profile& p, const SolveOptions& o, const UniformBlocks& ub,
+                                          Search search, Clock::time_point deadline) {
+  const Nodes g(p, o);
+  const int n_nodes = g.n_nodes, o_first = g.o_first, o_last = g.o_last, last_unit = g.n_units - 1;
+  const int n_blocks = ub.n_blocks;
+  const uint64_t embed_bytes = p.units[0].memory_bytes;
+  const uint64_t head_bytes = p.units[static_cast<size_t>(last_unit)].memory_bytes;
+  auto block_cap = [&](int dev, uint64_t fixed) -> int {
+    const uint64_t mem = p.devices[static_cast<size_t>(dev)].memory_bytes;
+    if (fixed > mem) return -1;
+    if (ub.block_bytes == 0) return n_blocks;
+    return static_cast<int>(std::min<uint64_t>((mem - fixed) / ub.block_bytes, static_cast<uint64_t>(n_blocks)));
+  };
+  const int ring_cap = g.ring ? block_cap(p.origin, add_sat(embed_bytes, head_bytes)) : 0;
+  std::vector<BlockArc> all;
+  for (int i = 0; i < n_nodes; ++i) {
+    const int d = g.device(i);
+    const std::vector<double>& ms = p.devices[static_cast<size_t>(d)].unit_ms;
+    const bool origin_copy = g.ring && (i == o_first || i == o_last);
+    const uint64_t own = i == o_first ? embed_bytes : 0;
+    const int cap_mid = origin_copy ? ring_cap : block_cap(d, own);
+    const int cap_last = origin_copy ? ring_cap : block_cap(d, add_sat(own, head_bytes));
+    const bool may_last = !g.ring || origin_copy;
+    // Compute sums built unit by unit in unit order, as evaluate() adds them, so that the costs are
+    // bit-identical to the plans' (the bisection relies on it).
+    double compute = i == o_first ? ms[0] : 0.0;
+    for (int k = 0; k <= n_blocks; ++k) {
+      if (k > 0) compute += ms[1];
+      if (k <= cap_mid && (k > 0 || i == o_first)) {
+        for (int j = 0; j < n_nodes; ++j) {
+          if (!g.may_follow(i, j)) continue;
+          all.push_back(BlockArc{i, k, j, compute + p.hop_ms(d, g.device(j), ub.block_out_bytes)});
+        }
+      }
+      if (may_last && k <= cap_last) {
+        const double c = compute + ms[static_cast<size_t>(last_unit)];
+        all.push_back(BlockArc{i, k, -1, c + p.hop_ms(d, p.origin, p.token_bytes)});
+      }
+    }
+  }
+  double first_min = kInf, last_min = kInf, block_min = kInf;
+  for (const BlockArc& a : all) {
+    if (a.node == o_first) first_min = std::min(first_min, a.cost_ms);
+    if (a.next < 0) last_min = std::min(last_min, a.cost_ms);
+    if (a.blocks > 0) block_min = std::min(block_min, a.cost_ms);
+  }
+  const double lower = std::max({first_min, last_min, n_blocks > 0 ? block_min : -kInf});
+  if (lower == kInf) {
+    search.proven_infeasible = search.plan.empty();
+    return search;
+  }
+  std::vector<double> costs;
+  costs.reserve(all.size());
+  for (const BlockArc& a : all) costs.push_back(a.cost_ms);
+
+  std::vector<BlockArc> arcs;
+  auto probe = [&](double theta, std::vector<Stage>& plan) -> Expected<Feasibility> {
     arcs.clear();
-    for (const Arc& a : all) {
+    for (const BlockArc& a : all) {
       if (a.cost_ms <= theta) arcs.push_back(a);
     }
-    LL_ASSIGN_OR_RETURN(Feasibility f, feasible_with(p, o, g, arcs, deadline, found));
-    if (f == Feasibility::unknown) return search;
-    if (f == Feasibility::infeasible) {
-      below = theta;
-      descents = 0;
-      continue;
+    const int n_y = static_cast<int>(arcs.size());
+    // Flow columns: one per (from, to) pair that some arc uses.
+    std::vector<int> pair_col(static_cast<size_t>(n_nodes) * n_nodes, -1);
+    int n_cols = n_y;
+    for (const BlockArc& a : arcs) {
+      if (a.next < 0) continue;
+      int& c = pair_col[static_cast<size_t>(a.node) * n_nodes + a.next];
+      if (c < 0) c = n_cols++;
     }
-    search.solver_objective_ms = *evaluate(p, found, o);
-    found = polish(p, o, std::move(found));
-    double cost = *evaluate(p, found, o);
-    OrderSearch(p, o, kLocalSearchBudget, deadline).improve(found, cost);
-    if (cost < search.cost_ms) {
-      search.plan = found;
-      search.cost_ms = cost;
+    std::vector<SparseRow> own(static_cast<size_t>(n_nodes)), into(own.size()), fin(own.size()), fout(own.size());
+    std::vector<SparseRow> cap_row(static_cast<size_t>(n_cols - n_y));
+    SparseRow ends, blocks, ring_mem;
+    for (int c = 0; c < n_y; ++c) {
+      const BlockArc& a = arcs[static_cast<size_t>(c)];
+      own[static_cast<size_t>(a.node)].insert(c, 1.0);
+      if (a.next < 0) {
+        ends.insert(c, 1.0);
+      } else {
+        into[static_cast<size_t>(a.next)].insert(c, 1.0);
+        cap_row[static_cast<size_t>(pair_col[static_cast<size_t>(a.node) * n_nodes + a.next] - n_y)].insert(
+            c, -(n_nodes - 1.0));
+      }
+      if (a.blocks > 0) blocks.insert(c, a.blocks);
+      if (g.ring && (a.node == o_first || a.node == o_last) && a.blocks > 0) ring_mem.insert(c, a.blocks);
     }
-  }
+    if (own[static_cast<size_t>(o_first)].getNumElements() == 0 || ends.getNumElements() == 0) {
+      return Feasibility::infeasible;
+    }
+    for (int a = 0; a < n_nodes; ++a) {
+      for (int b = 0; b < n_nodes; ++b) {
+        const int c = pair_col[static_cast<size_t>(a) * n_nodes + b];
+        if (c < 0) continue;
+        cap_row[static_cast<size_t>(c - n_y)].insert(c, 1.0);
+        fout[static_cast<size_t>(a)].insert(c, -1.0);
+        fin[static_cast<size_t>(b)].insert(c, 1.0);
+      }
+    }
+    RowSet rows(n_cols);
+    const double inf = std::numeric_limits<double>::max();
+    for (int i = 0; i < n_nodes; ++i) {
+      const SparseRow& v = own[static_cast<size_t>(i)];
+      if (i == o_first) {
+        rows.add(v, 1.0, 1.0);
+        continue;
+      }
+      if (v.getNumElements() > 0) rows.add(v, -inf, 1.0);
+      SparseRow handed = into[static_cast<size_t>(i)];  // handed to exactly when it has a stage
+      for (size_t k = 0; k < v.index.size(); ++k) handed.insert(v.index[k], -1.0);
+      if (handed.getNumElements() > 0) rows.add(handed, 0.0, 0.0);
+      SparseRow flow = fin[static_cast<size_t>(i)];  // and consumes one unit of flow then
+      flow.index.insert(flow.index.end(), fout[static_cast<size_t>(i)].index.begin(),
+                        fout[static_cast<size_t>(i)].index.end());
+      flow.value.insert(flow.value.end(), fout[static_cast<size_t>(i)].value.begin(),
+                        fout[static_cast<size_t>(i)].value.end());
+      for (size_t k = 0; k < v.index.size(); ++k) flow.insert(v.index[k], -1.0);
+      if (flow.getNumElements() > 0) rows.add(flow, 0.0, 0.0);
+    }
+    for (const SparseRow& r : cap_row) rows.add(r, -inf, 0.0);
+    rows.add(ends, 1.0, 1.0);
+    if (n_blocks > 0 && blocks.getNumElements() == 0) return Feasibility::infeasible;
+    if (blocks.getNumElements() > 0) rows.add(blocks, n_blocks, n_blocks);
+    if (ring_mem.getNumElements() > 0) rows.add(ring_mem, -inf, std::max(ring_cap, 0));
+    std::vector<double> col_lb(static_cast<size_t>(n_cols), 0.0), col_ub(static_cast<size_t>(n_cols), 1.0),
+        obj(static_cast<size_t>(n_cols), 0.0);
+    for (int c = n_y; c < n_cols; ++c) col_ub[static_cast<size_t>(c)] = n_nodes - 1;
+    const OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_y);
+    // With CBC's primal heuristics (unlike the interval probes): these models are small, and a
+    // feasible probe just below the incumbent took seconds of tree search without them, 0.1 s with.
+    const CbcOutcome r = run_cbc(lp, seconds_left(deadline), {}, /*heuristics=*/true);
+    if (!r.has_solution) return r.proven_infeasible ? Feasibility::infeasible : Feasibility::unknown;
+    // Walk the chosen arcs from the origin.
+    plan.clear();
+    int node = o_first, unit = 0;
+    for (int step = 0; step < n_nodes && node >= 0; ++step) {
+      const BlockArc* chosen = nullptr;
+      for (int c = 0; c < n_y; ++c) {
+        if (arcs[static_cast<size_t>(c)].node == node && r.solution[static_cast<size_t>(c)] > 0.5)
+          chosen = &arcs[static_cast<size_t>(c)];
+      }
+      if (chosen == nullptr) break;
+      int last = node == o_first ? chosen->blocks : unit + chosen->blocks - 1;
+      if (chosen->next < 0) last = last_unit;
+      plan.push_back(Stage{g.device(node), unit, last});
+      unit = last + 1;
+      node = chosen->next;
+    }
+    auto cost = evaluate(p, plan, o);
+    if (!cost) return make_error(ErrorCode::internal, "the block MILP's plan is not valid: " + cost.error().message);
+    return Feasibility::feasible;
+  };
+  return bisect(p, o, std::move(search), deadline, std::move(costs), lower, probe);
 }
 
 }  // namespace
@@ -748,7 +1154,9 @@ Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options) 
   const double n_columns = options.objective == Objective::throughput
                                ? n_nodes * n_nodes * n_units * (n_units + 1) / 2
                                : n_nodes * n_units * (n_units + 1) / 2 + n_nodes * n_nodes * n_units;
-  if (n_columns > kMaxColumns) {
+  UniformBlocks blocks;
+  const bool block_model = options.use_block_model && uniform_blocks(p, blocks);
+  if (!block_model && n_columns > kMaxColumns) {
     return make_error(ErrorCode::unsupported,
                       "the MILP for " + std::to_string(p.n_units()) + " units over " +
                           std::to_string(p.n_devices()) + " devices is too large (about " +
@@ -765,14 +1173,23 @@ Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options) 
     const Clock::time_point heuristic_deadline =
         start +
         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.time_limit_s / 4));
-    OrderSearch(p, options, kLocalSearchBudget, heuristic_deadline).improve(search.plan, search.cost_ms);
+    // The block model needs only a good incumbent to prune with, and solves in a fraction of the
+    // interval models' time: a tenth of the local search is its better share.
+    const double budget = block_model ? kLocalSearchBudget / 10 : kLocalSearchBudget;
+    OrderSearch(p, options, budget, heuristic_deadline).improve(search.plan, search.cost_ms);
   } else {
     search.plan.clear();
     search.cost_ms = kInf;
   }
-  LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency
-                                  ? solve_latency(p, options, search, deadline)
-                                  : solve_throughput(p, options, search, deadline));
+  if (block_model) {
+    LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency
+                                    ? solve_uniform(p, options, blocks, search, deadline)
+                                    : solve_uniform_throughput(p, options, blocks, search, deadline));
+  } else {
+    LL_ASSIGN_OR_RETURN(search, options.objective == Objective::latency
+                                    ? solve_latency(p, options, search, deadline)
+                                    : solve_throughput(p, options, search, deadline));
+  }
   if (search.plan.empty()) {
     if (search.proven_infeasible) return explain_infeasible(p, options);
     char limit[32];
@@ -783,6 +1200,7 @@ Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options) 
   LL_ASSIGN_OR_RETURN(PlanResult r, describe(p, std::move(search.plan), options));
   r.proven_optimal = search.proven_optimal;
   r.solver_objective_ms = search.solver_objective_ms;
+  r.solver_model = block_model ? "blocks" : options.objective == Objective::latency ? "intervals" : "bisection";
   return r;
 }
 

@@ -47,6 +47,10 @@ struct SolveOptions {
   // Start the MILP from the best cheap plan (baselines, device orders with their best split, local
   // search over orders). Tests turn it off to see the MILP find optima unaided.
   bool warm_start = true;
+  // When every block (units 1..U-2) costs, weighs and hands over the same — as measured profiles do —
+  // solve the compact model over device orders and block counts instead of the interval models.
+  // Tests turn it off to hold one against the other.
+  bool use_block_model = true;
 };
 
 // One stage's share of the cost, for tables and for comparing with measurements.
@@ -73,6 +77,9 @@ struct PlanResult {
   // (equal to cost_ms up to solver tolerances); throughput — the cost of the last plan a feasibility
   // MILP returned (>= cost_ms). NaN when CBC returned no plan (the warm start was already optimal).
   double solver_objective_ms = 0;
+  // Which MILP found it: "blocks" (repeated blocks: device order and block counts), "intervals"
+  // (latency), "bisection" (throughput); "" when not solved by a MILP.
+  const char* solver_model = "";
 };
 
 // Checks that `stages` is a plan under the rules above (structure, then memory) and returns its cost

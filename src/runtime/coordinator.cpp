@@ -1,6 +1,7 @@
 #include "runtime/coordinator.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -307,12 +308,17 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
 
 // -------------------------------------------------------------------------------------- profiling
 
+// Steps each device runs before its timed ones.
+constexpr int kProfileWarmupSteps = 2;
+
 Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   Impl& c = *impl_;
   if (n_steps < 1) return make_error(ErrorCode::invalid_argument, "profiling needs at least one step");
   const model::HParams& hp = c.model->hparams();
   const int64_t E = hp.n_embd, L = hp.n_layer, U = c.model->n_units();
-  if (n_steps >= c.opt.n_ctx) return make_error(ErrorCode::invalid_argument, "profiling steps must fit the context");
+  if (n_steps + kProfileWarmupSteps >= c.opt.n_ctx) {
+    return make_error(ErrorCode::invalid_argument, "profiling steps must fit the context");
+  }
   const int W = n_workers();
   c.stages.clear();
   c.head_runner.reset();
@@ -347,7 +353,28 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     link_ms[static_cast<size_t>(w)] = best_rtt / 2;
     const TransferStats& ts = transfer[w];
     if (ts.bytes >= (1u << 20) && ts.ms > 0) link_bw[static_cast<size_t>(w)] = ts.bytes * 1000.0 / ts.ms;
-    for (int k = 0; k < n_steps; ++k) {
+    // Per-unit compute totals so far (ms, tokens) of the probed block and head.
+    auto unit_totals = [&]() -> Expected<std::array<std::pair<double, uint64_t>, 2>> {
+      const uint64_t rid = c.next_request_id++;
+      LL_TRY(wc.channel->send(net::StatsRequest{}, rid));
+      LL_ASSIGN_OR_RETURN(net::Envelope env, await(w, rid));
+      auto* st = std::get_if<net::Stats>(&env.message);
+      if (st == nullptr) {
+        return make_error(ErrorCode::parse, c.device_name(w) + " answered STATS_REQUEST with something else");
+      }
+      std::array<std::pair<double, uint64_t>, 2> t{};
+      for (const auto& u : st->units) {
+        if (u.unit == static_cast<uint32_t>(L)) t[0] = {u.compute_ms, u.n_tokens};
+        if (u.unit == static_cast<uint32_t>(L + 1)) t[1] = {u.compute_ms, u.n_tokens};
+      }
+      return t;
+    };
+    // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
+    std::array<std::pair<double, uint64_t>, 2> before{};
+    for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+      if (k == kProfileWarmupSteps) {
+        LL_ASSIGN_OR_RETURN(before, unit_totals());
+      }
       net::ActivationBatch ab;
       ab.tokens = {net::TokenMeta{k_probe_seq, k, true}};
       ab.n_embd = static_cast<uint32_t>(E);
@@ -357,16 +384,12 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       LL_TRY(await(w, rid));
     }
     LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
-    const uint64_t rid = c.next_request_id++;
-    LL_TRY(wc.channel->send(net::StatsRequest{}, rid));
-    LL_ASSIGN_OR_RETURN(net::Envelope env, await(w, rid));
-    auto* st = std::get_if<net::Stats>(&env.message);
-    if (st == nullptr) return make_error(ErrorCode::parse, c.device_name(w) + " answered STATS_REQUEST with something else");
-    for (const auto& u : st->units) {
-      const double per_token = u.n_tokens > 0 ? u.compute_ms / static_cast<double>(u.n_tokens) : 0;
-      if (u.unit == static_cast<uint32_t>(L)) block_ms[static_cast<size_t>(w)] = per_token;
-      if (u.unit == static_cast<uint32_t>(L + 1)) head_ms[static_cast<size_t>(w)] = per_token;
-    }
+    LL_ASSIGN_OR_RETURN(auto after, unit_totals());
+    auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
+      return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
+    };
+    block_ms[static_cast<size_t>(w)] = per_token(before[0], after[0]);
+    head_ms[static_cast<size_t>(w)] = per_token(before[1], after[1]);
     c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
           " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
           std::to_string(link_ms[static_cast<size_t>(w)]) + " ms");
@@ -377,17 +400,30 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     LL_ASSIGN_OR_RETURN(auto probe, model::UnitRunner::create(*c.model, L, L + 1, *c.pool, c.opt.n_ctx));
     LL_ASSIGN_OR_RETURN(auto embed, model::UnitRunner::create(*c.model, 0, 0, *c.pool, c.opt.n_ctx));
     std::vector<float> out;
-    for (int k = 0; k < n_steps; ++k) {
+    std::vector<model::UnitTiming> probe_before, embed_before;
+    for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+      if (k == kProfileWarmupSteps) {
+        probe_before = probe->unit_timings();
+        embed_before = embed->unit_timings();
+      }
       model::BatchToken bt{k_probe_seq, k, k % static_cast<int32_t>(hp.n_vocab), true};
       LL_TRY(probe->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
       LL_TRY(embed->forward(std::span<const model::BatchToken>(&bt, 1), nullptr, out));
     }
+    // Per token over the timed steps: the difference of the runners' running totals.
+    auto since = [](const std::vector<model::UnitTiming>& before, const model::UnitTiming& t) {
+      for (const auto& b : before) {
+        if (b.unit == t.unit && t.n_tokens > b.n_tokens) {
+          return (t.compute_ms - b.compute_ms) / static_cast<double>(t.n_tokens - b.n_tokens);
+        }
+      }
+      return 0.0;
+    };
     for (const auto& t : probe->unit_timings()) {
-      const double per_token = t.n_tokens > 0 ? t.compute_ms / static_cast<double>(t.n_tokens) : 0;
-      if (t.unit == L) block_ms[0] = per_token;
-      if (t.unit == L + 1) head_ms[0] = per_token;
+      if (t.unit == L) block_ms[0] = since(probe_before, t);
+      if (t.unit == L + 1) head_ms[0] = since(probe_before, t);
     }
-    for (const auto& t : embed->unit_timings()) embed_ms = t.n_tokens > 0 ? t.compute_ms / static_cast<double>(t.n_tokens) : 0;
+    for (const auto& t : embed->unit_timings()) embed_ms = since(embed_before, t);
   }
 
   plan::Profile p;
@@ -412,6 +448,8 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       mem = h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes;
     }
     dp.memory_bytes = std::min(plan::kMaxMemoryBytes, mem > k_runtime_reserve ? mem - k_runtime_reserve : 0);
+    // A budget given for the origin is what its units may take: the user's word, no reserve taken off.
+    if (d == 0 && c.opt.origin_memory_bytes > 0) dp.memory_bytes = std::min(plan::kMaxMemoryBytes, c.opt.origin_memory_bytes);
     for (int64_t u = 0; u < U; ++u) {
       const double ms = u == 0 ? embed_ms : (u == U - 1 ? head_ms[static_cast<size_t>(d)] : block_ms[static_cast<size_t>(d)]);
       dp.unit_ms.push_back(std::max(0.0, ms));
@@ -775,6 +813,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   };
 
   while (n_done < seqs.size()) {
+    // (Waiting for workers checks too; a plan on the origin alone never waits.)
+    if (c.opt.should_stop && c.opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
     // Admit new sequences.
     while (!queued.empty() && active.size() < static_cast<size_t>(parallel)) {
       Sequence& s = seqs[queued.front()];

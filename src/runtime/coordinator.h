@@ -42,6 +42,8 @@ struct CoordinatorOptions {
   net::Millis timeout{120000};         // longest wait for a worker's answer
   net::Millis connect_timeout{10000};  // longest wait for a worker's HELLO
   std::string origin_name = "origin";
+  // Memory the origin offers its units in measure_profile() (0: its available memory less a reserve).
+  uint64_t origin_memory_bytes = 0;
   // Asked while waiting for workers; returning true aborts the wait (Ctrl-C).
   std::function<bool()> should_stop;
   // Progress and diagnostics ("loading worker-2: 120/300 MiB"); may be empty.

@@ -30,7 +30,8 @@ TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
   LL_REQUIRE_SHARED(expected_path);
   const nlohmann::json cases = ll::test::load_json(expected_path);
   ASSERT_FALSE(cases.empty());
-  for (const char* mode : {"--local 3", "--local 4 --ring"}) {
+  // An explicit split: the default (optimal) may keep every unit on the origin of a one-machine cluster.
+  for (const char* mode : {"--local 3 --split even", "--local 4 --ring --split even"}) {
     // All prompts in one run (one per line, generated concurrently) and the first alone (streamed).
     const std::string prompts = ::testing::TempDir() + "/ll_prompts_" + std::to_string(::getpid()) + ".txt";
     int n_predict = 0;
@@ -43,8 +44,8 @@ TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
     }
     for (const auto& c : cases) ASSERT_EQ(c["n_predict"].get<int>(), n_predict) << "cases share n_predict";
     const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -f " +
-                            shell_quote(prompts) + " -n " + std::to_string(n_predict) + " --temp 0 --json " + mode +
-                            " --parallel 3";
+                            shell_quote(prompts) + " -n " + std::to_string(n_predict) + " --temp 0 --json " +
+                            mode + " --parallel 3";
     std::string out;
     ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
     std::filesystem::remove(prompts);
@@ -103,9 +104,10 @@ TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
   ASSERT_EQ(d.size(), 3u);
   const double mib = 1 << 20;
   const double w1 = d[1]["rss_bytes"].get<double>() / mib, w2 = d[2]["rss_bytes"].get<double>() / mib;
-  const double own1 = d[1]["weight_bytes"].get<double>() / mib, own2 = d[2]["weight_bytes"].get<double>() / mib;
-  std::printf("worker 1: %.1f MiB resident for %.1f MiB of units; worker 2: %.1f MiB for %.1f MiB\n", w1, own1, w2,
-              own2);
+  const double own1 = d[1]["weight_bytes"].get<double>() / mib,
+               own2 = d[2]["weight_bytes"].get<double>() / mib;
+  std::printf("worker 1: %.1f MiB resident for %.1f MiB of units; worker 2: %.1f MiB for %.1f MiB\n", w1,
+              own1, w2, own2);
   EXPECT_NEAR(own1, 10.0, 1.0);
   EXPECT_NEAR(own2, 64.0, 1.0);
   // Resident = own weights + a runtime of a few tens of MiB, never the 138 MiB model. (Under
@@ -120,8 +122,9 @@ TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
 
   // The head needs 64 MiB plus the runtime: a 100 MB limit is enough for the blocks but refused for
   // the head, with a clear error instead of swapping or dying.
-  const std::string limited = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
-                              " -p 'a b c' -n 4 --local 2 --split-units 0-0,1-4,5-5 --memory-limit 100MB 2>&1";
+  const std::string limited =
+      std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+      " -p 'a b c' -n 4 --local 2 --split-units 0-0,1-4,5-5 --memory-limit 100MB 2>&1";
   const int status = run_command(limited, out);
   EXPECT_NE(status, 0) << out;
   EXPECT_NE(out.find("--memory-limit is 95.4 MiB"), std::string::npos) << out;
@@ -136,10 +139,15 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
   LL_REQUIRE_SHARED(model);
   std::string out;
   // Distributed options without a cluster.
-  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --ring 2>&1", out), 0);
+  EXPECT_NE(
+      run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --ring 2>&1", out),
+      0);
   EXPECT_NE(out.find("need --local N or --cluster FILE"), std::string::npos) << out;
-  // More workers than units.
-  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --local 7 2>&1", out), 0);
+  // More workers than units to spread evenly over.
+  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+                            " -p hi --local 7 --split even 2>&1",
+                        out),
+            0);
   EXPECT_NE(out.find("fewer than the 7 workers"), std::string::npos) << out;
   // A cluster file naming a worker that is not there: a clear error within the timeout.
   const std::string cluster = ::testing::TempDir() + "/ll_cluster_" + std::to_string(::getpid()) + ".toml";
@@ -172,7 +180,8 @@ bool process_gone(pid_t pid) {
   if (!f) return true;
   std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';  // a zombie is gone too
+  return close != std::string::npos && close + 2 < stat.size() &&
+         stat[close + 2] == 'Z';  // a zombie is gone too
 }
 
 TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
@@ -184,29 +193,36 @@ TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
     std::ofstream p(prompts);
     for (int i = 0; i < 5000; ++i) p << "Once upon a time " << i << "\n";
   }
-  ll::runtime::SpawnOptions so;
-  so.argv = {LL_LINGUA_BIN, "run", "-m", model, "-f", prompts, "-n", "-1", "--local", "2", "-t", "1"};
-  auto run = ll::runtime::ChildProcess::spawn(so);
-  ASSERT_TRUE(run.has_value()) << run.error().message;
-  std::vector<pid_t> workers;
-  for (int i = 0; i < 100 && workers.size() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    workers = children_of(run->pid());
+  // Through the pipeline (even split), and on the origin alone (what the optimal plan of a
+  // one-machine cluster often is), where no wait for a worker would notice the signal.
+  for (const char* split : {"even", "optimal"}) {
+    SCOPED_TRACE(split);
+    ll::runtime::SpawnOptions so;
+    so.argv = {LL_LINGUA_BIN, "run",     "-m", model, "-f", prompts,   "-n",
+               "-1",          "--local", "2",  "-t",  "1",  "--split", split};
+    auto run = ll::runtime::ChildProcess::spawn(so);
+    ASSERT_TRUE(run.has_value()) << run.error().message;
+    std::vector<pid_t> workers;
+    for (int i = 0; i < 100 && workers.size() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      workers = children_of(run->pid());
+    }
+    ASSERT_EQ(workers.size(), 2u) << "the run should have started two workers";
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_TRUE(run->running());
+    ::kill(run->pid(), SIGINT);
+    std::optional<ll::runtime::ExitStatus> st;
+    for (int i = 0; i < 100 && !(st = run->exit_status()); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(st.has_value()) << "lingua run did not stop within 5 s of SIGINT";
+    EXPECT_FALSE(st->success());
+    for (int i = 0; i < 40; ++i) {
+      if (process_gone(workers[0]) && process_gone(workers[1])) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(process_gone(workers[0]));
+    EXPECT_TRUE(process_gone(workers[1]));
   }
-  ASSERT_EQ(workers.size(), 2u) << "the run should have started two workers";
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  ASSERT_TRUE(run->running());
-  ::kill(run->pid(), SIGINT);
-  std::optional<ll::runtime::ExitStatus> st;
-  for (int i = 0; i < 100 && !(st = run->exit_status()); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_TRUE(st.has_value()) << "lingua run did not stop within 5 s of SIGINT";
-  EXPECT_FALSE(st->success());
-  for (int i = 0; i < 40; ++i) {
-    if (process_gone(workers[0]) && process_gone(workers[1])) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_TRUE(process_gone(workers[0]));
-  EXPECT_TRUE(process_gone(workers[1]));
   std::filesystem::remove(prompts);
 }
 
@@ -223,7 +239,8 @@ TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
                             shell_quote(profile) + " 2>/dev/null",
                         out),
             0);
-  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " plan --profile " + shell_quote(profile) + " --json", out), 0)
+  ASSERT_EQ(
+      run_command(std::string(LL_LINGUA_BIN) + " plan --profile " + shell_quote(profile) + " --json", out), 0)
       << out;
   nlohmann::json j = nlohmann::json::parse(last_line(out));
   ASSERT_FALSE(j["stages"].empty());
@@ -244,6 +261,20 @@ TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
   const nlohmann::json want = nlohmann::json::parse(last_line(out));
   ASSERT_EQ(run_command(cmd + " --local 2 --split optimal --objective throughput", out), 0) << out;
   EXPECT_EQ(nlohmann::json::parse(last_line(out))["tokens"], want["tokens"]);
+  // The default split is optimal. With room for the embedding only on the origin (stories260K's is
+  // 128 KiB), the blocks and the head must go to a worker; the tokens stay the same.
+  ASSERT_EQ(run_command(cmd + " --local 2 --origin-memory 200KB", out), 0) << out;
+  const nlohmann::json got = nlohmann::json::parse(last_line(out));
+  EXPECT_EQ(got["tokens"], want["tokens"]);
+  ASSERT_EQ(got["devices"].size(), 3u) << out;
+  EXPECT_EQ(got["devices"][0]["units"], nlohmann::json::array({0, 0})) << out;
+  int workers_used = 0;
+  for (size_t i = 1; i < got["devices"].size(); ++i)
+    workers_used += got["devices"][i]["units"].is_array() ? 1 : 0;
+  EXPECT_GE(workers_used, 1) << out;
+  // A budget too small for even the embedding: a clear refusal, not a run.
+  EXPECT_NE(run_command(cmd + " --local 2 --origin-memory 1KB 2>&1", out), 0);
+  EXPECT_NE(out.find("no plan fits"), std::string::npos) << out;
   std::filesystem::remove(profile);
 }
 

@@ -93,6 +93,49 @@ TEST(CrossCheck, MilpMatchesExactDpOnRandomInstances) {
   EXPECT_GT(tally.infeasible, 5);
 }
 
+TEST(CrossCheck, BlockModelMatchesExactDpOnRepeatedBlocks) {
+  // Profiles of embedding + identical blocks + head, the shape `lingua profile` measures: solve()
+  // takes the compact block model for them. It must agree with the DP, and with the interval MILPs.
+  std::mt19937_64 rng(7);
+  Tally tally;
+  int by_blocks = 0;
+  for (int n = 0; n < 160; ++n) {
+    test::RandomSpec spec;
+    spec.n_devices = 1 + static_cast<int>(rng() % 6);  // 1..6
+    spec.n_units = 3 + static_cast<int>(rng() % 12);   // 3..14
+    const double slacks[] = {1.0, 1.2, 1.5, 2.0, 3.0};
+    spec.memory_slack = slacks[rng() % 5];
+    spec.integer_costs = n % 5 == 2;  // ties
+    const Profile p = test::block_profile(rng, spec);
+    SolveOptions o;
+    o.objective = n % 2 == 0 ? Objective::latency : Objective::throughput;
+    o.ring = (n / 2) % 2 == 1;
+    o.time_limit_s = 60;
+    o.warm_start = n % 3 != 0;
+    const std::string what = std::string("instance ") + std::to_string(n) + " (D=" +
+                             std::to_string(spec.n_devices) + " U=" + std::to_string(spec.n_units) + " " +
+                             objective_name(o.objective) + (o.ring ? " ring" : "") +
+                             (o.warm_start ? "" : " cold") + ")";
+    check_instance(p, o, tally, what);
+    if (HasFatalFailure()) return;
+    auto blocks = solve(p, o);
+    SolveOptions intervals_only = o;
+    intervals_only.use_block_model = false;
+    auto intervals = solve(p, intervals_only);
+    ASSERT_EQ(static_cast<bool>(blocks), static_cast<bool>(intervals)) << what;
+    if (blocks) {
+      EXPECT_STREQ(blocks->solver_model, "blocks") << what;
+      EXPECT_STRNE(intervals->solver_model, "blocks") << what;
+      EXPECT_TRUE(close(blocks->cost_ms, intervals->cost_ms)) << what;
+      ++by_blocks;
+    }
+  }
+  std::printf("  %d instances: %d solved, %d infeasible, %d brute-forced\n", tally.instances, tally.solved,
+              tally.infeasible, tally.brute_forced);
+  EXPECT_GT(by_blocks, 80);
+  EXPECT_GT(tally.infeasible, 5);
+}
+
 TEST(CrossCheck, EachInstanceUnderAllFourModes) {
   // The same profile under every objective and mode, with a tighter look at mid-sized instances.
   std::mt19937_64 rng(99);

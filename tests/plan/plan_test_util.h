@@ -64,6 +64,32 @@ inline Profile random_profile(std::mt19937_64& rng, const RandomSpec& s) {
   return p;
 }
 
+// A model as measured profiles describe one: an embedding, identical blocks, an output head. Every
+// block costs the same on a device, weighs the same and hands over the same bytes (as the embedding
+// does); devices differ in speed, memory and links.
+inline Profile block_profile(std::mt19937_64& rng, const RandomSpec& s) {
+  auto uni = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  Profile p = random_profile(rng, s);
+  const int n_units = s.n_units;
+  const uint64_t block_bytes = static_cast<uint64_t>(pick(1, 100));
+  const double out = s.integer_costs ? pick(0, 3) * 1000.0 : uni(100, 1e5);
+  uint64_t total = 0;
+  for (int u = 0; u < n_units; ++u) {
+    auto& unit = p.units[static_cast<size_t>(u)];
+    if (u > 0 && u + 1 < n_units) unit.memory_bytes = block_bytes;
+    if (u + 1 < n_units) unit.out_bytes = out;
+    total += unit.memory_bytes;
+  }
+  for (auto& d : p.devices) {
+    const double block_ms = s.integer_costs ? pick(0, 5) : uni(0.1, 10.0);
+    for (int u = 1; u + 1 < n_units; ++u) d.unit_ms[static_cast<size_t>(u)] = block_ms;
+    const double share = uni(0.4, 1.6) * s.memory_slack / static_cast<double>(s.n_devices);
+    d.memory_bytes = static_cast<uint64_t>(share * static_cast<double>(total));
+  }
+  return p;
+}
+
 // Every plan there is, costed by evaluate(): tiny instances only.
 inline bool brute_force(const Profile& p, const SolveOptions& o, double& best) {
   const int n_units = p.n_units(), n_dev = p.n_devices();
