@@ -127,6 +127,12 @@ struct Worker::Impl {
     next_link.reset();
     have_segment = false;
     weight_bytes = 0;
+    // The pages of a local --model copy that the old segment used stay mapped, and would count in
+    // the resident memory the next segment is checked against: give them back (the file stays in
+    // the page cache, so a segment that uses them again reads them back from memory).
+    if (local_file) {
+      for (const auto& t : local_file->tensors()) drop_resident_pages(t.data, t.n_bytes);
+    }
   }
 
   std::string cache_path(const net::Sha256Digest& d) const { return opt.cache_dir + "/" + net::to_hex(d) + ".tensor"; }
