@@ -11,6 +11,8 @@
 
 usage: bench/cluster_bench.py speed|memory|all [--build build] [--reps 3] [--json]
 Models are generated once into BUILD/bench-models. Prints a table, and JSON with --json.
+Every --local run passes --split even: these measure the pipeline itself (the default, optimal, may
+keep every unit on the origin of a one-machine cluster; bench/cluster/assign_bench.py measures it).
 """
 import argparse
 import json
@@ -63,14 +65,14 @@ def speed(build, reps):
     for r in range(reps):
         j = run(build, base + ["-p", short, "-n", "64"])
         samples["one_decode"].append(j["decode_tok_s"])
-        j = run(build, base + ["-p", short, "-n", "64", "--local", "2"])
+        j = run(build, base + ["-p", short, "-n", "64", "--local", "2", "--split", "even"])
         samples["pipe_decode"].append(j["decode_tok_s"])
-        j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2"])
+        j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2", "--split", "even"])
         samples["pipe_decode_2seq"].append(j["aggregate_decode_tok_s"])
         j = run(build, base + ["-p", long_prompt, "-n", "1"])
         samples["one_prefill"].append(j["prefill_tok_s"])
         n_prompt_long = len(j["prompt_tokens"])
-        j = run(build, base + ["-p", long_prompt, "-n", "1", "--local", "2"])
+        j = run(build, base + ["-p", long_prompt, "-n", "1", "--local", "2", "--split", "even"])
         samples["pipe_prefill"].append(j["prefill_tok_s"])
         print(f"rep {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items()), file=sys.stderr)
     os.unlink(tmp.name)
@@ -116,7 +118,7 @@ def memory(build):
     limit = 1600 * 1000 * 1000
     t0 = time.time()
     j = run(build, ["-m", m, "-p", "Once upon a time", "-n", "16", "--temp", "0", "-t", "1", "--local", "3",
-                    "--memory-limit", "1600MB", "-c", "256"])
+                    "--memory-limit", "1600MB", "-c", "256", "--split", "even"])
     wall = time.time() - t0
     workers = j["devices"][1:]
     res = {
@@ -141,7 +143,7 @@ def memory(build):
           f"generate) {wall:.1f} s; every worker's peak within its limit: {res['all_within_limit']}")
     # A limit the head's worker cannot meet is refused with a clear error.
     p = subprocess.run([os.path.join(build, "lingua"), "run", "-m", m, "-p", "Hi", "-n", "1", "--local", "3",
-                        "--memory-limit", "1000MB"], capture_output=True, text=True)
+                        "--memory-limit", "1000MB", "--split", "even"], capture_output=True, text=True)
     res["refused_1000MB"] = {"exit_code": p.returncode, "stderr": p.stderr.strip().splitlines()[-1:]}
     print(f"  with --memory-limit 1000MB: exit {p.returncode}: {' '.join(res['refused_1000MB']['stderr'])}")
     return res

@@ -369,20 +369,26 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       }
       return t;
     };
-    // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
-    std::array<std::pair<double, uint64_t>, 2> before{};
-    for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
-      if (k == kProfileWarmupSteps) {
-        LL_ASSIGN_OR_RETURN(before, unit_totals());
+    // Steps k_first..k_last-1, sent back to back so that the worker runs them without a pause: a
+    // device under a CPU quota (a phone that throttles, a cgroup) runs a short burst after a pause
+    // at full speed, and would look far faster than it is over a whole segment.
+    auto steps = [&](int k_first, int k_last) -> Expected<void> {
+      std::vector<uint64_t> rids;
+      for (int k = k_first; k < k_last; ++k) {
+        net::ActivationBatch ab;
+        ab.tokens = {net::TokenMeta{k_probe_seq, k, true}};
+        ab.n_embd = static_cast<uint32_t>(E);
+        ab.hidden = hidden;
+        rids.push_back(c.next_request_id++);
+        LL_TRY(wc.channel->send(ab, rids.back()));
       }
-      net::ActivationBatch ab;
-      ab.tokens = {net::TokenMeta{k_probe_seq, k, true}};
-      ab.n_embd = static_cast<uint32_t>(E);
-      ab.hidden = hidden;
-      const uint64_t rid = c.next_request_id++;
-      LL_TRY(wc.channel->send(ab, rid));
-      LL_TRY(await(w, rid));
-    }
+      for (uint64_t rid : rids) LL_TRY(await(w, rid));
+      return {};
+    };
+    // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
+    LL_TRY(steps(0, kProfileWarmupSteps));
+    LL_ASSIGN_OR_RETURN(auto before, unit_totals());
+    LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps));
     LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
     LL_ASSIGN_OR_RETURN(auto after, unit_totals());
     auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
