@@ -310,6 +310,8 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
 
 // Steps each device runs before its timed ones.
 constexpr int kProfileWarmupSteps = 2;
+// Tokens of hidden state in the batch that measures a link's bandwidth (when no weights streamed).
+constexpr int kBandwidthProbeTokens = 32;
 
 Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   Impl& c = *impl_;
@@ -389,8 +391,30 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     LL_TRY(steps(0, kProfileWarmupSteps));
     LL_ASSIGN_OR_RETURN(auto before, unit_totals());
     LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps));
-    LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
     LL_ASSIGN_OR_RETURN(auto after, unit_totals());
+    // No weights streamed to measure the link by (the worker maps its own copy, or had them
+    // cached): one batch of hidden states is the probe. Its round trip less the worker's compute for
+    // it (from its totals) less the latency both ways is the time the bytes took.
+    const int k_next = kProfileWarmupSteps + n_steps;
+    const int n_probe = static_cast<int>(std::min<int64_t>(kBandwidthProbeTokens, c.opt.n_ctx - 1 - k_next));
+    if (link_bw[static_cast<size_t>(w)] >= 1e12 && n_probe >= 8) {
+      net::ActivationBatch ab;
+      for (int k = 0; k < n_probe; ++k) ab.tokens.push_back(net::TokenMeta{k_probe_seq, k_next + k, k + 1 == n_probe});
+      ab.n_embd = static_cast<uint32_t>(E);
+      for (int k = 0; k < n_probe; ++k) ab.hidden.insert(ab.hidden.end(), hidden.begin(), hidden.end());
+      const uint64_t rid = c.next_request_id++;
+      const auto t0 = Clock::now();
+      LL_TRY(wc.channel->send(ab, rid));
+      LL_TRY(await(w, rid));
+      const double rtt = ms_since(t0);
+      LL_ASSIGN_OR_RETURN(auto probed, unit_totals());
+      const double compute = (probed[0].first - after[0].first) + (probed[1].first - after[1].first);
+      const double bytes = static_cast<double>(n_probe) * static_cast<double>(E) * 4;
+      const double transfer_ms = rtt - compute - 2 * link_ms[static_cast<size_t>(w)];
+      // Below a tenth of a millisecond the figure is noise: the link is as good as unlimited.
+      if (transfer_ms > 0.1) link_bw[static_cast<size_t>(w)] = bytes * 1000.0 / transfer_ms;
+    }
+    LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
     auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
       return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
     };
@@ -398,7 +422,9 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     head_ms[static_cast<size_t>(w)] = per_token(before[1], after[1]);
     c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
           " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
-          std::to_string(link_ms[static_cast<size_t>(w)]) + " ms");
+          std::to_string(link_ms[static_cast<size_t>(w)]) + " ms, " +
+          (link_bw[static_cast<size_t>(w)] >= 1e12 ? std::string("bandwidth not measured")
+                                                     : std::to_string(link_bw[static_cast<size_t>(w)] * 8e-6) + " Mbit/s"));
   }
   // The origin, on the same units, in this process.
   double embed_ms = 0;
