@@ -61,8 +61,11 @@ void print_table(const std::string& path, const plan::Profile& p, const plan::Pl
   std::printf("plan for %s: %d units over %zu stages on %d devices; objective %s%s\n", path.c_str(),
               p.n_units(), r.stages.size(), p.n_devices(), plan::objective_name(o.objective),
               o.ring ? ", ring" : "");
+  const char* model = std::string_view(r.solver_model) == "blocks"
+                          ? "; repeated blocks: MILP over device orders and block counts"
+                          : "";
   if (r.proven_optimal) {
-    std::printf("proven optimal (%.2f s)\n\n", solve_s);
+    std::printf("proven optimal (%.2f s%s)\n\n", solve_s, model);
   } else {
     std::printf(
         "NOT proven optimal: the time limit of %g s ran out; this is the best plan found (%.2f s)\n\n",
