@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
@@ -147,6 +148,12 @@ struct Worker::Impl {
 
   Expected<net::SegmentStatus> load_segment(const net::PeerId& peer, uint64_t request_id, net::LoadSegment msg) {
     drop_segment();
+    // CURVE: from now on the previous stage (and no earlier one) may connect and forward to us.
+    if (opt.authorized_keys) {
+      std::vector<std::string> upstream;
+      if (!msg.upstream_public_key.empty()) upstream.push_back(msg.upstream_public_key);
+      opt.authorized_keys->set_delegated(std::move(upstream));
+    }
     if (msg.unit_first == 0) {
       return make_error(ErrorCode::invalid_argument,
                         "unit 0 (the token embedding) stays on the origin: token ids never leave it");
@@ -266,14 +273,24 @@ struct Worker::Impl {
     LL_ASSIGN_OR_RETURN(runner, model::UnitRunner::create(*model, segment.unit_first, segment.unit_last, *pool,
                                                           segment.n_ctx));
     if (!segment.next_endpoint.empty()) {
-      LL_ASSIGN_OR_RETURN(next_link, net->connect(segment.next_endpoint));
-      next = std::make_unique<net::Channel>(*next_link, opt.limits);
-      auto h = next->handshake(hello(), net::Role::worker, net::Millis(10000));
-      if (!h) {
+      // Over CURVE the next stage accepts us once its own LOAD_SEGMENT (naming us as its upstream)
+      // has arrived, which may be after ours when we had every tensor already: a refused handshake
+      // is retried on a fresh link until the deadline.
+      const auto deadline = Clock::now() + std::chrono::seconds(10);
+      for (;;) {
+        LL_ASSIGN_OR_RETURN(next_link, net->connect(segment.next_endpoint, segment.next_public_key));
+        next = std::make_unique<net::Channel>(*next_link, opt.limits);
+        const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
+        auto h = next->handshake(hello(), net::Role::worker, std::max(left, net::Millis(1)));
+        if (h) break;
         next.reset();
+        const bool refused = next_link->security_failure().has_value();
         next_link.reset();
-        return make_error(h.error().code, "cannot reach the next stage at " + segment.next_endpoint + ": " +
-                                              h.error().message);
+        if (!refused || Clock::now() + std::chrono::milliseconds(200) >= deadline) {
+          return make_error(h.error().code, "cannot reach the next stage at " + segment.next_endpoint + ": " +
+                                                h.error().message);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
     }
     if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors (%llu received, %llu from cache)\n",
