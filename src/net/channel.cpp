@@ -142,7 +142,7 @@ Expected<std::optional<IncomingMessage>> ServerChannel::recv(Millis timeout) {
   }
   if (frame.type() == MessageType::hello) remember(in->peer);
   return std::optional<IncomingMessage>(
-      IncomingMessage{std::move(in->peer), frame.request_id(), std::move(m).value()});
+      IncomingMessage{std::move(in->peer), frame.request_id(), std::move(m).value(), in->trust});
 }
 
 }  // namespace ll::net

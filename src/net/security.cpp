@@ -267,6 +267,25 @@ void AuthorizedKeys::set_delegated(std::vector<std::string> keys) {
   delegated_ = std::set<std::string, std::less<>>(keys.begin(), keys.end());
 }
 
+const char* peer_trust_name(PeerTrust t) {
+  switch (t) {
+    case PeerTrust::unauthenticated:
+      return "unauthenticated";
+    case PeerTrust::authorized:
+      return "authorized";
+    case PeerTrust::delegated:
+      return "delegated";
+  }
+  return "unknown";
+}
+
+std::optional<PeerTrust> AuthorizedKeys::trust(std::string_view key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fixed_.find(key) != fixed_.end()) return PeerTrust::authorized;
+  if (delegated_.find(key) != delegated_.end()) return PeerTrust::delegated;
+  return std::nullopt;
+}
+
 bool AuthorizedKeys::contains(std::string_view key) const {
   std::lock_guard<std::mutex> lock(mu_);
   return fixed_.find(key) != fixed_.end() || delegated_.find(key) != delegated_.end();

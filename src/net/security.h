@@ -22,6 +22,7 @@
 #pragma once
 
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -63,6 +64,13 @@ std::string format_key_file(const CurveKeyPair& keys);
 Expected<std::vector<std::string>> parse_authorized_keys(std::string_view text, std::string_view source_name);
 Expected<std::vector<std::string>> read_authorized_keys(const std::string& path);
 
+// How a Listener's peer was admitted (Incoming::trust): plain links authenticate nobody; over CURVE a
+// peer's key is one of the Listener's fixed keys (a coordinator) or a delegated one (the previous
+// pipeline stage). The ZAP handler passes it to libzmq as the connection's user id, and libzmq
+// attaches that to every frame the peer sends, so it is known per frame.
+enum class PeerTrust { unauthenticated, authorized, delegated };
+const char* peer_trust_name(PeerTrust t);  // "unauthenticated", "authorized", "delegated"
+
 // The client keys a CURVE Listener accepts; thread-safe (the ZAP handler reads it from its own
 // thread). Two sets: `fixed` keys given at start (the coordinators a worker trusts), and `delegated`
 // keys that the trusted coordinator adds at run time (the previous pipeline stage, which forwards
@@ -74,6 +82,8 @@ class AuthorizedKeys {
 
   void set_delegated(std::vector<std::string> keys);
   bool contains(std::string_view key) const;
+  // authorized (a fixed key, also when delegated too), delegated, or nullopt (refused).
+  std::optional<PeerTrust> trust(std::string_view key) const;
   size_t size() const;
 
  private:

@@ -371,11 +371,17 @@ class ZmqListener final : public Listener {
         counters_.bad_frame(msg.size() + extra);
         return multipart_error(2);
       }
+      // Over CURVE, libzmq stamps each frame with the user id our ZAP handler gave its connection.
+      PeerTrust trust = PeerTrust::unauthenticated;
+      if (const char* user = zmq_msg_gets(msg.handle(), "User-Id")) {
+        if (std::strcmp(user, peer_trust_name(PeerTrust::authorized)) == 0) trust = PeerTrust::authorized;
+        if (std::strcmp(user, peer_trust_name(PeerTrust::delegated)) == 0) trust = PeerTrust::delegated;
+      }
       auto frame = accept_frame(message_bytes(msg), options_, counters_, [&](std::vector<uint8_t> reply) {
         return static_cast<bool>(send_message(peer, std::move(reply), zmq::send_flags::dontwait));
       });
       if (!frame) return frame.error();
-      return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value()});
+      return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value(), trust});
     } catch (const zmq::error_t& e) {
       return zmq_failure(ErrorCode::io, "receive on " + endpoint_, e);
     }

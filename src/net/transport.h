@@ -149,6 +149,7 @@ std::string peer_name(const PeerId& p);  // printable: hex of the id bytes
 struct Incoming {
   PeerId peer;
   Frame frame;
+  PeerTrust trust = PeerTrust::unauthenticated;  // over CURVE: how the sender's key was admitted
 };
 
 class Listener {

@@ -76,18 +76,20 @@ void ZapHandler::remove_domain(const std::string& domain) {
   domains_.erase(domain);
 }
 
-bool ZapHandler::authorize(const std::string& domain, const std::string& mechanism, const std::string& credential) {
-  if (mechanism != "CURVE" || credential.size() != 32) return false;
+std::optional<PeerTrust> ZapHandler::authorize(const std::string& domain, const std::string& mechanism,
+                                               const std::string& credential) {
+  if (mechanism != "CURVE" || credential.size() != 32) return std::nullopt;
   std::shared_ptr<const AuthorizedKeys> keys;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = domains_.find(domain);
-    if (it == domains_.end()) return false;
+    if (it == domains_.end()) return std::nullopt;
     keys = it->second;
   }
   char z85[k_curve_key_chars + 1] = {};
-  if (zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(credential.data()), 32) == nullptr) return false;
-  return keys && keys->contains(z85);
+  if (zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(credential.data()), 32) == nullptr) return std::nullopt;
+  if (!keys) return std::nullopt;
+  return keys->trust(z85);
 }
 
 void ZapHandler::run(zmq::socket_t rep, zmq::socket_t stop) {
@@ -104,13 +106,16 @@ void ZapHandler::run(zmq::socket_t rep, zmq::socket_t stop) {
     // Request (RFC 27): version, request id, domain, address, routing id, mechanism, credentials...
     std::vector<std::string> req = recv_parts(rep);
     const bool well_formed = req.size() >= 6 && req[0] == "1.0";
-    const bool ok = well_formed && authorize(req[2], req[5], req.size() >= 7 ? req[6] : std::string());
+    const std::optional<PeerTrust> trust =
+        well_formed ? authorize(req[2], req[5], req.size() >= 7 ? req[6] : std::string()) : std::nullopt;
+    const bool ok = trust.has_value();
     (ok ? n_accepted_ : n_refused_).fetch_add(1);
     // Reply: version, request id, status code, status text, user id, metadata. A REP socket must
     // answer every request it received, even a malformed one.
     const std::string request_id = req.size() >= 2 ? req[1] : std::string();
     const std::string parts[] = {"1.0", request_id, ok ? "200" : "400",
-                                 ok ? "OK" : "client public key not authorized", "", ""};
+                                 ok ? "OK" : "client public key not authorized",
+                                 ok ? peer_trust_name(*trust) : "", ""};
     try {
       for (size_t i = 0; i < 6; ++i) {
         rep.send(zmq::buffer(parts[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);

@@ -6,7 +6,8 @@
 // CURVE handshake, passing the server socket's ZAP domain and the client's 32-byte public key. Each
 // CURVE Listener gets a domain of its own ("ll-listener-N") mapped to its AuthorizedKeys; the
 // handler answers 200 for a listed key and 400 for anything else (an unknown domain, another
-// mechanism, a malformed request). libzmq then closes a refused connection before any of its frames
+// mechanism, a malformed request), with the user id "authorized" or "delegated" (PeerTrust) that
+// libzmq attaches to each of the client's frames as "User-Id". libzmq then closes a refused connection before any of its frames
 // reach the Listener.
 //
 // The handler is bound before any CURVE Listener exists: without a bound handler libzmq would accept
@@ -42,7 +43,9 @@ class ZapHandler {
  private:
   explicit ZapHandler(zmq::context_t& ctx) : ctx_(ctx) {}
   void run(zmq::socket_t rep, zmq::socket_t stop);
-  bool authorize(const std::string& domain, const std::string& mechanism, const std::string& credential);
+  // The trust granted to the client, or nullopt to refuse it.
+  std::optional<PeerTrust> authorize(const std::string& domain, const std::string& mechanism,
+                                     const std::string& credential);
 
   zmq::context_t& ctx_;
   std::string stop_endpoint_;

@@ -441,6 +441,20 @@ struct Worker::Impl {
     const net::MessageType type = net::message_type(in.message);
     auto fail = [&](const Error& e) { reply_error(have_segment ? coordinator : peer, rid, type, e); };
     auto fail_peer = [&](const Error& e) { reply_error(peer, rid, type, e); };
+    // A delegated peer (CURVE) is the previous stage, admitted by the coordinator's LOAD_SEGMENT: it
+    // may forward the pipeline's frames, but never load, feed or inspect this worker.
+    const bool pipeline_frame = type == net::MessageType::hello || type == net::MessageType::heartbeat ||
+                                type == net::MessageType::error || type == net::MessageType::activation_batch ||
+                                type == net::MessageType::sampling || type == net::MessageType::release_sequence;
+    if (in.trust == net::PeerTrust::delegated && !pipeline_frame) {
+      ++counters.n_bad_messages;
+      const std::string why = net::message_type_name(type) + " from the previous stage: only a coordinator may send it";
+      std::fprintf(stderr, "lingua worker %s: %s\n", opt.name.c_str(), why.c_str());
+      (void)server->send(peer, net::make_error_message(net::WireError::unauthorized, why, static_cast<uint16_t>(type),
+                                                       opt.limits),
+                         rid);
+      return;
+    }
     std::visit(
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;

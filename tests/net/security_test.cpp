@@ -188,6 +188,7 @@ TEST(CurveTransport, AuthorizedClientTalksBothWays) {
   auto in = s.listener->recv(k_wait);
   ASSERT_TRUE(in.has_value() && in->has_value());
   EXPECT_EQ((*in)->frame.request_id(), 7u);
+  EXPECT_EQ((*in)->trust, PeerTrust::authorized);  // a fixed key, stamped on the frame by the ZAP user id
   ASSERT_TRUE(s.listener->send((*in)->peer, heartbeat(8)).has_value());
   auto back = (*link)->recv(k_wait);
   ASSERT_TRUE(back.has_value() && back->has_value());
@@ -269,6 +270,7 @@ TEST(CurveTransport, DelegatedKeysAreAcceptedFromThenOn) {
   auto in = s.listener->recv(k_wait);
   ASSERT_TRUE(in.has_value() && in->has_value());
   EXPECT_EQ((*in)->frame.request_id(), 2u);
+  EXPECT_EQ((*in)->trust, PeerTrust::delegated);
   // Replaced by the next segment's delegation: refused again.
   s.allowed->set_delegated({});
   auto late = net->connect(s.listener->endpoint(), s.keys.public_key);

@@ -17,6 +17,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "net/channel.h"
 #include "net/security.h"
 #include "net/transport.h"
 #include "runtime/coordinator.h"
@@ -63,6 +64,7 @@ class SecureWorkers {
       }
       endpoints_.push_back((*w)->endpoint());
       public_keys_.push_back(k.public_key);
+      key_pairs_.push_back(k);
       workers_.push_back(std::move(*w));
     }
     for (auto& w : workers_) {
@@ -76,12 +78,14 @@ class SecureWorkers {
   }
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   const std::vector<std::string>& public_keys() const { return public_keys_; }
+  const net::CurveKeyPair& key_pair(size_t i) const { return key_pairs_.at(i); }
   runtime::Worker& worker(size_t i) { return *workers_.at(i); }
 
  private:
   std::vector<std::unique_ptr<net::Network>> nets_;
   std::vector<std::unique_ptr<runtime::Worker>> workers_;
   std::vector<std::string> endpoints_, public_keys_;
+  std::vector<net::CurveKeyPair> key_pairs_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
 };
@@ -131,6 +135,63 @@ TEST(SecureCluster, CurvePipelineMatchesOneProcess) {
     ASSERT_EQ(got->size(), 1u);
     EXPECT_EQ((*got)[0].tokens, want->tokens) << (ring ? "ring" : "chain");
   }
+}
+
+TEST(SecureCluster, ThePreviousStageMayForwardButNotControlTheNext) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  auto model = load_model();
+  ASSERT_TRUE(model);
+  const net::CurveKeyPair origin = keys();
+  SecureWorkers workers(2, {origin.public_key});
+  auto net = net::make_zmq_network(curve_options(origin));
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 32;
+  co.worker_public_keys = workers.public_keys();
+  auto coord = runtime::Coordinator::connect(*model, *net, workers.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  auto stages = runtime::split_even(model->n_units(), 2, false);
+  ASSERT_TRUE(stages.has_value());
+  ASSERT_TRUE((*coord)->load(*stages).has_value());  // worker 2 now accepts worker 1's key (delegated)
+
+  // Someone holding worker 1's key (the previous stage) talks to worker 2.
+  auto as_w1 = net::make_zmq_network(curve_options(workers.key_pair(0)));
+  auto link = as_w1->connect(workers.endpoints()[1], workers.public_keys()[1]);
+  ASSERT_TRUE(link.has_value()) << link.error().message;
+  net::Channel ch(**link);
+  net::Hello hello;
+  hello.role = net::Role::worker;
+  hello.name = "impostor";
+  ASSERT_TRUE(ch.handshake(hello, net::Role::worker, net::Millis(5000)).has_value());
+  const uint64_t bad_before = workers.worker(1).counters().n_bad_messages;
+  auto expect_refused = [&](const net::Message& m, uint64_t rid) {
+    ASSERT_TRUE(ch.send(m, rid).has_value());
+    auto reply = ch.recv(net::Millis(5000));
+    ASSERT_TRUE(reply.has_value() && reply->has_value());
+    const auto* e = std::get_if<net::ErrorMessage>(&(*reply)->message);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->code, net::WireError::unauthorized);
+    EXPECT_CONTAINS(e->message, "only a coordinator may send it");
+  };
+  net::LoadSegment takeover;
+  takeover.unit_first = 1;
+  takeover.unit_last = 1;
+  takeover.n_ctx = 8;
+  expect_refused(takeover, 11);
+  expect_refused(net::StatsRequest{}, 12);
+  EXPECT_EQ(workers.worker(1).counters().n_bad_messages, bad_before + 2);
+  // Pipeline frames are still its business: a HEARTBEAT is echoed.
+  ASSERT_TRUE(ch.send(net::Heartbeat{1, 2}, 13).has_value());
+  auto echo = ch.recv(net::Millis(5000));
+  ASSERT_TRUE(echo.has_value() && echo->has_value());
+  EXPECT_TRUE(std::holds_alternative<net::Heartbeat>((*echo)->message));
+  // The real pipeline still works.
+  auto tok = model::Tokenizer::from_gguf(model->file());
+  ASSERT_TRUE(tok.has_value());
+  model::GenerateOptions gen;
+  gen.n_predict = 4;
+  gen.sampling.temperature = 0;
+  auto got = (*coord)->generate(*tok, {runtime::Request{tok->encode("Once", true)}}, gen, 1);
+  EXPECT_TRUE(got.has_value()) << got.error().message;
 }
 
 TEST(SecureCluster, CoordinatorRefusesAWorkerWithAnotherKey) {
