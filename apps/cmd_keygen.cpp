@@ -12,7 +12,7 @@ Runner add_keygen_command(CLI::App& app) {
       ->required();
   app.footer(
       "Give a worker's .pub to the origin (the device's public_key in the cluster file) and the origin's .pub\n"
-      "to each worker (--authorized-keys FILE or --allow KEY). Keep .key files secret. Never overwrites a key.");
+      "to each worker (--authorized-keys FILE or --allow=KEY). Keep .key files secret. Never overwrites a key.");
   return [out]() -> int {
     auto keys = net::generate_curve_keypair();
     if (!keys) return report_error(keys.error());

@@ -41,7 +41,7 @@ Runner add_worker_command(CLI::App& app) {
   auto* auth = app.add_option("--authorized-keys", o->authorized_keys_file,
                               "Accept only coordinators whose public key is in this file (one per line, as in .pub "
                               "files)")->check(CLI::ExistingFile)->group("Security");
-  auto* allow = app.add_option("--allow", o->allow, "Accept the coordinator with this public key (repeatable)")
+  auto* allow = app.add_option("--allow", o->allow, "Accept the coordinator with this public key (repeatable; write --allow=KEY, as a key may begin with '-')")
                     ->group("Security");
   app.add_flag("--insecure", o->insecure, "Plain TCP: no encryption, anyone who reaches the port may connect")
       ->excludes(key)->excludes(auth)->excludes(allow)->group("Security");
@@ -121,7 +121,7 @@ Runner add_worker_command(CLI::App& app) {
       if (allowed.empty()) {
         return report_error(make_error(ErrorCode::invalid_argument,
                                        "a secure worker accepts only the coordinators it is told about: give their "
-                                       "public keys with --authorized-keys FILE or --allow KEY (or run --insecure)"));
+                                       "public keys with --authorized-keys FILE or --allow=KEY (or run --insecure)"));
       }
       wo.authorized_keys = std::make_shared<net::AuthorizedKeys>(std::move(allowed));
       to.security.mode = net::SocketSecurity::Mode::curve;

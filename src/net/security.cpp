@@ -182,12 +182,12 @@ std::string format_key_file(const CurveKeyPair& keys) {
 Expected<CurveKeyPair> parse_key_file(std::string_view text, std::string_view source_name) {
   CurveKeyPair keys;
   LL_TRY(for_each_line(text, [&](size_t n, std::string_view line) -> Expected<void> {
-    if (line.empty() || line.front() == '#') return {};
     // Z85 has '=' in its alphabet: look for a bare key (a .pub line) before splitting at the '='.
     if (check_curve_key(line.substr(0, line.find_first_of(" \t")), "key")) {
       return at_line(ErrorCode::parse, source_name, n,
                      "a bare public key: this is a .pub file; give the key pair (the .key file)");
     }
+    if (line.empty() || line.front() == '#') return {};
     const size_t eq = line.find('=');
     if (eq == std::string_view::npos) {
       return at_line(ErrorCode::parse, source_name, n, "expected 'public-key = KEY' or 'secret-key = KEY'");
@@ -240,9 +240,11 @@ Expected<void> write_key_files(const std::string& base, const CurveKeyPair& keys
 Expected<std::vector<std::string>> parse_authorized_keys(std::string_view text, std::string_view source_name) {
   std::vector<std::string> keys;
   LL_TRY(for_each_line(text, [&](size_t n, std::string_view line) -> Expected<void> {
-    if (line.empty() || line.front() == '#') return {};
     const size_t blank = line.find_first_of(" \t");
     const std::string_view key = line.substr(0, blank);
+    // '#' is a Z85 character, but never a key's first: that one encodes at most 82 ('%'), as the
+    // first 4 bytes are < 2^32 (zmq_z85_decode, and so check_curve_key, refuse more).
+    if (line.empty() || line.front() == '#') return {};
     if (auto ok = check_curve_key(key, "public key"); !ok) {
       return at_line(ErrorCode::parse, source_name, n, ok.error().message);
     }

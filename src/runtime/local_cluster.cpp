@@ -40,8 +40,8 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
       // unlike the command line, and nothing is left on disk if we are killed. The worker unsets it.
       LL_ASSIGN_OR_RETURN(net::CurveKeyPair keys, net::generate_curve_keypair());
       LL_TRY(net::check_curve_key(o.origin_public_key, "the origin's public key"));
-      so.argv.push_back("--allow");
-      so.argv.push_back(o.origin_public_key);
+      // One argument: a Z85 key may begin with '-', which a separate argument would turn into an option.
+      so.argv.push_back("--allow=" + o.origin_public_key);
       so.extra_env.emplace_back(k_worker_secret_key_env, keys.secret_key);
       cl->public_keys_.push_back(keys.public_key);
     }

@@ -14,6 +14,7 @@
 
 #include "common/shared_files.h"
 #include "e2e/cli_util.h"
+#include "net/security.h"
 #include "runtime/process.h"
 
 namespace {
@@ -111,7 +112,7 @@ TEST(SecureCli, WorkerIsSecureByDefault) {
   // A secret key others may read.
   ::chmod((base + ".key").c_str(), 0644);
   EXPECT_NE(run_command(k_bin + " worker --listen tcp://127.0.0.1:0 --key " + shell_quote(base + ".key") +
-                            " --allow " + shell_quote(read_file(base + ".pub").substr(0, 40)) + " 2>&1",
+                            " --allow=" + shell_quote(read_file(base + ".pub").substr(0, 40)) + " 2>&1",
                         out),
             0);
   EXPECT_NE(out.find("chmod 600"), std::string::npos) << out;
@@ -129,7 +130,7 @@ TEST(SecureCli, ClusterFileWithKeysRunsAndAWrongKeyIsRefused) {
   ASSERT_EQ(origin_pub.size(), 40u);
   // Worker 1 reads the origin's key from an authorized-keys file (its .pub), worker 2 from --allow.
   auto w1 = start_worker({"--name", "w1", "--key", dir + "/w1.key", "--authorized-keys", dir + "/origin.pub"});
-  auto w2 = start_worker({"--name", "w2", "--key", dir + "/w2.key", "--allow", origin_pub});
+  auto w2 = start_worker({"--name", "w2", "--key", dir + "/w2.key", "--allow=" + origin_pub});
   ASSERT_TRUE(w1 && w2);
   auto cluster_file = [&](const std::string& path, const std::string& key1, const std::string& key2) {
     std::ofstream f(path);
@@ -185,6 +186,38 @@ TEST(SecureCli, ClusterFileWithKeysRunsAndAWrongKeyIsRefused) {
   EXPECT_NE(out.find("device \"w1\" has no public_key"), std::string::npos) << out;
   (void)w1->child.terminate(std::chrono::milliseconds(2000));
   (void)w2->child.terminate(std::chrono::milliseconds(2000));
+}
+
+TEST(SecureCli, AnOriginKeyThatBeginsWithADashIsAKeyNotAnOption) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  // About one key in 85 begins with '-' (Z85 digit 63): find one.
+  ll::net::CurveKeyPair origin;
+  for (int i = 0; i < 5000 && (origin.public_key.empty() || origin.public_key[0] != '-'); ++i) {
+    auto k = ll::net::generate_curve_keypair();
+    ASSERT_TRUE(k.has_value());
+    origin = *k;
+  }
+  ASSERT_EQ(origin.public_key[0], '-');
+  const std::string dir = temp_dir();
+  std::filesystem::remove(dir + "/dash.key");
+  std::filesystem::remove(dir + "/dash.pub");
+  ASSERT_TRUE(ll::net::write_key_files(dir + "/dash", origin).has_value());
+  const std::string w_pub = keygen(dir + "/dw");
+  auto w = start_worker({"--name", "dw", "--key", dir + "/dw.key", "--allow=" + origin.public_key});
+  ASSERT_TRUE(w);
+  const std::string cluster = dir + "/dash.toml";
+  {
+    std::ofstream f(cluster);
+    f << "[[device]]\nname = \"dw\"\naddress = \"" << w->endpoint << "\"\npublic_key = \"" << w_pub << "\"\n";
+  }
+  std::string out;
+  EXPECT_EQ(run_command(k_bin + " run -m " + shell_quote(model) + " -p hi -n 4 --cluster " + shell_quote(cluster) +
+                            " --key " + shell_quote(dir + "/dash.key") + " --connect-timeout 10 2>&1",
+                        out),
+            0)
+      << out;
+  (void)w->child.terminate(std::chrono::milliseconds(2000));
 }
 
 TEST(SecureCli, PlainTcpNeedsInsecureOnBothSides) {

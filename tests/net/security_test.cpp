@@ -175,6 +175,9 @@ TEST(CurveKeyFiles, ParseErrorsNameTheLine) {
   EXPECT_EQ(*listed, (std::vector<std::string>{a.public_key, b.public_key}));
   EXPECT_CONTAINS(parse_authorized_keys(a.public_key + "\nnot-a-key\n", "auth").error().message, "auth:2:");
   EXPECT_CONTAINS(parse_authorized_keys("# nothing\n", "auth").error().message, "holds no public key");
+  // '#' is a Z85 character but cannot begin a key (its first 4 bytes would exceed 2^32), so a line
+  // starting with it is always a comment.
+  EXPECT_FALSE(check_curve_key("#" + a.public_key.substr(1), "k").has_value());
 }
 
 TEST(CurveTransport, AuthorizedClientTalksBothWays) {
