@@ -20,6 +20,7 @@
 //   ZMQ_SNDTIMEO   = send_timeout_ms          a send to a stuck or absent peer fails instead of hanging
 //   ZMQ_SNDHWM/RCVHWM = send_hwm/recv_hwm     frames queued per peer (memory bound: hwm x max frame)
 //   ZMQ_ROUTER_MANDATORY = 1 (Listener)       sending to a peer that is gone is an error, not a drop
+//   CURVE options, ZAP domain, monitor        with SocketSecurity::Mode::curve (see SocketSecurity)
 // Receives use zmq_poll with the caller's timeout, so nothing waits forever.
 //
 // Waiting on several Links at once (a coordinator reading all its workers): wait_any() below. Over
