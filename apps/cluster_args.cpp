@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "net/security.h"
 #include "runtime/cluster_file.h"
 #include "runtime/process.h"
 #include "runtime/worker.h"
@@ -28,6 +29,13 @@ void add_cluster_options(CLI::App& app, ClusterArgs& a) {
       ->group("Distributed");
   app.add_option("--connect-timeout", a.connect_timeout_s, "Seconds to wait for each worker's HELLO")
       ->check(CLI::Range(0.1, 3600.0))->capture_default_str()->group("Distributed");
+  auto* key = app.add_option("--key", a.key_file,
+                             "This origin's CURVE key pair (NAME.key from `lingua keygen`); required with --cluster, "
+                             "whose devices each name their public_key; --local makes ephemeral keys without it")
+                  ->check(CLI::ExistingFile)->group("Distributed");
+  app.add_flag("--insecure", a.insecure,
+               "Plain TCP: no encryption, no authentication (trusted networks only; workers need --insecure too)")
+      ->excludes(key)->group("Distributed");
 }
 
 Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
@@ -35,6 +43,27 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
   runtime::TerminationSignals::install();
   ClusterConnection conn;
   std::vector<std::string> endpoints;
+  net::TransportOptions to;
+  to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
+  if (!a.insecure) {
+    LL_TRY(net::check_curve_available());
+    net::SocketSecurity& sec = to.security;
+    sec.mode = net::SocketSecurity::Mode::curve;
+    net::CurveKeyPair origin;
+    if (!a.key_file.empty()) {
+      LL_ASSIGN_OR_RETURN(origin, net::read_key_file(a.key_file));
+    } else if (a.local > 0) {
+      LL_ASSIGN_OR_RETURN(origin, net::generate_curve_keypair());  // ephemeral: this run only
+    } else {
+      return make_error(ErrorCode::invalid_argument,
+                        "--cluster needs this origin's key pair: --key ORIGIN.key (make one with `lingua keygen -o "
+                        "origin`; give each worker its .pub with --allow or --authorized-keys), or --insecure for "
+                        "plain TCP");
+    }
+    sec.curve_public_key = origin.public_key;
+    sec.curve_secret_key = origin.secret_key;
+  }
+  std::vector<std::string> device_names;
   if (a.local > 0) {
     runtime::LocalClusterOptions lo;
     lo.n_workers = a.local;
@@ -47,24 +76,48 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
       if (!limit) return make_error(limit.error().code, "--memory-limit: " + limit.error().message);
       lo.memory_limit_bytes = *limit;
     }
+    lo.insecure = a.insecure;
+    lo.origin_public_key = to.security.curve_public_key;
     LL_ASSIGN_OR_RETURN(conn.local, runtime::LocalCluster::start(lo));
     endpoints = conn.local->endpoints();
+    device_names = conn.local->names();
+    if (!a.insecure) co.worker_public_keys = conn.local->public_keys();
   } else {
     LL_ASSIGN_OR_RETURN(runtime::ClusterFile cf, runtime::load_cluster_file(a.cluster));
-    for (const auto& d : cf.devices) endpoints.push_back(d.address);
+    for (const auto& d : cf.devices) {
+      endpoints.push_back(d.address);
+      device_names.push_back(d.name);
+      if (a.insecure) continue;
+      if (d.public_key.empty()) {
+        return make_error(ErrorCode::invalid_argument,
+                          a.cluster + ": device \"" + d.name +
+                              "\" has no public_key (the worker's .pub from `lingua keygen`); or run with --insecure");
+      }
+      co.worker_public_keys.push_back(d.public_key);
+    }
   }
   if (!a.origin_memory.empty()) {
     auto bytes = runtime::parse_byte_size(a.origin_memory);
     if (!bytes) return make_error(bytes.error().code, "--origin-memory: " + bytes.error().message);
     co.origin_memory_bytes = *bytes;
   }
-  net::TransportOptions to;
-  to.send_timeout_ms = 30000;  // a worker busy verifying a large tensor may not drain chunks at once
   conn.net = net::make_zmq_network(to);
   co.n_threads = origin_threads;
   co.connect_timeout = net::Millis(static_cast<int64_t>(a.connect_timeout_s * 1000));
   co.should_stop = [] { return runtime::TerminationSignals::requested(); };
-  LL_ASSIGN_OR_RETURN(conn.coordinator, runtime::Coordinator::connect(model, *conn.net, endpoints, co));
+  auto coordinator = runtime::Coordinator::connect(model, *conn.net, endpoints, co);
+  if (!coordinator) {
+    // Name the device whose address the error mentions (the user knows it by its name).
+    for (size_t i = 0; i < endpoints.size() && i < device_names.size(); ++i) {
+      if (coordinator.error().message.find(endpoints[i]) != std::string::npos) {
+        std::string msg = "device \"";
+        msg.append(device_names[i]).append("\": ").append(coordinator.error().message);
+        return make_error(coordinator.error().code, std::move(msg));
+      }
+    }
+    return coordinator.error();
+  }
+  conn.coordinator = std::move(*coordinator);
   return conn;
 }
 

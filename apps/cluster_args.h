@@ -23,10 +23,16 @@ struct ClusterArgs {
   std::string memory_limit, cache_dir;
   std::string origin_memory;  // what the planner may place on this device (default: its available memory)
   double connect_timeout_s = 10;
+  // Security (net/security.h). By default every link is CURVE: the origin's key pair comes from
+  // --key (required with --cluster, whose devices must each have a public_key; optional with --local,
+  // which otherwise makes ephemeral keys for the origin and every worker). --insecure: plain TCP.
+  std::string key_file;
+  bool insecure = false;
   bool wanted() const { return local > 0 || !cluster.empty(); }
 };
 
-// --local, --cluster, --worker-threads, --memory-limit, --origin-memory, --cache-dir, --connect-timeout.
+// --local, --cluster, --worker-threads, --memory-limit, --origin-memory, --cache-dir, --connect-timeout,
+// --key, --insecure.
 void add_cluster_options(CLI::App& app, ClusterArgs& a);
 
 // Members are destroyed bottom-up: the coordinator, then its network, then the local workers.

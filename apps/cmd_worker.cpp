@@ -1,8 +1,11 @@
 // lingua worker: serve one device's share of a model for a coordinator.
 #include <cstdio>
+#include <cstdlib>
 
 #include "apps/commands.h"
+#include "net/security.h"
 #include "net/transport.h"
+#include "runtime/local_cluster.h"
 #include "runtime/process.h"
 #include "runtime/sysinfo.h"
 #include "runtime/worker.h"
@@ -14,6 +17,10 @@ Runner add_worker_command(CLI::App& app) {
     std::string listen = "tcp://127.0.0.1:5601", name, memory_limit, cache_dir, model, cpus;
     int threads = 1;
     bool quiet = false;
+    // Security.
+    std::string key_file, authorized_keys_file;
+    std::vector<std::string> allow;
+    bool insecure = false;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--listen", o->listen, "Endpoint to listen on, tcp://HOST:PORT (port 0 picks a free one)")
@@ -29,9 +36,21 @@ Runner add_worker_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   app.add_flag("-q,--quiet", o->quiet, "Log errors only");
   app.add_option("--cpus", o->cpus, "Run only on these CPUs, e.g. 0-1 or 0,2 (an emulated device's cores)");
+  auto* key = app.add_option("--key", o->key_file, "This worker's CURVE key pair (NAME.key from `lingua keygen`)")
+                  ->check(CLI::ExistingFile)->group("Security");
+  auto* auth = app.add_option("--authorized-keys", o->authorized_keys_file,
+                              "Accept only coordinators whose public key is in this file (one per line, as in .pub "
+                              "files)")->check(CLI::ExistingFile)->group("Security");
+  auto* allow = app.add_option("--allow", o->allow, "Accept the coordinator with this public key (repeatable; write --allow=KEY, as a key may begin with '-')")
+                    ->group("Security");
+  app.add_flag("--insecure", o->insecure, "Plain TCP: no encryption, anyone who reaches the port may connect")
+      ->excludes(key)->excludes(auth)->excludes(allow)->group("Security");
   app.footer(
       "The worker prints \"listening on ENDPOINT\" on stdout once it accepts connections, then serves until\n"
-      "SIGINT/SIGTERM. It needs no model file: the coordinator sends the tensors of its units.");
+      "SIGINT/SIGTERM. It needs no model file: the coordinator sends the tensors of its units.\n"
+      "Security: links are CURVE-encrypted; the worker proves it holds --key and accepts only the coordinators\n"
+      "given by --authorized-keys/--allow. Without --key the secret key may come from the environment variable\n"
+      "LINGUA_WORKER_SECRET_KEY (how `lingua run --local` passes ephemeral keys). --insecure: plain TCP.");
   return [o]() -> int {
     // First, so that every thread started later (compute pool, ZeroMQ I/O) inherits it.
     if (!o->cpus.empty()) {
@@ -59,6 +78,58 @@ Runner add_worker_command(CLI::App& app) {
     runtime::TerminationSignals::install();
     net::TransportOptions to;
     to.recv_hwm = 16;  // bounds the tensor chunks (1 MiB each) queued in this process while loading
+    // Read, then removed from our environment, so that nothing we start inherits it.
+    const char* env_secret = std::getenv(runtime::k_worker_secret_key_env);
+    const std::string secret_from_env = env_secret != nullptr ? env_secret : "";
+    ::unsetenv(runtime::k_worker_secret_key_env);
+    if (o->insecure) {
+      if (!secret_from_env.empty()) {
+        return report_error(make_error(ErrorCode::invalid_argument,
+                                       std::string("--insecure with a secret key in ") +
+                                           runtime::k_worker_secret_key_env + ": choose one"));
+      }
+    } else {
+      if (auto ok = net::check_curve_available(); !ok) return report_error(ok.error());
+      net::CurveKeyPair keys;
+      if (!o->key_file.empty()) {
+        auto k = net::read_key_file(o->key_file);
+        if (!k) return report_error(k.error());
+        keys = *k;
+      } else if (!secret_from_env.empty()) {
+        auto pub = net::curve_public_key_of(secret_from_env);
+        if (!pub) {
+          return report_error(make_error(ErrorCode::invalid_argument,
+                                         std::string(runtime::k_worker_secret_key_env) + ": " + pub.error().message));
+        }
+        keys = net::CurveKeyPair{*pub, secret_from_env};
+      } else {
+        return report_error(make_error(
+            ErrorCode::invalid_argument,
+            "a worker needs its key pair (--key NAME.key, from `lingua keygen -o NAME`) and the coordinators it "
+            "accepts (--authorized-keys FILE or --allow PUBLIC_KEY); or --insecure for plain TCP"));
+      }
+      std::vector<std::string> allowed;
+      if (!o->authorized_keys_file.empty()) {
+        auto listed = net::read_authorized_keys(o->authorized_keys_file);
+        if (!listed) return report_error(listed.error());
+        allowed = *listed;
+      }
+      for (const std::string& k : o->allow) {
+        if (auto ok = net::check_curve_key(k, "--allow"); !ok) return report_error(ok.error());
+        allowed.push_back(k);
+      }
+      if (allowed.empty()) {
+        return report_error(make_error(ErrorCode::invalid_argument,
+                                       "a secure worker accepts only the coordinators it is told about: give their "
+                                       "public keys with --authorized-keys FILE or --allow=KEY (or run --insecure)"));
+      }
+      wo.authorized_keys = std::make_shared<net::AuthorizedKeys>(std::move(allowed));
+      to.security.mode = net::SocketSecurity::Mode::curve;
+      to.security.curve_public_key = keys.public_key;
+      to.security.curve_secret_key = keys.secret_key;
+      to.security.authorized_clients = wo.authorized_keys;
+      if (!o->quiet) std::fprintf(stderr, "lingua worker: CURVE public key %s\n", keys.public_key.c_str());
+    }
     auto net = net::make_zmq_network(to);
     auto worker = runtime::Worker::create(wo, *net);
     if (!worker) return report_error(worker.error());

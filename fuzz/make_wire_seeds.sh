@@ -48,6 +48,7 @@ frame error 0x0103 9
   str blk.2.attn_norm.weight; u32 0; u32 2; u64 4; u64 2; u64 32; hash32 2    # F32 [4,2]
   str blk.2.ffn_up.weight; u32 8; u32 2; u64 64; u64 3; u64 204; hash32 3     # Q8_0 [64,3]
   str blk.2.attn_q.weight; u32 12; u32 2; u64 256; u64 1; u64 144; hash32 4   # Q4_K [256,1]
+  str ""; str ""                                                              # no CURVE keys
 } >"$tmp"
 frame load-segment 0x0201 11
 

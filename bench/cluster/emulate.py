@@ -444,8 +444,10 @@ class Cluster:
             node["worker_endpoint"] = f"{node['dev_addr']}:{port}"
             node["proxy_endpoint"] = f"{node['host_addr']}:{port}"
             if self.role == "worker":
+                # Plain TCP: the emulated links live in this machine's own network namespaces. (Workers
+                # are CURVE-secured by default; the cluster's `lingua run` gets --insecure to match.)
                 argv = [self.args.lingua, "worker", "--listen", f"tcp://{node['worker_endpoint']}", "--name",
-                        node["name"], "-t", str(node["threads"])]
+                        node["name"], "-t", str(node["threads"]), "--insecure"]
                 if node["memory"]:
                     argv += ["--memory-limit", node["memory"]]
                 if node["cpus"]:
@@ -756,7 +758,7 @@ def cmd_up(args):
         cluster.write_cluster_file(args.out, args.spec)
         print(cluster.table(), flush=True)
         print(f"\ncluster file: {os.path.abspath(args.out)}", flush=True)
-        print(f"run:  {args.lingua} run -m MODEL -p PROMPT --cluster {os.path.abspath(args.out)}", flush=True)
+        print(f"run:  {args.lingua} run -m MODEL -p PROMPT --cluster {os.path.abspath(args.out)} --insecure", flush=True)
         if cluster.origin:
             print(f"      (as the emulated origin: {sys.argv[0]} origin -- {args.lingua} run ...)", flush=True)
         print("logs: " + LOG_DIR + "    stop: Ctrl-C or `emulate.py down`", flush=True)
@@ -846,7 +848,7 @@ def cmd_run(args):
         cluster.start()
         cluster.write_cluster_file(cluster_file, args.spec)
         print(cluster.table(), file=sys.stderr, flush=True)
-        cmd = [args.lingua, "run"] + lingua_args + ["--cluster", cluster_file]
+        cmd = [args.lingua, "run"] + lingua_args + ["--cluster", cluster_file, "--insecure"]
         if cluster.origin and "threads" in cluster.origin["given"] and not any(
                 a in ("-t", "--threads") or a.startswith("--threads=") for a in lingua_args):
             cmd[2:2] = ["-t", str(cluster.origin["threads"])]

@@ -124,7 +124,8 @@ def main():
         state = emulate.State.load()
         state_pids = [(pr["pid"], pr["starttime"]) for pr in state.data["processes"]]
         nodes = [n for n in state.data["nodes"] if not n["origin"]]
-        r = subprocess.run([args.lingua, "run"] + gen + ["--cluster", out_path], capture_output=True, text=True)
+        r = subprocess.run([args.lingua, "run"] + gen + ["--cluster", out_path, "--insecure"], capture_output=True,
+                           text=True)
         check("lingua run --cluster (file written by up): same tokens",
               r.returncode == 0 and last_json(r.stdout)["tokens"] == local["tokens"])
         n = nodes[-1]

@@ -1,5 +1,7 @@
 #include "net/channel.h"
 
+#include <algorithm>
+
 #include "net/codec.h"
 
 namespace ll::net {
@@ -76,8 +78,14 @@ Expected<Hello> Channel::handshake(const Hello& mine, Role expected_peer_role, M
       return make_error(ErrorCode::io, "no HELLO from " + link_.endpoint() + " within " +
                                            std::to_string(timeout.count()) + " ms");
     }
-    LL_ASSIGN_OR_RETURN(std::optional<Envelope> env, recv(left));
-    if (!env) continue;  // timed out or interrupted: the loop re-checks the deadline
+    // In slices, so that a failed CURVE handshake (final: nothing will arrive) ends the wait at once.
+    LL_ASSIGN_OR_RETURN(std::optional<Envelope> env, recv(std::min(left, Millis(100))));
+    if (!env) {
+      if (std::optional<std::string> why = link_.security_failure()) {
+        return make_error(ErrorCode::invalid_argument, "could not authenticate " + link_.endpoint() + ": " + *why);
+      }
+      continue;  // timed out or interrupted: the loop re-checks the deadline
+    }
     if (const auto* err = std::get_if<ErrorMessage>(&env->message)) return to_error(*err);
     const auto* hello = std::get_if<Hello>(&env->message);
     if (!hello) continue;  // cannot happen: recv refuses anything else before HELLO
@@ -134,7 +142,7 @@ Expected<std::optional<IncomingMessage>> ServerChannel::recv(Millis timeout) {
   }
   if (frame.type() == MessageType::hello) remember(in->peer);
   return std::optional<IncomingMessage>(
-      IncomingMessage{std::move(in->peer), frame.request_id(), std::move(m).value()});
+      IncomingMessage{std::move(in->peer), frame.request_id(), std::move(m).value(), in->trust});
 }
 
 }  // namespace ll::net

@@ -55,6 +55,7 @@ struct IncomingMessage {
   PeerId peer;
   uint64_t request_id = 0;
   Message message;
+  PeerTrust trust = PeerTrust::unauthenticated;  // Incoming::trust
 };
 
 class ServerChannel {

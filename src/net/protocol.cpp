@@ -1,4 +1,5 @@
 #include "net/protocol.h"
+#include "net/security.h"
 
 #include <algorithm>
 #include <bit>
@@ -98,7 +99,7 @@ void encode_payload(Writer& w, const ErrorMessage& m) {
 }
 
 void encode_payload(Writer& w, const LoadSegment& m) {
-  w.reserve(w.size() + 64 + m.next_endpoint.size() + m.metadata.size() + m.tensors.size() * 96);
+  w.reserve(w.size() + 160 + m.next_endpoint.size() + m.metadata.size() + m.tensors.size() * 96);
   w.raw(m.model_hash);
   w.u32(m.unit_first);
   w.u32(m.unit_last);
@@ -116,6 +117,8 @@ void encode_payload(Writer& w, const LoadSegment& m) {
     w.u64(t.n_bytes);
     w.raw(t.sha256);
   }
+  w.string(m.next_public_key);
+  w.string(m.upstream_public_key);
 }
 
 void encode_payload(Writer& w, const SegmentStatus& m) {
@@ -603,6 +606,14 @@ Expected<LoadSegment> decode_load_segment(std::span<const uint8_t> payload, cons
     LL_ASSIGN_OR_RETURN(t.sha256, get_hash(r, "sha256"));
   }
   r.set_context("LOAD_SEGMENT");
+  for (auto [field, key] : {std::pair{"next_public_key", &m.next_public_key},
+                            std::pair{"upstream_public_key", &m.upstream_public_key}}) {
+    const size_t at = r.offset();
+    LL_ASSIGN_OR_RETURN(*key, r.string(field, limits.max_string));
+    if (!key->empty()) {
+      if (auto ok = check_curve_key(*key, "key"); !ok) return r.error_at(at, field, ok.error().message);
+    }
+  }
   // Names must be unique: sort views of them and compare neighbours.
   std::vector<std::pair<std::string_view, uint32_t>> names(n_tensors);
   for (uint32_t i = 0; i < n_tensors; ++i) names[i] = {m.tensors[i].name, i};

@@ -28,6 +28,7 @@
 //   0x0103 ERROR            u16 code (WireError) | u16 in_reply_to (a MessageType or 0) | string message
 //   0x0201 LOAD_SEGMENT     hash256 model_hash | u32 unit_first | u32 unit_last | u32 n_ctx
 //                           | string next_endpoint | blob metadata | u32 n_tensors | n_tensors x tensor
+//                           | string next_public_key | string upstream_public_key  (CURVE; "" or 40 Z85)
 //                           tensor = string name | u32 dtype (GGML id) | u32 n_dims | u64 ne[n_dims]
 //                                    | u64 n_bytes | hash256 sha256
 //   0x0202 SEGMENT_STATUS   u8 state | u32 n_missing | u32 missing[n_missing]  (tensor indices, increasing)
@@ -252,6 +253,12 @@ struct LoadSegment {
   std::string next_endpoint;
   std::vector<uint8_t> metadata;  // GGUF bytes without tensors (hyper-parameters); may be empty
   std::vector<TensorDesc> tensors;
+  // CURVE (net/security.h); both empty over plain links. next_public_key: the public key the
+  // Listener at next_endpoint must have (the worker's forwarding Link checks it). upstream_public_key:
+  // the public key of the worker that forwards to this one (the previous stage), which this worker's
+  // Listener then accepts besides its own authorized keys; empty when the coordinator feeds it.
+  std::string next_public_key;
+  std::string upstream_public_key;
   bool operator==(const LoadSegment&) const = default;
 };
 

@@ -5,12 +5,15 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
+
+#include "net/zap.h"
 
 namespace ll::net {
 
@@ -80,14 +83,30 @@ Expected<void> check_outgoing(const Frame& frame, const TransportOptions& option
 
 // ============================================================================================ ZeroMQ
 
-// One context per process while any socket lives (created on first use, freed with the last socket).
-std::shared_ptr<zmq::context_t> shared_context() {
+// One context per process while any socket lives (created on first use, freed with the last socket),
+// with its ZAP handler once a CURVE Listener needed one.
+struct ZmqContext {
+  zmq::context_t ctx{1};
+  std::mutex zap_mu;
+  std::unique_ptr<detail::ZapHandler> zap;  // declared after ctx: stopped before the context closes
+  std::atomic<uint64_t> next_monitor{1};
+
+  Expected<detail::ZapHandler*> zap_handler() {
+    std::lock_guard<std::mutex> lock(zap_mu);
+    if (!zap) {
+      LL_ASSIGN_OR_RETURN(zap, detail::ZapHandler::start(ctx));
+    }
+    return zap.get();
+  }
+};
+
+std::shared_ptr<ZmqContext> shared_context() {
   static auto* mu = new std::mutex;  // never destroyed: sockets may outlive static destruction order
-  static auto* weak = new std::weak_ptr<zmq::context_t>;
+  static auto* weak = new std::weak_ptr<ZmqContext>;
   std::lock_guard<std::mutex> lock(*mu);
-  std::shared_ptr<zmq::context_t> ctx = weak->lock();
+  std::shared_ptr<ZmqContext> ctx = weak->lock();
   if (!ctx) {
-    ctx = std::make_shared<zmq::context_t>(1);
+    ctx = std::make_shared<ZmqContext>();
     *weak = ctx;
   }
   return ctx;
@@ -97,25 +116,67 @@ Error zmq_failure(ErrorCode code, const std::string& what, const zmq::error_t& e
   return make_error(code, what + ": " + e.what());
 }
 
+// A configured socket, and what CURVE attached to it.
+struct ZmqSocket {
+  zmq::socket_t sock;
+  zmq::socket_t monitor;   // CURVE Link: receives the socket's handshake events
+  std::string zap_domain;  // CURVE Listener: its domain in the ZAP handler
+};
+
 // The one place where ZeroMQ sockets are created and configured (see transport.h for why each
-// option is set). CURVE goes here: set curve_server/curve_secretkey (Listener) or
-// curve_serverkey/curve_publickey/curve_secretkey (Link) from options.security.
-Expected<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type,
-                                    const TransportOptions& options) {
-  if (options.security.mode != SocketSecurity::Mode::plain) {
-    return make_error(ErrorCode::unsupported,
-                      "CURVE security is not implemented yet: only SocketSecurity::Mode::plain is supported");
+// option is set). `server_key` is a CURVE Link's expected Listener key (empty: the options').
+Expected<ZmqSocket> make_socket(ZmqContext& zctx, zmq::socket_type type, const TransportOptions& options,
+                                const std::string& server_key = {}) {
+  const SocketSecurity& sec = options.security;
+  const bool curve = sec.mode == SocketSecurity::Mode::curve;
+  const bool is_listener = type == zmq::socket_type::router;
+  std::string server_public = server_key.empty() ? sec.curve_server_key : server_key;
+  if (curve) {
+    LL_TRY(check_curve_available());
+    LL_TRY(check_curve_key(sec.curve_public_key, "CURVE public key"));
+    LL_TRY(check_curve_key(sec.curve_secret_key, "CURVE secret key"));
+    if (is_listener && !sec.authorized_clients) {
+      return make_error(ErrorCode::invalid_argument,
+                        "a CURVE listener needs the list of client keys it accepts (authorized_clients)");
+    }
+    if (!is_listener) LL_TRY(check_curve_key(server_public, "the server's CURVE public key"));
   }
+  ZmqSocket out;
   try {
-    zmq::socket_t s(ctx, type);
+    zmq::socket_t s(zctx.ctx, type);
     s.set(zmq::sockopt::linger, options.linger_ms);
     s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options.limits.max_frame_bytes));
     s.set(zmq::sockopt::sndtimeo, options.send_timeout_ms);
     s.set(zmq::sockopt::sndhwm, options.send_hwm);
     s.set(zmq::sockopt::rcvhwm, options.recv_hwm);
-    if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
-    return s;
+    if (is_listener) s.set(zmq::sockopt::router_mandatory, 1);
+    if (curve && is_listener) {
+      // The handler is bound before this socket can accept anyone (without it, libzmq would let
+      // every client with the server key in).
+      LL_ASSIGN_OR_RETURN(detail::ZapHandler * zap, zctx.zap_handler());
+      out.zap_domain = zap->add_domain(sec.authorized_clients);
+      s.set(zmq::sockopt::zap_domain, out.zap_domain);
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, sec.curve_secret_key);
+    } else if (curve) {
+      s.set(zmq::sockopt::curve_serverkey, server_public);
+      s.set(zmq::sockopt::curve_publickey, sec.curve_public_key);
+      s.set(zmq::sockopt::curve_secretkey, sec.curve_secret_key);
+      // Handshake outcomes, so that a refused link says so instead of staying silent.
+      const std::string mon = "inproc://ll-monitor-" + std::to_string(zctx.next_monitor.fetch_add(1));
+      if (zmq_socket_monitor(s.handle(), mon.c_str(),
+                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+        throw zmq::error_t();
+      }
+      out.monitor = zmq::socket_t(zctx.ctx, zmq::socket_type::pair);
+      out.monitor.set(zmq::sockopt::linger, 0);
+      out.monitor.connect(mon);
+    }
+    out.sock = std::move(s);
+    return out;
   } catch (const zmq::error_t& e) {
+    if (detail::ZapHandler* zap = out.zap_domain.empty() ? nullptr : zctx.zap.get()) zap->remove_domain(out.zap_domain);
     return zmq_failure(ErrorCode::io, "cannot create a ZeroMQ socket", e);
   }
 }
@@ -164,10 +225,10 @@ Error multipart_error(size_t n_parts_hint) {
 
 class ZmqLink final : public Link {
  public:
-  ZmqLink(std::shared_ptr<zmq::context_t> ctx, zmq::socket_t sock, std::string endpoint,
-          TransportOptions options)
+  ZmqLink(std::shared_ptr<ZmqContext> ctx, ZmqSocket sock, std::string endpoint, TransportOptions options)
       : ctx_(std::move(ctx)),
-        sock_(std::move(sock)),
+        sock_(std::move(sock.sock)),
+        monitor_(std::move(sock.monitor)),
         endpoint_(std::move(endpoint)),
         options_(std::move(options)) {}
 
@@ -213,6 +274,35 @@ class ZmqLink final : public Link {
   // For wait_any's single zmq_poll over several links.
   void* socket_handle() { return sock_.handle(); }
 
+  std::optional<std::string> security_failure() override {
+    if (!monitor_) return std::nullopt;
+    // A monitor event is two parts: [u16 event, u32 value] in host order, then the endpoint.
+    try {
+      for (;;) {
+        zmq::message_t event, address;
+        if (!monitor_.recv(event, zmq::recv_flags::dontwait)) break;
+        if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+        if (event.size() < 6) continue;
+        uint16_t id = 0;
+        uint32_t value = 0;
+        std::memcpy(&id, event.data(), 2);
+        std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+          failure_.reset();
+        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+          failure_ = "the peer refused our public key (ZAP status " + std::to_string(value) +
+                     "): it is not among the keys that peer authorizes";
+        } else {
+          failure_ = "the CURVE handshake failed: the peer's public key is not the expected one, or it does "
+                     "not speak CURVE";
+        }
+      }
+    } catch (const zmq::error_t&) {
+      // The monitor is diagnostics only: keep what we know.
+    }
+    return failure_;
+  }
+
  private:
   Expected<void> send_message(std::vector<uint8_t> bytes, zmq::send_flags flags) {
     const size_t n = bytes.size();
@@ -230,8 +320,10 @@ class ZmqLink final : public Link {
     return {};
   }
 
-  std::shared_ptr<zmq::context_t> ctx_;  // declared first: outlives the socket
+  std::shared_ptr<ZmqContext> ctx_;  // declared first: outlives the sockets
   zmq::socket_t sock_;
+  zmq::socket_t monitor_;  // CURVE only
+  std::optional<std::string> failure_;
   std::string endpoint_;
   TransportOptions options_;
   LinkCounters counters_;
@@ -239,12 +331,16 @@ class ZmqLink final : public Link {
 
 class ZmqListener final : public Listener {
  public:
-  ZmqListener(std::shared_ptr<zmq::context_t> ctx, zmq::socket_t sock, std::string endpoint,
-              TransportOptions options)
+  ZmqListener(std::shared_ptr<ZmqContext> ctx, ZmqSocket sock, std::string endpoint, TransportOptions options)
       : ctx_(std::move(ctx)),
-        sock_(std::move(sock)),
+        sock_(std::move(sock.sock)),
+        zap_domain_(std::move(sock.zap_domain)),
         endpoint_(std::move(endpoint)),
         options_(std::move(options)) {}
+
+  ~ZmqListener() override {
+    if (!zap_domain_.empty() && ctx_->zap) ctx_->zap->remove_domain(zap_domain_);
+  }
 
   std::string endpoint() const override { return endpoint_; }
 
@@ -275,11 +371,17 @@ class ZmqListener final : public Listener {
         counters_.bad_frame(msg.size() + extra);
         return multipart_error(2);
       }
+      // Over CURVE, libzmq stamps each frame with the user id our ZAP handler gave its connection.
+      PeerTrust trust = PeerTrust::unauthenticated;
+      if (const char* user = zmq_msg_gets(msg.handle(), "User-Id")) {
+        if (std::strcmp(user, peer_trust_name(PeerTrust::authorized)) == 0) trust = PeerTrust::authorized;
+        if (std::strcmp(user, peer_trust_name(PeerTrust::delegated)) == 0) trust = PeerTrust::delegated;
+      }
       auto frame = accept_frame(message_bytes(msg), options_, counters_, [&](std::vector<uint8_t> reply) {
         return static_cast<bool>(send_message(peer, std::move(reply), zmq::send_flags::dontwait));
       });
       if (!frame) return frame.error();
-      return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value()});
+      return std::optional<Incoming>(Incoming{std::move(peer), std::move(frame).value(), trust});
     } catch (const zmq::error_t& e) {
       return zmq_failure(ErrorCode::io, "receive on " + endpoint_, e);
     }
@@ -312,8 +414,9 @@ class ZmqListener final : public Listener {
     return {};
   }
 
-  std::shared_ptr<zmq::context_t> ctx_;  // declared first: outlives the socket
+  std::shared_ptr<ZmqContext> ctx_;  // declared first: outlives the socket
   zmq::socket_t sock_;
+  std::string zap_domain_;  // CURVE only
   std::string endpoint_;
   TransportOptions options_;
   LinkCounters counters_;
@@ -324,23 +427,24 @@ class ZmqNetwork final : public Network {
   explicit ZmqNetwork(TransportOptions options) : options_(std::move(options)) {}
 
   Expected<std::unique_ptr<Listener>> listen(const std::string& endpoint) override {
-    std::shared_ptr<zmq::context_t> ctx = shared_context();
-    LL_ASSIGN_OR_RETURN(zmq::socket_t sock, make_socket(*ctx, zmq::socket_type::router, options_));
+    std::shared_ptr<ZmqContext> ctx = shared_context();
+    LL_ASSIGN_OR_RETURN(ZmqSocket sock, make_socket(*ctx, zmq::socket_type::router, options_));
     std::string resolved;
     try {
-      sock.bind(endpoint);
-      resolved = sock.get(zmq::sockopt::last_endpoint);
+      sock.sock.bind(endpoint);
+      resolved = sock.sock.get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
+      if (!sock.zap_domain.empty()) ctx->zap->remove_domain(sock.zap_domain);
       return zmq_failure(ErrorCode::io, "cannot listen on " + endpoint, e);
     }
     return std::unique_ptr<Listener>(new ZmqListener(std::move(ctx), std::move(sock), resolved, options_));
   }
 
-  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) override {
-    std::shared_ptr<zmq::context_t> ctx = shared_context();
-    LL_ASSIGN_OR_RETURN(zmq::socket_t sock, make_socket(*ctx, zmq::socket_type::dealer, options_));
+  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint, const std::string& server_key = {}) override {
+    std::shared_ptr<ZmqContext> ctx = shared_context();
+    LL_ASSIGN_OR_RETURN(ZmqSocket sock, make_socket(*ctx, zmq::socket_type::dealer, options_, server_key));
     try {
-      sock.connect(endpoint);
+      sock.sock.connect(endpoint);
     } catch (const zmq::error_t& e) {
       return zmq_failure(ErrorCode::invalid_argument, "cannot connect to " + endpoint, e);
     }
@@ -582,7 +686,7 @@ class InProcNetwork final : public Network {
     return std::unique_ptr<Listener>(new InProcListener(registry_, std::move(state), endpoint, options_));
   }
 
-  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) override {
+  Expected<std::unique_ptr<Link>> connect(const std::string& endpoint, const std::string& = {}) override {
     std::shared_ptr<InProcListenerState> state;
     {
       std::lock_guard<std::mutex> lock(registry_->mu);

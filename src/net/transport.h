@@ -20,6 +20,7 @@
 //   ZMQ_SNDTIMEO   = send_timeout_ms          a send to a stuck or absent peer fails instead of hanging
 //   ZMQ_SNDHWM/RCVHWM = send_hwm/recv_hwm     frames queued per peer (memory bound: hwm x max frame)
 //   ZMQ_ROUTER_MANDATORY = 1 (Listener)       sending to a peer that is gone is an error, not a drop
+//   CURVE options, ZAP domain, monitor        with SocketSecurity::Mode::curve (see SocketSecurity)
 // Receives use zmq_poll with the caller's timeout, so nothing waits forever.
 //
 // Waiting on several Links at once (a coordinator reading all its workers): wait_any() below. Over
@@ -43,21 +44,29 @@
 
 #include "core/error.h"
 #include "net/protocol.h"
+#include "net/security.h"
 
 namespace ll::net {
 
 using Millis = std::chrono::milliseconds;
 
-// How ZeroMQ sockets are secured. Only `plain` is implemented. CURVE (a later issue) becomes a change
-// of options inside make_socket(): ZMQ_CURVE_SERVER=1 + ZMQ_CURVE_SECRETKEY on a Listener;
-// ZMQ_CURVE_SERVERKEY + ZMQ_CURVE_PUBLICKEY + ZMQ_CURVE_SECRETKEY on a Link; keys Z85-encoded
-// (40 characters, as zmq_curve_keypair() prints them). Asking for `curve` today is ErrorCode::unsupported.
+// How ZeroMQ sockets are secured (net/security.h explains CURVE and the key files).
+//   plain  no authentication, no encryption (`--insecure`; trusted networks and tests only).
+//   curve  every link is encrypted and both ends authenticated (make_socket in transport.cpp):
+//          Listener: ZMQ_CURVE_SERVER=1 + ZMQ_CURVE_SECRETKEY, and a ZAP domain whose handler
+//                    (net/zap.h) accepts only the clients in `authorized_clients` (required);
+//          Link:     ZMQ_CURVE_SERVERKEY (the Listener's public key: Network::connect's server_key,
+//                    or curve_server_key) + ZMQ_CURVE_PUBLICKEY + ZMQ_CURVE_SECRETKEY.
+//          libzmq must be built with CURVE (check_curve_available()); keys are 40-character Z85.
+// The in-process transport ignores security: its frames never leave the process.
 struct SocketSecurity {
   enum class Mode { plain, curve };
   Mode mode = Mode::plain;
-  std::string curve_public_key;  // this side's long-term public key
+  std::string curve_public_key;  // this side's long-term public key (as client and as server)
   std::string curve_secret_key;  // this side's secret key
-  std::string curve_server_key;  // Link (client) only: the Listener's public key
+  std::string curve_server_key;  // Link (client) only: the default Listener public key
+  // Listener only: the client public keys it accepts (shared, so its owner may change them later).
+  std::shared_ptr<const AuthorizedKeys> authorized_clients;
 };
 
 struct TransportOptions {
@@ -112,6 +121,11 @@ class Link {
   virtual LinkStats stats() const = 0;
   // The address this link is connected to ("tcp://127.0.0.1:5601", "inproc://worker-1", ...).
   virtual std::string endpoint() const = 0;
+  // Over CURVE: why the security handshake with the peer failed, when it did and none has succeeded
+  // since ("the peer refused our public key", "the peer's key is not the expected server key or it
+  // does not speak CURVE"). A failed handshake is final: nothing is delivered on this Link, so a
+  // caller waiting for an answer can stop waiting. nullopt otherwise (and always for plain links).
+  virtual std::optional<std::string> security_failure() { return std::nullopt; }
 };
 
 // Waits up to `timeout` (0 = just check) until one of `links` has a frame ready for recv(), without
@@ -136,6 +150,7 @@ std::string peer_name(const PeerId& p);  // printable: hex of the id bytes
 struct Incoming {
   PeerId peer;
   Frame frame;
+  PeerTrust trust = PeerTrust::unauthenticated;  // over CURVE: how the sender's key was admitted
 };
 
 class Listener {
@@ -155,7 +170,9 @@ class Network {
  public:
   virtual ~Network() = default;
   virtual Expected<std::unique_ptr<Listener>> listen(const std::string& endpoint) = 0;
-  virtual Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) = 0;
+  // `server_key`: with CURVE, the public key the Listener at `endpoint` must have (empty: the
+  // options' curve_server_key); ignored without CURVE.
+  virtual Expected<std::unique_ptr<Link>> connect(const std::string& endpoint, const std::string& server_key = {}) = 0;
 };
 
 // ZeroMQ over tcp:// (any ZeroMQ endpoint works; only tcp:// is tested). connect() returns at once;

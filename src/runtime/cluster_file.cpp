@@ -12,6 +12,8 @@
 #include <cstring>
 #include <map>
 
+#include "net/security.h"
+
 namespace ll::runtime {
 
 namespace {
@@ -70,7 +72,7 @@ class Reporter {
   std::string_view source_;
 };
 
-constexpr std::string_view k_device_keys[] = {"name", "address", "threads"};
+constexpr std::string_view k_device_keys[] = {"name", "address", "threads", "public_key"};
 
 Expected<void> check_name(std::string_view name) {
   if (name.empty()) return make_error(ErrorCode::invalid_argument, "is empty");
@@ -209,7 +211,7 @@ Expected<ClusterFile> parse_cluster_file(std::string_view text, std::string_view
       if (std::find(std::begin(k_device_keys), std::end(k_device_keys), key.str()) ==
           std::end(k_device_keys)) {
         return report.at(ErrorCode::parse, key.source(),
-                         which + ": unknown key " + quote(key.str()) + " (known: name, address, threads)");
+                         which + ": unknown key " + quote(key.str()) + " (known: name, address, threads, public_key)");
       }
     }
 
@@ -269,6 +271,18 @@ Expected<ClusterFile> parse_cluster_file(std::string_view text, std::string_view
                          named + ": threads = " + std::to_string(n) + " is outside 1-65536");
       }
       device.threads = static_cast<int>(n);
+    }
+
+    // public_key (optional here; a secure run requires it: see ClusterDevice)
+    if (const toml::node* key = table->get("public_key")) {
+      if (!key->is_string()) {
+        return report.at(ErrorCode::parse, key->source(),
+                         named + ": public_key must be a string, not " + type_name(key->type()));
+      }
+      device.public_key = key->as_string()->get();
+      if (auto ok = net::check_curve_key(device.public_key, "public_key"); !ok) {
+        return report.at(ErrorCode::invalid_argument, key->source(), named + ": " + ok.error().message);
+      }
     }
     out.devices.push_back(std::move(device));
   }

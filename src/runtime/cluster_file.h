@@ -6,6 +6,9 @@
 //   address = "tcp://192.0.2.10:5601" # required: tcp://HOST:PORT, port 1-65535, unique;
 //                                     #   HOST a name, an IPv4 address or a bracketed IPv6 one
 //   threads = 4                       # optional, 1-65536, informational
+//   public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+//                                     # the worker's CURVE public key (its `lingua keygen` .pub):
+//                                     #   40 Z85 characters; required unless the run is --insecure
 //
 // The file is read by people and written by hand, so it is strict: unknown keys (at the top level
 // and in a [[device]]) are errors, to catch typos such as `adress`, and so are values of the wrong
@@ -30,6 +33,10 @@ struct ClusterDevice {
   std::string name;
   std::string address;         // as written: "tcp://HOST:PORT"
   std::optional<int> threads;  // informational
+  // The worker's CURVE public key (Z85, 40 characters), checked by the CURVE handshake: a worker
+  // that does not hold the matching secret key cannot complete it. Empty when the file has none (a
+  // secure run then refuses the file; `--insecure` ignores keys).
+  std::string public_key;
 };
 
 struct ClusterFile {

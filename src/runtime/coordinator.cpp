@@ -41,6 +41,8 @@ struct SegmentJob {
   int device;
   int64_t unit_first, unit_last;
   std::string next_endpoint;
+  int next_device = 0;      // the worker at next_endpoint (0: none)
+  int upstream_device = 0;  // the worker that forwards to this one (0: the coordinator feeds it)
 };
 
 struct TransferStats {
@@ -52,6 +54,7 @@ struct WorkerConn {
   std::string endpoint;
   std::unique_ptr<net::Link> link;
   std::unique_ptr<net::Channel> channel;
+  std::string public_key;  // CURVE: the key this worker proved it holds; empty over plain links
   net::Hello hello;
   uint64_t weight_bytes = 0;
 };
@@ -144,17 +147,28 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
   mine.name = impl->opt.origin_name;
   mine.n_threads = static_cast<uint32_t>(impl->opt.n_threads);
   mine.free_memory_bytes = available_memory_bytes();
+  const std::vector<std::string>& keys = impl->opt.worker_public_keys;
+  if (!keys.empty() && keys.size() != worker_endpoints.size()) {
+    return make_error(ErrorCode::invalid_argument, std::to_string(keys.size()) + " worker public keys for " +
+                                                       std::to_string(worker_endpoints.size()) + " workers");
+  }
   // Say HELLO to everyone first, then collect the answers, so slow workers answer in parallel.
   for (size_t i = 0; i < worker_endpoints.size(); ++i) {
     WorkerConn& w = impl->workers[i + 1];
     w.endpoint = worker_endpoints[i];
-    LL_ASSIGN_OR_RETURN(w.link, net.connect(w.endpoint));
+    if (!keys.empty()) w.public_key = keys[i];
+    LL_ASSIGN_OR_RETURN(w.link, net.connect(w.endpoint, w.public_key));
     w.channel = std::make_unique<net::Channel>(*w.link);
   }
   for (size_t i = 1; i < impl->workers.size(); ++i) {
     WorkerConn& w = impl->workers[i];
     auto h = w.channel->handshake(mine, net::Role::worker, impl->opt.connect_timeout);
-    if (!h) return make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
+    if (!h) {
+      if (std::optional<std::string> why = w.link->security_failure()) {
+        return make_error(ErrorCode::invalid_argument, "could not authenticate worker at " + w.endpoint + ": " + *why);
+      }
+      return make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
+    }
     w.hello = *h;
   }
   std::set<std::string> names;
@@ -192,8 +206,10 @@ Expected<void> Coordinator::Impl::load_workers() {
     const Stage& st = stages[i];
     if (st.device == 0) continue;  // the origin's tail with ring
     const bool next_is_worker = i + 1 < stages.size() && stages[i + 1].device != 0;
+    const bool prev_is_worker = stages[i - 1].device != 0;
     jobs.push_back(SegmentJob{st.device, st.first_unit, st.last_unit,
-                              next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : ""});
+                              next_is_worker ? workers[static_cast<size_t>(stages[i + 1].device)].endpoint : "",
+                              next_is_worker ? stages[i + 1].device : 0, prev_is_worker ? stages[i - 1].device : 0});
   }
   std::set<std::string> origin_tensors;
   for (const Stage& st : stages) {
@@ -228,6 +244,8 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
     p.msg.unit_last = static_cast<uint32_t>(job.unit_last);
     p.msg.n_ctx = static_cast<uint32_t>(opt.n_ctx);
     p.msg.next_endpoint = job.next_endpoint;
+    if (job.next_device != 0) p.msg.next_public_key = worker(job.next_device).public_key;
+    if (job.upstream_device != 0) p.msg.upstream_public_key = worker(job.upstream_device).public_key;
     p.msg.metadata = metadata;
     for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) {
       const gguf::TensorInfo* t = file.find_tensor(name);

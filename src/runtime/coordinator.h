@@ -44,6 +44,10 @@ struct CoordinatorOptions {
   std::string origin_name = "origin";
   // Memory the origin offers its units in measure_profile() (0: its available memory less a reserve).
   uint64_t origin_memory_bytes = 0;
+  // CURVE (net/security.h): one public key per worker endpoint, in the same order; each worker must
+  // prove it holds the matching secret key, or connect() fails with "could not authenticate worker".
+  // The Network's own key pair is the origin's. Empty: plain links (the Network is not CURVE).
+  std::vector<std::string> worker_public_keys;
   // Asked while waiting for workers; returning true aborts the wait (Ctrl-C).
   std::function<bool()> should_stop;
   // Progress and diagnostics ("loading worker-2: 120/300 MiB"); may be empty.

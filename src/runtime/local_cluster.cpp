@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "net/security.h"
 #include "runtime/sysinfo.h"
 
 namespace ll::runtime {
@@ -31,6 +32,18 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
     if (!o.cache_dir.empty()) {
       so.argv.push_back("--cache-dir");
       so.argv.push_back(o.cache_dir + "/" + name);
+    }
+    if (o.insecure) {
+      so.argv.push_back("--insecure");
+    } else {
+      // The secret key goes through the environment: /proc/PID/environ is readable by the owner only,
+      // unlike the command line, and nothing is left on disk if we are killed. The worker unsets it.
+      LL_ASSIGN_OR_RETURN(net::CurveKeyPair keys, net::generate_curve_keypair());
+      LL_TRY(net::check_curve_key(o.origin_public_key, "the origin's public key"));
+      // One argument: a Z85 key may begin with '-', which a separate argument would turn into an option.
+      so.argv.push_back("--allow=" + o.origin_public_key);
+      so.extra_env.emplace_back(k_worker_secret_key_env, keys.secret_key);
+      cl->public_keys_.push_back(keys.public_key);
     }
     LL_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::spawn(so));
     cl->children_.push_back(std::move(child));

@@ -13,6 +13,9 @@
 
 namespace ll::runtime {
 
+// Where `lingua worker` looks for its secret key when it has no --key (set by LocalCluster).
+inline constexpr const char* k_worker_secret_key_env = "LINGUA_WORKER_SECRET_KEY";
+
 struct LocalClusterOptions {
   int n_workers = 2;
   int n_threads = 1;                // per worker
@@ -24,6 +27,11 @@ struct LocalClusterOptions {
   // wake-affine placement), so emulated devices would share a core they should not.
   bool pin = true;
   std::string lingua_binary;        // default: this executable
+  // Security. By default each worker gets an ephemeral CURVE key pair made here (its secret key
+  // travels in the environment variable LINGUA_WORKER_SECRET_KEY, never on the command line where
+  // `ps` shows it) and accepts only `origin_public_key` (--allow). insecure: plain TCP (--insecure).
+  bool insecure = false;
+  std::string origin_public_key;
   std::function<void(const std::string&)> log;
 };
 
@@ -33,13 +41,15 @@ class LocalCluster {
   ~LocalCluster();
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   const std::vector<std::string>& names() const { return names_; }
+  // The workers' CURVE public keys, in the order of endpoints(); empty with insecure.
+  const std::vector<std::string>& public_keys() const { return public_keys_; }
   // Stops every worker (SIGTERM, then SIGKILL after a grace period).
   void stop();
 
  private:
   LocalCluster() = default;
   std::vector<ChildProcess> children_;
-  std::vector<std::string> endpoints_, names_;
+  std::vector<std::string> endpoints_, names_, public_keys_;
 };
 
 }  // namespace ll::runtime

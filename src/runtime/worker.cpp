@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
@@ -153,6 +154,12 @@ struct Worker::Impl {
 
   Expected<net::SegmentStatus> load_segment(const net::PeerId& peer, uint64_t request_id, net::LoadSegment msg) {
     drop_segment();
+    // CURVE: from now on the previous stage (and no earlier one) may connect and forward to us.
+    if (opt.authorized_keys) {
+      std::vector<std::string> upstream;
+      if (!msg.upstream_public_key.empty()) upstream.push_back(msg.upstream_public_key);
+      opt.authorized_keys->set_delegated(std::move(upstream));
+    }
     if (msg.unit_first == 0) {
       return make_error(ErrorCode::invalid_argument,
                         "unit 0 (the token embedding) stays on the origin: token ids never leave it");
@@ -272,14 +279,24 @@ struct Worker::Impl {
     LL_ASSIGN_OR_RETURN(runner, model::UnitRunner::create(*model, segment.unit_first, segment.unit_last, *pool,
                                                           segment.n_ctx));
     if (!segment.next_endpoint.empty()) {
-      LL_ASSIGN_OR_RETURN(next_link, net->connect(segment.next_endpoint));
-      next = std::make_unique<net::Channel>(*next_link, opt.limits);
-      auto h = next->handshake(hello(), net::Role::worker, net::Millis(10000));
-      if (!h) {
+      // Over CURVE the next stage accepts us once its own LOAD_SEGMENT (naming us as its upstream)
+      // has arrived, which may be after ours when we had every tensor already: a refused handshake
+      // is retried on a fresh link until the deadline.
+      const auto deadline = Clock::now() + std::chrono::seconds(10);
+      for (;;) {
+        LL_ASSIGN_OR_RETURN(next_link, net->connect(segment.next_endpoint, segment.next_public_key));
+        next = std::make_unique<net::Channel>(*next_link, opt.limits);
+        const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
+        auto h = next->handshake(hello(), net::Role::worker, std::max(left, net::Millis(1)));
+        if (h) break;
         next.reset();
+        const bool refused = next_link->security_failure().has_value();
         next_link.reset();
-        return make_error(h.error().code, "cannot reach the next stage at " + segment.next_endpoint + ": " +
-                                              h.error().message);
+        if (!refused || Clock::now() + std::chrono::milliseconds(200) >= deadline) {
+          return make_error(h.error().code, "cannot reach the next stage at " + segment.next_endpoint + ": " +
+                                                h.error().message);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
     }
     if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors (%llu received, %llu from cache)\n",
@@ -430,6 +447,20 @@ struct Worker::Impl {
     const net::MessageType type = net::message_type(in.message);
     auto fail = [&](const Error& e) { reply_error(have_segment ? coordinator : peer, rid, type, e); };
     auto fail_peer = [&](const Error& e) { reply_error(peer, rid, type, e); };
+    // A delegated peer (CURVE) is the previous stage, admitted by the coordinator's LOAD_SEGMENT: it
+    // may forward the pipeline's frames, but never load, feed or inspect this worker.
+    const bool pipeline_frame = type == net::MessageType::hello || type == net::MessageType::heartbeat ||
+                                type == net::MessageType::error || type == net::MessageType::activation_batch ||
+                                type == net::MessageType::sampling || type == net::MessageType::release_sequence;
+    if (in.trust == net::PeerTrust::delegated && !pipeline_frame) {
+      ++counters.n_bad_messages;
+      const std::string why = net::message_type_name(type) + " from the previous stage: only a coordinator may send it";
+      std::fprintf(stderr, "lingua worker %s: %s\n", opt.name.c_str(), why.c_str());
+      (void)server->send(peer, net::make_error_message(net::WireError::unauthorized, why, static_cast<uint16_t>(type),
+                                                       opt.limits),
+                         rid);
+      return;
+    }
     std::visit(
         [&](auto& m) {
           using T = std::decay_t<decltype(m)>;

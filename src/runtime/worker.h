@@ -42,6 +42,10 @@ struct WorkerOptions {
   std::string cache_dir;            // keep received tensors here, by content hash; empty = no cache
   std::string model_path;           // map tensors from this local GGUF instead of receiving them
   bool quiet = false;               // log errors only (not "ready" lines)
+  // CURVE: the same object the Network's Listener accepts clients from (SocketSecurity::
+  // authorized_clients). Each LOAD_SEGMENT sets its delegated keys to the segment's
+  // upstream_public_key, so that the previous stage may forward to us. Null over plain links.
+  std::shared_ptr<net::AuthorizedKeys> authorized_keys;
   net::Limits limits;
 };
 

@@ -156,7 +156,7 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
     f << "[[device]]\nname = \"ghost\"\naddress = \"tcp://127.0.0.1:9\"\n";
   }
   EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --cluster " +
-                            shell_quote(cluster) + " --connect-timeout 1 2>&1",
+                            shell_quote(cluster) + " --insecure --connect-timeout 1 2>&1",
                         out),
             0);
   EXPECT_NE(out.find("tcp://127.0.0.1:9"), std::string::npos) << out;

@@ -559,6 +559,24 @@ TEST(ProtocolLoadSegment, UnsupportedDtypeId) {
   EXPECT_CONTAINS(error_of(decode_load_segment(p, Limits{})), "is not supported");
 }
 
+TEST(ProtocolLoadSegment, CurveKeysRoundTripAndAreChecked) {
+  LoadSegment m = testing::sample_load_segment();
+  m.next_public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+  m.upstream_public_key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+  auto back = decode_load_segment(encode(m, 0).payload(), Limits{});
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, m);
+  // The keys are the last two strings of the payload: 4 + 40 bytes each.
+  Bytes p = to_bytes(encode(m, 0).payload());
+  p[p.size() - 44 - 40 + 3] = ' ';  // inside next_public_key: not Z85
+  EXPECT_CONTAINS(error_of(decode_load_segment(p, Limits{})), "LOAD_SEGMENT: next_public_key:");
+  EXPECT_CONTAINS(error_of(decode_load_segment(p, Limits{})), "not Z85");
+  m.next_public_key.clear();
+  m.upstream_public_key = "tooshort";
+  EXPECT_CONTAINS(error_of(decode_load_segment(encode(m, 0).payload(), Limits{})),
+                  "upstream_public_key: key: a CURVE key is 40 Z85 characters, not 8");
+}
+
 TEST(ProtocolLoadSegment, AbsurdTensorCount) {
   Writer w;
   w.raw(testing::digest_of(0));

@@ -49,6 +49,26 @@ address = "tcp://[2001:db8::1]:1"
   EXPECT_EQ(parsed->devices[2].address, "tcp://[2001:db8::1]:1");
 }
 
+TEST(ClusterFile, PublicKeys) {
+  // A Z85 public key as `lingua keygen` writes it (40 characters).
+  const std::string key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+  auto parsed = parse_cluster_file("[[device]]\nname = \"a\"\naddress = \"tcp://h:1\"\npublic_key = \"" + key +
+                                       "\"\n[[device]]\nname = \"b\"\naddress = \"tcp://h:2\"\n",
+                                   "cluster.toml");
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed->devices[0].public_key, key);
+  EXPECT_EQ(parsed->devices[1].public_key, "");  // optional here; a secure run asks for it
+  expect_error("[[device]]\nname = \"a\"\naddress = \"tcp://h:1\"\npublic_key = \"short\"\n",
+               ErrorCode::invalid_argument, {"cluster.toml:4:", "device \"a\": public_key: a CURVE key is 40 Z85"});
+  expect_error("[[device]]\nname = \"a\"\naddress = \"tcp://h:1\"\npublic_key = \"" + key.substr(0, 39) +
+                   " \"\n",
+               ErrorCode::invalid_argument, {"cluster.toml:4:", "not Z85"});
+  expect_error("[[device]]\nname = \"a\"\naddress = \"tcp://h:1\"\npublic_key = 5\n", ErrorCode::parse,
+               {"cluster.toml:4:", "public_key must be a string, not an integer"});
+  expect_error("[[device]]\nname = \"a\"\naddress = \"tcp://h:1\"\npublickey = \"x\"\n", ErrorCode::parse,
+               {"cluster.toml:4:", "unknown key \"publickey\"", "public_key"});
+}
+
 TEST(ClusterFile, SyntaxError) {
   expect_error("[[device]]\nname = \"a\"\naddress = tcp://x:1\n", ErrorCode::parse,
                {"cluster.toml:3:", "TOML syntax"});
