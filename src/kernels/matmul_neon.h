@@ -19,7 +19,6 @@
 
 #include <arm_neon.h>
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -45,7 +44,9 @@ void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_
 
 // Everything below has internal linkage on purpose: matmul_neon_dotprod.cpp is compiled with
 // -march=armv8.2-a+dotprod, and a shared (COMDAT) copy of an inline function from that file must
-// never be what the plain-NEON path calls on a core without dotprod.
+// never be what the plain-NEON path calls on a core without dotprod. (For the same reason this
+// header avoids std algorithms; the only library template it instantiates is std::optional's
+// operator*, a plain load.)
 namespace {
 
 inline float half_to_float(const void* p) {
@@ -240,12 +241,12 @@ void drive(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t w_row_bytes = *dtype_row_bytes(wtype, static_cast<uint64_t>(n_cols));
   int64_t block_rows = static_cast<int64_t>((256 * 1024) / (w_row_bytes + 1));
-  block_rows = std::max<int64_t>(RT, block_rows / RT * RT);
+  block_rows = block_rows < RT ? RT : block_rows / RT * RT;
   if (n_tokens <= 4) block_rows = row_last - row_first;
   for (int64_t rb = row_first; rb < row_last; rb += block_rows) {
-    const int64_t rb_end = std::min(row_last, rb + block_rows);
+    const int64_t rb_end = rb + block_rows < row_last ? rb + block_rows : row_last;
     for (int64_t t = 0; t < n_tokens; t += 4) {
-      const int nt = static_cast<int>(std::min<int64_t>(4, n_tokens - t));
+      const int nt = static_cast<int>(n_tokens - t < 4 ? n_tokens - t : 4);
       int64_t r = rb;
       for (; r + RT <= rb_end; r += RT)
         full[nt](wb, w_row_bytes, n_cols, prep, prep_bytes, y, n_rows_total, r, t);
