@@ -2,8 +2,12 @@
 // wo 2048x2048, w1/w3 5632x2048, w2 2048x5632, plus the 32000x2048 output head), random weights.
 //
 // usage: bench_matmul [DTYPE] [--tokens 1,64] [--threads 1,2] [--reps N] [--isa LEVEL] [--no-probe]
+//                     [--layers N] [--no-head]
 //   DTYPE  q8_0 (default), q4_0, q4_k, q6_k, f16, bf16, f32
-//   LEVEL  scalar | avx2 | avx512 | avx512vnni (default: the best this CPU has, or LL_CPU_MAX)
+//   LEVEL  scalar | avx2 | avx512 | avx512vnni | neon | neon_dotprod (default: the best this CPU has,
+//          or LL_CPU_MAX)
+//   --layers N, --no-head: fewer layers (default 22) and no output head, for a quick run (e.g. under
+//          an emulator); the figures are then per pass over those matrices only.
 // For each (n_tokens, threads) it runs every layer's matmuls once per rep and reports the best rep:
 // GB/s of weights streamed and the tok/s that all layers' matmuls alone would allow. A read-bandwidth
 // probe (AVX2 sum over the weight buffer on 1 and 2 threads) runs in the same process, for scale.
@@ -198,6 +202,8 @@ int main(int argc, char** argv) {
   std::vector<int> tokens_list = {1, 64}, threads_list = {1, 2};
   int reps = 5;
   bool probe = true;
+  int n_layers = k_n_layer;
+  bool head = true;
   kernels::detail::Isa isa = kernels::detail::best_isa();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -216,6 +222,10 @@ int main(int argc, char** argv) {
       reps = std::max(1, std::atoi(next()));
     } else if (a == "--no-probe") {
       probe = false;
+    } else if (a == "--layers") {
+      n_layers = std::max(0, std::atoi(next()));
+    } else if (a == "--no-head") {
+      head = false;
     } else if (a == "--isa") {
       const std::string n = next();
       bool found = false;
@@ -233,9 +243,10 @@ int main(int argc, char** argv) {
     } else if (auto t = dtype_from_name(a); t && *t != DType::Q8_K) {
       wtype = *t;
     } else {
-      std::fprintf(
-          stderr, "usage: %s [DTYPE] [--tokens 1,64] [--threads 1,2] [--reps N] [--isa LEVEL] [--no-probe]\n",
-          argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [DTYPE] [--tokens 1,64] [--threads 1,2] [--reps N] [--isa LEVEL] [--no-probe] "
+                   "[--layers N] [--no-head]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -248,7 +259,7 @@ int main(int argc, char** argv) {
     total +=
         (*dtype_row_bytes(wtype, static_cast<uint64_t>(cols)) * static_cast<size_t>(rows) + 63) / 64 * 64;
   };
-  for (int l = 0; l < k_n_layer; ++l) {
+  for (int l = 0; l < n_layers; ++l) {
     add("wq", k_embd, k_embd);
     add("wk", k_kv, k_embd);
     add("wv", k_kv, k_embd);
@@ -257,13 +268,18 @@ int main(int argc, char** argv) {
     add("w3", k_ff, k_embd);
     add("w2", k_embd, k_ff);
   }
-  add("output", k_vocab, k_embd);
+  if (head) add("output", k_vocab, k_embd);
+  if (mats.empty()) {
+    std::fprintf(stderr, "nothing to run: --layers 0 and --no-head\n");
+    return 2;
+  }
   uint8_t* weights = alloc_huge(total);
   const auto tf = Clock::now();
   fill_weights(wtype, weights, total);
-  std::printf("bench_matmul: %s, kernels %s, weights %.3f GB (filled in %.1f s), cpu: %s\n",
-              std::string(dtype_name(wtype)).c_str(), kernels::detail::isa_name(isa), total / 1e9,
-              seconds_since(tf), cpu_features().describe().c_str());
+  std::printf("bench_matmul: %s, kernels %s, %d layer(s)%s, weights %.3f GB (filled in %.1f s), cpu: %s\n",
+              std::string(dtype_name(wtype)).c_str(), kernels::detail::isa_name(isa), n_layers,
+              head ? " + output head" : "", total / 1e9, seconds_since(tf),
+              cpu_features().describe().c_str());
 
   const int max_tokens = *std::max_element(tokens_list.begin(), tokens_list.end());
   std::vector<float> x(static_cast<size_t>(max_tokens) * k_ff), y(static_cast<size_t>(max_tokens) * k_vocab);
@@ -272,6 +288,9 @@ int main(int argc, char** argv) {
 
   for (int n_threads : threads_list) {
     ThreadPool pool(n_threads);
+#if !defined(__x86_64__)
+    probe = false;  // the probe is an AVX2 loop
+#endif
     if (probe) {
       double share = 0;
       const double gbs = probe_bandwidth(pool, weights, total, 3, &share);

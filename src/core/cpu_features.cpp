@@ -51,10 +51,14 @@ CpuFeatures detect_cpu_features() {
     if (os_avx512) f.avx512bf16 = (a >> 5) & 1;
   }
 #elif defined(__aarch64__)
-  f.neon = true;
-#if defined(__linux__)
+#if defined(__linux__)  // Android included
+  // The kernel's view (HWCAP), not the compiler's: one binary serves cores with and without dotprod.
+  // Bit numbers as in the kernel's uapi asm/hwcap.h, spelled out for old Android sysroots.
   const unsigned long hw = getauxval(AT_HWCAP);
+  f.neon = (hw & (1UL << 1)) != 0;      // HWCAP_ASIMD
   f.dotprod = (hw & (1UL << 20)) != 0;  // HWCAP_ASIMDDP
+#else
+  f.neon = true;  // Advanced SIMD is mandatory in AArch64; no portable way to ask about dotprod
 #endif
 #endif
   return f;
@@ -84,17 +88,20 @@ std::string CpuFeatures::describe() const {
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = [] {
-    CpuFeatures r = detect_cpu_features();
-    const char* cap = std::getenv("LL_CPU_MAX");
-    if (cap != nullptr) {
-      if (std::strcmp(cap, "scalar") == 0) {
-        r = CpuFeatures{};
-      } else if (std::strcmp(cap, "avx2") == 0) {
-        r.avx512f = r.avx512bw = r.avx512vl = r.avx512dq = r.avx512vnni = r.avx512bf16 = false;
-      }
-    }
-    return r;
+    return cap_cpu_features(detect_cpu_features(), std::getenv("LL_CPU_MAX"));
   }();
+  return f;
+}
+
+CpuFeatures cap_cpu_features(CpuFeatures f, const char* cap) {
+  if (cap == nullptr) return f;
+  if (std::strcmp(cap, "scalar") == 0) {
+    f = CpuFeatures{};
+  } else if (std::strcmp(cap, "avx2") == 0) {
+    f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = f.avx512bf16 = false;
+  } else if (std::strcmp(cap, "neon") == 0) {
+    f.dotprod = false;
+  }
   return f;
 }
 

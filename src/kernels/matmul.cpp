@@ -238,6 +238,10 @@ const char* isa_name(Isa isa) {
       return "avx512";
     case Isa::avx512vnni:
       return "avx512vnni";
+    case Isa::neon:
+      return "neon";
+    case Isa::neon_dotprod:
+      return "neon_dotprod";
   }
   return "?";
 }
@@ -254,20 +258,30 @@ bool isa_supported(Isa isa) {
       return f.has_avx512();
     case Isa::avx512vnni:
       return f.has_avx512vnni();
-#else
+#elif defined(__aarch64__)
+    case Isa::neon:
+      return f.has_neon();
+    case Isa::neon_dotprod:
+      return f.has_dotprod();
+#endif
     default:
       return false;
-#endif
   }
-  return false;
 }
 
 Isa best_isa() {
   static const Isa best = [] {
-    const CpuFeatures& f = cpu_features();
+    const CpuFeatures& f = cpu_features();  // honours LL_CPU_MAX
+#if defined(__x86_64__) || defined(_M_X64)
     if (f.has_avx512vnni()) return Isa::avx512vnni;
     if (f.has_avx512()) return Isa::avx512;
     if (f.has_avx2()) return Isa::avx2;
+#elif defined(__aarch64__)
+    if (f.has_dotprod()) return Isa::neon_dotprod;
+    if (f.has_neon()) return Isa::neon;
+#else
+    (void)f;
+#endif
     return Isa::scalar;
   }();
   return best;
@@ -275,8 +289,6 @@ Isa best_isa() {
 
 const IsaOps& isa_ops(Isa isa) {
   switch (isa) {
-    case Isa::scalar:
-      return k_scalar_ops;
 #if defined(__x86_64__) || defined(_M_X64)
     case Isa::avx2:
       return isa_ops_avx2();
@@ -284,12 +296,15 @@ const IsaOps& isa_ops(Isa isa) {
       return isa_ops_avx512();
     case Isa::avx512vnni:
       return isa_ops_avx512vnni();
-#else
-    default:
-      break;
+#elif defined(__aarch64__)
+    case Isa::neon:
+      return isa_ops_neon();
+    case Isa::neon_dotprod:
+      return isa_ops_neon_dotprod();
 #endif
+    default:
+      return k_scalar_ops;
   }
-  return k_scalar_ops;
 }
 
 void quantize_row_isa(Isa isa, DType vt, const float* x, void* y, int64_t n) {

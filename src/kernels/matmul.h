@@ -1,7 +1,8 @@
 // Matrix multiplication of weight rows (any supported DType) by F32 activations: the hot loop of
 // every transformer block. Weights are used as stored in GGUF (no repacking), activations are
 // quantized per call to vec_dot_type(wtype) and the dot products run on the best kernel level the
-// CPU has (scalar / AVX2 / AVX-512 / AVX-512 VNNI), picked once at first use.
+// CPU has (scalar / AVX2 / AVX-512 / AVX-512 VNNI on x86-64; scalar / NEON / NEON+dotprod on
+// AArch64), picked once at first use.
 //
 // Determinism: each output element y[t][r] is computed by exactly the same sequence of
 // floating-point operations whatever n_tokens, the thread count or the row split are, so a token's
@@ -44,7 +45,7 @@ void matmul_rows(DType wtype, const void* w, int64_t n_cols, const void* xq, siz
 void matmul_reference(DType wtype, const void* w, int64_t n_rows, int64_t n_cols, const float* x,
                       int64_t n_tokens, float* y);
 
-// The kernel level in use: "scalar", "avx2", "avx512" or "avx512vnni".
+// The kernel level in use: "scalar", "avx2", "avx512", "avx512vnni", "neon" or "neon_dotprod".
 const char* matmul_isa();
 
 }  // namespace ll::kernels

@@ -1,6 +1,6 @@
 // Internal interface between the matmul dispatcher (matmul.cpp) and its per-ISA kernels
-// (matmul_avx2.cpp, matmul_avx512.cpp). Not part of the public API; tests use it to run every
-// kernel level on one machine.
+// (matmul_avx2.cpp, matmul_avx512.cpp; on AArch64 matmul_neon.cpp, matmul_neon_dotprod.cpp). Not part of the
+// public API; tests use it to run every kernel level on one machine.
 //
 // A call goes: F32 activations --quantize--> vec_dot_type rows (standard GGML blocks, "xq")
 // --prepare--> an ISA-specific, 64-byte aligned per-token layout ("prep", e.g. quants plus per-lane
@@ -16,8 +16,11 @@
 
 namespace ll::kernels::detail {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3 };
-constexpr int k_n_isa = 4;
+// x86-64 levels and AArch64 levels share one numbering; a level of the other architecture is never
+// supported. neon_dotprod: NEON plus the ARMv8.2 dot-product instructions (SDOT), which only the
+// integer (Q4_0, Q8_0, Q4_K, Q6_K) kernels use; its F32/F16/BF16 kernels are neon's.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512vnni = 3, neon = 4, neon_dotprod = 5 };
+constexpr int k_n_isa = 6;
 
 const char* isa_name(Isa isa);
 // Whether this machine (ignoring LL_CPU_MAX) can run the kernels of a level.
@@ -57,6 +60,10 @@ void quantize_row_q8_k_scalar(const float* x, void* y, int64_t n);
 const IsaOps& isa_ops_avx2();
 const IsaOps& isa_ops_avx512();
 const IsaOps& isa_ops_avx512vnni();
+#endif
+#if defined(__aarch64__)
+const IsaOps& isa_ops_neon();
+const IsaOps& isa_ops_neon_dotprod();
 #endif
 
 inline uint8_t* align64(uint8_t* p) {

@@ -181,11 +181,21 @@ const OpsTable* ops_avx512() {
 #endif
 }
 
+const OpsTable* ops_neon() {
+#if defined(__aarch64__)
+  static const bool ok = detect_cpu_features().has_neon();
+  return ok ? &neon::kTable : nullptr;
+#else
+  return nullptr;
+#endif
+}
+
 const OpsTable& ops_active() {
   static const OpsTable* const table = [] {
     const CpuFeatures& f = cpu_features();  // honours LL_CPU_MAX
     if (f.has_avx512() && ops_avx512() != nullptr) return ops_avx512();
     if (f.has_avx2() && ops_avx2() != nullptr) return ops_avx2();
+    if (f.has_neon() && ops_neon() != nullptr) return ops_neon();
     return &ops_scalar();
   }();
   return *table;

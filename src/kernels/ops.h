@@ -1,10 +1,11 @@
 // Per-token element-wise and row ops of a transformer forward pass: norms, RoPE, softmax, activations,
 // residual adds, single-query attention over an F16 KV cache, F16 row conversion.
 //
-// Every op has a scalar reference (namespace ref) and AVX2 / AVX-512 versions, chosen once per process from
-// CPUID (capped by LL_CPU_MAX=scalar|avx2). Each op is a pure function of its inputs: its reductions run in a
-// fixed order that depends only on the sizes, never on threads or batch, so a row gives the same bits however
-// the caller batches or splits work. Different ISA levels may differ in the last bits (FMA, lane order).
+// Every op has a scalar reference (namespace ref), AVX2 / AVX-512 versions on x86-64 and a NEON version on
+// AArch64, chosen once per process from CPUID / HWCAP (capped by LL_CPU_MAX=scalar|avx2). Each op is a pure
+// function of its inputs: its reductions run in a fixed order that depends only on the sizes, never on
+// threads or batch, so a row gives the same bits however the caller batches or splits work. Different ISA
+// levels may differ in the last bits (FMA, lane order).
 #pragma once
 
 #include <cstddef>
@@ -60,7 +61,7 @@ void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n);
 
 // One implementation of every op. attention here is the kv-head-range form.
 struct OpsTable {
-  const char* name;  // "scalar", "avx2", "avx512"
+  const char* name;  // "scalar", "avx2", "avx512", "neon"
   void (*rms_norm)(const float* x, const float* w, float* out, int64_t n, float eps);
   void (*rope)(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos, float freq_base,
                bool neox);
@@ -76,11 +77,12 @@ struct OpsTable {
   void (*fp16_to_fp32_row)(const uint16_t* x, float* y, int64_t n);
 };
 
-// The tables, for tests and benchmarks. ops_avx2()/ops_avx512() return nullptr when not built for this
-// architecture or when this CPU lacks the instructions (regardless of LL_CPU_MAX).
+// The tables, for tests and benchmarks. ops_avx2()/ops_avx512()/ops_neon() return nullptr when not built for
+// this architecture or when this CPU lacks the instructions (regardless of LL_CPU_MAX).
 const OpsTable& ops_scalar();
 const OpsTable* ops_avx2();
 const OpsTable* ops_avx512();
+const OpsTable* ops_neon();
 // The table the free functions above use: the best the CPU has, capped by LL_CPU_MAX; chosen once.
 const OpsTable& ops_active();
 
@@ -127,11 +129,15 @@ void check_attention_args(int64_t n_kv_pos, int64_t n_head, int64_t n_head_kv, i
                           int64_t kv_head_first, int64_t kv_head_last);
 }  // namespace detail
 
-// Per-ISA tables, defined in ops_avx2.cpp / ops_avx512.cpp (x86-64 only). Use ops_avx2()/ops_avx512().
+// Per-ISA tables, defined in ops_avx2.cpp / ops_avx512.cpp (x86-64 only) and ops_neon.cpp (AArch64 only).
+// Use ops_avx2()/ops_avx512()/ops_neon().
 namespace avx2 {
 extern const OpsTable kTable;
 }
 namespace avx512 {
+extern const OpsTable kTable;
+}
+namespace neon {
 extern const OpsTable kTable;
 }
 

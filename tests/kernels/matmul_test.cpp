@@ -1,4 +1,5 @@
-// Matmul kernels: every kernel level (scalar, AVX2, AVX-512, AVX-512 VNNI — those this CPU has)
+// Matmul kernels: every kernel level (scalar, AVX2, AVX-512, AVX-512 VNNI, NEON, NEON+dotprod —
+// each a parameter of the MatmulLevel tests, skipped with a message where this CPU lacks it)
 // against the scalar reference, activation quantizers bit-exact against the quant library, and
 // batch-/thread-invariance (a token's output is bit-identical alone, in any batch, on any threads).
 #include "kernels/matmul.h"
@@ -6,11 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/fp16.h"
 #include "kernels/matmul_impl.h"
 #include "quant/blocks.h"
@@ -32,19 +36,9 @@ constexpr double k_tol_float = 2e-6;
 const DType k_weight_types[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
                                 DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
-std::vector<Isa> fast_isas() {
-  std::vector<Isa> v;
-  for (Isa i : {Isa::avx2, Isa::avx512, Isa::avx512vnni}) {
-    if (detail::isa_supported(i)) v.push_back(i);
-  }
-  return v;
-}
-
-std::vector<Isa> all_isas() {
-  std::vector<Isa> v = {Isa::scalar};
-  for (Isa i : fast_isas()) v.push_back(i);
-  return v;
-}
+const Isa k_all_levels[] = {Isa::scalar,     Isa::avx2, Isa::avx512,
+                            Isa::avx512vnni, Isa::neon, Isa::neon_dotprod};
+static_assert(std::size(k_all_levels) == detail::k_n_isa, "a new kernel level needs its tests");
 
 size_t row_bytes(DType t, int64_t n) {
   return *dtype_row_bytes(t, static_cast<uint64_t>(n));
@@ -177,12 +171,67 @@ TEST(Matmul, VecDotTypes) {
   EXPECT_EQ(vec_dot_type(DType::F16), DType::F32);
   EXPECT_EQ(vec_dot_type(DType::BF16), DType::F32);
   const std::string isa = matmul_isa();
-  EXPECT_TRUE(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "avx512vnni") << isa;
+  EXPECT_TRUE(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "avx512vnni" || isa == "neon" ||
+              isa == "neon_dotprod")
+      << isa;
 }
 
-TEST(Matmul, SimdQuantizersMatchReferenceBitForBit) {
+// The level matmul() uses is the best one the (LL_CPU_MAX-capped) features allow, and it runs here.
+TEST(Matmul, BestLevelFollowsCpuFeatures) {
+  const CpuFeatures& f = cpu_features();
+  Isa want = Isa::scalar;
+#if defined(__x86_64__)
+  if (f.has_avx512vnni()) {
+    want = Isa::avx512vnni;
+  } else if (f.has_avx512()) {
+    want = Isa::avx512;
+  } else if (f.has_avx2()) {
+    want = Isa::avx2;
+  }
+#elif defined(__aarch64__)
+  if (f.has_dotprod()) {
+    want = Isa::neon_dotprod;
+  } else if (f.has_neon()) {
+    want = Isa::neon;
+  }
+#endif
+  EXPECT_EQ(detail::best_isa(), want) << "features: " << f.describe();
+  EXPECT_STREQ(matmul_isa(), detail::isa_name(want));
+  EXPECT_TRUE(detail::isa_supported(detail::best_isa()));
+  // Levels of the other architecture never are.
+#if defined(__x86_64__)
+  EXPECT_FALSE(detail::isa_supported(Isa::neon));
+  EXPECT_FALSE(detail::isa_supported(Isa::neon_dotprod));
+#elif defined(__aarch64__)
+  EXPECT_FALSE(detail::isa_supported(Isa::avx2));
+  EXPECT_FALSE(detail::isa_supported(Isa::avx512vnni));
+#endif
+  std::printf("matmul level: %s (cpu: %s)\n", matmul_isa(), f.describe().c_str());
+}
+
+// Each kernel level is a parameter; a level this CPU (or this build's architecture) lacks is skipped,
+// visibly.
+class MatmulLevel : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    isa_ = GetParam();
+    if (!detail::isa_supported(isa_)) {
+      GTEST_SKIP() << detail::isa_name(isa_)
+                   << " kernels: not built for this architecture or not supported by "
+                   << "this CPU (" << detect_cpu_features().describe() << ")";
+    }
+  }
+  Isa isa_ = Isa::scalar;
+};
+
+INSTANTIATE_TEST_SUITE_P(Isa, MatmulLevel, ::testing::ValuesIn(k_all_levels),
+                         [](const ::testing::TestParamInfo<Isa>& info) {
+                           return detail::isa_name(info.param);
+                         });
+
+TEST_P(MatmulLevel, QuantizersMatchReferenceBitForBit) {
   std::mt19937 rng(1);
-  for (Isa isa : all_isas()) {
+  for (Isa isa : {isa_}) {
     for (DType vt : {DType::Q8_0, DType::Q8_K}) {
       for (int rep = 0; rep < 20; ++rep) {
         const int64_t n = 1024;
@@ -225,9 +274,9 @@ TEST(Matmul, ReferenceMatchesDequantizedDot) {
   }
 }
 
-TEST(Matmul, FastPathsMatchReference) {
+TEST_P(MatmulLevel, MatchesReference) {
   std::mt19937 rng(3);
-  for (Isa isa : fast_isas()) {
+  for (Isa isa : {isa_}) {
     for (DType t : k_weight_types) {
       for (bool raw : {false, true}) {
         for (bool small : {true, false}) {
@@ -255,13 +304,13 @@ TEST(Matmul, FastPathsMatchReference) {
 
 // Every level (scalar included): a token alone vs the same token inside batches, on 1..4 threads,
 // through the threaded matmul (SIMD quantizer + prepare + row split) and through matmul_rows.
-TEST(Matmul, BatchAndThreadInvariant) {
+TEST_P(MatmulLevel, BatchAndThreadInvariant) {
   std::mt19937 rng(4);
   const int64_t batch_sizes[] = {2, 3, 7, 16, 33};
   const int64_t n_max = 33;
   std::vector<ThreadPool*> pools;
   for (int n : {1, 2, 3, 4}) pools.push_back(new ThreadPool(n));
-  for (Isa isa : all_isas()) {
+  for (Isa isa : {isa_}) {
     for (DType t : k_weight_types) {
       const int64_t n_rows = 45, n_cols = cols_for(t, false);
       const auto w = make_weights(rng, t, n_rows, n_cols, true);

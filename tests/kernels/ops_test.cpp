@@ -1,4 +1,5 @@
-// Every fast path of the row ops against its scalar twin (named tolerances), plus the scalar references
+// Every fast path of the row ops (AVX2, AVX-512, NEON: each a parameter of the OpsFast tests, skipped with a
+// message where this CPU lacks it) against its scalar twin (named tolerances), plus the scalar references
 // against straightforward double-precision formulas.
 #include "kernels/ops.h"
 
@@ -34,17 +35,42 @@ constexpr double kRopeExactAbsTolBase = 1e-6;
 constexpr double kSoftmaxSumTol = 1e-5;
 constexpr double kAttentionVsDoubleAbsTol = 2e-5;
 
+struct FastLevel {
+  const char* name;
+  const OpsTable* (*table)();  // nullptr where not built or not supported
+};
+const FastLevel kFastLevels[] = {{"avx2", ops_avx2}, {"avx512", ops_avx512}, {"neon", ops_neon}};
+
 std::vector<const OpsTable*> fast_tables() {
   std::vector<const OpsTable*> t;
-  if (ops_avx2() != nullptr) t.push_back(ops_avx2());
-  if (ops_avx512() != nullptr) t.push_back(ops_avx512());
+  for (const FastLevel& l : kFastLevels) {
+    if (l.table() != nullptr) t.push_back(l.table());
+  }
   return t;
 }
 
-#define LL_FOR_EACH_FAST_TABLE(t)                                        \
-  const auto ll_tables_ = fast_tables();                                 \
-  if (ll_tables_.empty()) GTEST_SKIP() << "no AVX2/AVX-512 on this CPU"; \
-  for (const OpsTable* t : ll_tables_)
+// One fast table per test instance; a level this CPU (or this build's architecture) lacks is skipped,
+// visibly.
+class OpsFast : public ::testing::TestWithParam<FastLevel> {
+ protected:
+  void SetUp() override {
+    table_ = GetParam().table();
+    if (table_ == nullptr) {
+      GTEST_SKIP() << GetParam().name
+                   << " ops: not built for this architecture or not supported by this CPU ("
+                   << detect_cpu_features().describe() << ")";
+    }
+  }
+  const OpsTable* table_ = nullptr;
+};
+
+INSTANTIATE_TEST_SUITE_P(Isa, OpsFast, ::testing::ValuesIn(kFastLevels),
+                         [](const ::testing::TestParamInfo<FastLevel>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// The fast-path tests run their body once, on this instance's table.
+#define LL_FOR_EACH_FAST_TABLE(t) for (const OpsTable* t : {table_})
 
 std::vector<float> random_floats(int64_t n, float lo, float hi, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -81,6 +107,8 @@ TEST(OpsDispatch, ActiveTableMatchesCpuAndCap) {
     want = "avx512";
   } else if (f.has_avx2() && ops_avx2() != nullptr) {
     want = "avx2";
+  } else if (f.has_neon() && ops_neon() != nullptr) {
+    want = "neon";
   }
   EXPECT_EQ(std::string(active.name), want);
   EXPECT_EQ(std::string(ops_scalar().name), "scalar");
@@ -90,9 +118,18 @@ TEST(OpsDispatch, ActiveTableMatchesCpuAndCap) {
   if (ops_avx512() != nullptr) {
     EXPECT_EQ(std::string(ops_avx512()->name), "avx512");
   }
+  if (ops_neon() != nullptr) {
+    EXPECT_EQ(std::string(ops_neon()->name), "neon");
+  }
+#if defined(__aarch64__)
+  EXPECT_EQ(ops_avx2(), nullptr);
+  EXPECT_EQ(ops_avx512(), nullptr);
+#else
+  EXPECT_EQ(ops_neon(), nullptr);
+#endif
 }
 
-TEST(OpsRmsNorm, FastMatchesScalar) {
+TEST_P(OpsFast, RmsNormMatchesScalar) {
   LL_FOR_EACH_FAST_TABLE(t) {
     for (int64_t n : kOddSizes) {
       const auto x = random_floats(n, -3.0f, 3.0f, static_cast<uint32_t>(n));
@@ -150,7 +187,7 @@ const std::vector<RopeCase> kRopeCases = {
 };
 const std::vector<int64_t> kRopePositions = {0, 1, 2, 7, 100, 1000, 4095};
 
-TEST(OpsRope, FastMatchesScalar) {
+TEST_P(OpsFast, RopeMatchesScalar) {
   LL_FOR_EACH_FAST_TABLE(t) {
     for (const auto& c : kRopeCases) {
       for (int64_t pos : kRopePositions) {
@@ -228,7 +265,7 @@ TEST(OpsRope, NormalAndNeoxPairDifferentDims) {
   EXPECT_EQ(neox[0], 0.0f);
 }
 
-TEST(OpsSoftmax, FastMatchesScalar) {
+TEST_P(OpsFast, SoftmaxMatchesScalar) {
   LL_FOR_EACH_FAST_TABLE(t) {
     for (int64_t n : kOddSizes) {
       for (float spread : {1.0f, 30.0f, 200.0f}) {
@@ -271,7 +308,7 @@ TEST(OpsSoftmax, SumsToOneAndMatchesDouble) {
   }
 }
 
-TEST(OpsSilu, FastMatchesScalar) {
+TEST_P(OpsFast, SiluAndSwigluMatchScalar) {
   LL_FOR_EACH_FAST_TABLE(t) {
     for (int64_t n : kOddSizes) {
       auto x = random_floats(n, -20.0f, 20.0f, static_cast<uint32_t>(n));
@@ -296,7 +333,7 @@ TEST(OpsSilu, FastMatchesScalar) {
   }
 }
 
-TEST(OpsSilu, FastExpIsAccurateOverTheWholeRange) {
+TEST_P(OpsFast, ExpIsAccurateOverTheWholeRange) {
   // The vector exp, seen through silu and a two-element softmax, against double over a dense sweep, down
   // into the subnormal range of exp and up to its overflow.
   std::vector<float> x;
@@ -321,7 +358,7 @@ TEST(OpsSilu, FastExpIsAccurateOverTheWholeRange) {
   }
 }
 
-TEST(OpsAdd, FastIsExact) {
+TEST_P(OpsFast, AddIsExact) {
   LL_FOR_EACH_FAST_TABLE(t) {
     for (int64_t n : kOddSizes) {
       const auto a = random_floats(n, -5.0f, 5.0f, static_cast<uint32_t>(n));
@@ -415,7 +452,7 @@ std::vector<AttnCase> attention_cases() {
   return cases;
 }
 
-TEST(OpsAttention, FastMatchesScalar) {
+TEST_P(OpsFast, AttentionMatchesScalar) {
   LL_FOR_EACH_FAST_TABLE(t) {
     uint32_t seed = 1;
     for (const auto& c : attention_cases()) {
