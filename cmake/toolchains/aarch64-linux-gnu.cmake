@@ -10,4 +10,8 @@ set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
 # programs (protoc-like tools, pkg-config) from the host.
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static -L /usr/aarch64-linux-gnu)
+# Test binaries (ctest, gtest discovery) run under user-mode qemu. The arm64 loader and libc come
+# from the multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1, /lib/aarch64-linux-gnu), which the
+# arm64 -dev packages pull in, so no -L prefix: qemu 7.2 with `-L /usr/aarch64-linux-gnu` hangs in
+# the first pthread_create of a dynamically linked program (seen on Debian 12's 7.2+dfsg-7).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static)
