@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages LinguaLinked needs to build, test and run (idempotent; skips
 # apt-get entirely when everything is already there).
+#   scripts/install-deps.sh          the native (x86-64) build
+#   scripts/install-deps.sh --arm64  also the aarch64 cross build (make arm64): Debian's cross
+#                                    compiler, qemu-user-static for its tests, and the arm64 -dev
+#                                    libraries through multiarch (dpkg --add-architecture arm64)
 set -euo pipefail
+arm64=0
+for a in "$@"; do
+  case "$a" in
+    --arm64) arm64=1 ;;
+    *) echo "usage: $0 [--arm64]" >&2; exit 2 ;;
+  esac
+done
 pkgs=(
   build-essential cmake ninja-build pkg-config git
   clang lld libclang-rt-14-dev            # libFuzzer target and sanitizers
@@ -11,6 +22,15 @@ pkgs=(
   libssl-dev                              # libcrypto SHA-256 (SHA-NI / ARMv8 crypto) for tensor hashes
   libicu-dev                              # Unicode character classes for BPE pre-tokenizers
 )
+if ((arm64)); then
+  pkgs+=(
+    g++-aarch64-linux-gnu qemu-user-static
+    # Header-only packages (cppzmq, nlohmann-json, CLI11) serve both architectures from above.
+    libzmq3-dev:arm64 coinor-libcbc-dev:arm64 libicu-dev:arm64 libssl-dev:arm64
+    libtomlplusplus-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
+    zlib1g-dev:arm64                      # -lz for coinutils (cbc.pc names it without a .pc of its own)
+  )
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,5 +42,8 @@ echo "installing: ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+if ((arm64)) && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -10,9 +10,8 @@ set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
 # programs (protoc-like tools, pkg-config) from the host.
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
-# The loader must come from the same glibc as libc.so.6. The libraries are the multiarch ones
-# (libc6:arm64, pulled in by every -dev:arm64 package), so is the loader: /lib/ld-linux-aarch64.so.1
-# on the host root. `-L /usr/aarch64-linux-gnu` would pair the cross package's older ld.so
-# (libc6-arm64-cross) with the multiarch libc.so.6, and pthread_create then spins forever in ld.so's
-# thread-stack list (GLIBC_PRIVATE layouts differ between the two builds).
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static -L /)
+# Test binaries (ctest, gtest discovery) run under user-mode qemu. The arm64 loader and libc come
+# from the multiarch libc6:arm64 (/lib/ld-linux-aarch64.so.1, /lib/aarch64-linux-gnu), which the
+# arm64 -dev packages pull in, so no -L prefix: qemu 7.2 with `-L /usr/aarch64-linux-gnu` hangs in
+# the first pthread_create of a dynamically linked program (seen on Debian 12's 7.2+dfsg-7).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static)

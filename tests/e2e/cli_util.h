@@ -29,6 +29,18 @@ inline int run_command(const std::string& cmd, std::string& out) {
   return pclose(p);
 }
 
+// The shell words that start the lingua under test: its path, behind the emulator when the tests
+// were cross-compiled (e.g. "qemu-aarch64-static -L /usr/aarch64-linux-gnu build-arm64/lingua"),
+// since the build machine cannot execute the target's binaries by itself.
+inline std::string lingua() {
+#ifdef LL_LINGUA_EMULATOR
+  const std::string emulator = LL_LINGUA_EMULATOR;
+#else
+  const std::string emulator;
+#endif
+  return emulator.empty() ? shell_quote(LL_LINGUA_BIN) : emulator + " " + shell_quote(LL_LINGUA_BIN);
+}
+
 inline std::string last_line(const std::string& s) {
   size_t end = s.find_last_not_of('\n');
   if (end == std::string::npos) return {};

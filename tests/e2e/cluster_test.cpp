@@ -43,7 +43,7 @@ TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
       }
     }
     for (const auto& c : cases) ASSERT_EQ(c["n_predict"].get<int>(), n_predict) << "cases share n_predict";
-    const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -f " +
+    const std::string cmd = ll::test::lingua() + " run -m " + shell_quote(model) + " -f " +
                             shell_quote(prompts) + " -n " + std::to_string(n_predict) + " --temp 0 --json " +
                             mode + " --parallel 3";
     std::string out;
@@ -70,7 +70,7 @@ TEST(ClusterGolden, LocalThreeAndLocalFourRingReproduceLlamaCpp) {
     }
 
     const auto& c = cases[0];
-    const std::string one = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p " +
+    const std::string one = ll::test::lingua() + " run -m " + shell_quote(model) + " -p " +
                             shell_quote(c["prompt"].get<std::string>()) + " -n " + std::to_string(n_predict) +
                             " --temp 0 --json " + mode;
     ASSERT_EQ(run_command(one, out), 0) << one << "\n" << out;
@@ -95,7 +95,7 @@ std::string write_wide_model() {
 TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
   const std::string model = write_wide_model();
   // Worker 1: the four blocks (~10 MiB); worker 2: the head (~64 MiB).
-  const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+  const std::string cmd = ll::test::lingua() + " run -m " + shell_quote(model) +
                           " -p 'a b c' -n 8 --temp 0 --json --local 2 --split-units 0-0,1-4,5-5";
   std::string out;
   ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
@@ -123,7 +123,7 @@ TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
   // The head needs 64 MiB plus the runtime: a 100 MB limit is enough for the blocks but refused for
   // the head, with a clear error instead of swapping or dying.
   const std::string limited =
-      std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+      ll::test::lingua() + " run -m " + shell_quote(model) +
       " -p 'a b c' -n 4 --local 2 --split-units 0-0,1-4,5-5 --memory-limit 100MB 2>&1";
   const int status = run_command(limited, out);
   EXPECT_NE(status, 0) << out;
@@ -140,11 +140,11 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
   std::string out;
   // Distributed options without a cluster.
   EXPECT_NE(
-      run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --ring 2>&1", out),
+      run_command(ll::test::lingua() + " run -m " + shell_quote(model) + " -p hi --ring 2>&1", out),
       0);
   EXPECT_NE(out.find("need --local N or --cluster FILE"), std::string::npos) << out;
   // More workers than units to spread evenly over.
-  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+  EXPECT_NE(run_command(ll::test::lingua() + " run -m " + shell_quote(model) +
                             " -p hi --local 7 --split even 2>&1",
                         out),
             0);
@@ -155,7 +155,7 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
     std::ofstream f(cluster);
     f << "[[device]]\nname = \"ghost\"\naddress = \"tcp://127.0.0.1:9\"\n";
   }
-  EXPECT_NE(run_command(std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p hi --cluster " +
+  EXPECT_NE(run_command(ll::test::lingua() + " run -m " + shell_quote(model) + " -p hi --cluster " +
                             shell_quote(cluster) + " --insecure --connect-timeout 1 2>&1",
                         out),
             0);
@@ -235,18 +235,18 @@ TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
   LL_REQUIRE_SHARED(model);
   std::string out;
   const std::string profile = ::testing::TempDir() + "/ll_profile_" + std::to_string(::getpid()) + ".json";
-  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " profile -m " + shell_quote(model) + " --local 2 -o " +
+  ASSERT_EQ(run_command(ll::test::lingua() + " profile -m " + shell_quote(model) + " --local 2 -o " +
                             shell_quote(profile) + " 2>/dev/null",
                         out),
             0);
   ASSERT_EQ(
-      run_command(std::string(LL_LINGUA_BIN) + " plan --profile " + shell_quote(profile) + " --json", out), 0)
+      run_command(ll::test::lingua() + " plan --profile " + shell_quote(profile) + " --json", out), 0)
       << out;
   nlohmann::json j = nlohmann::json::parse(last_line(out));
   ASSERT_FALSE(j["stages"].empty());
   EXPECT_EQ(j["stages"][0]["device"], "origin");
   EXPECT_EQ(j["stages"][0]["first_unit"], 0);
-  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " plan -m " + shell_quote(model) +
+  ASSERT_EQ(run_command(ll::test::lingua() + " plan -m " + shell_quote(model) +
                             " --local 2 --objective throughput --json 2>/dev/null",
                         out),
             0)
@@ -255,7 +255,7 @@ TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
   EXPECT_EQ(j["objective"], "throughput");
   EXPECT_EQ(j["stages"].back()["last_unit"], 6);
   // --split optimal runs the solved plan (throughput spreads the units) and keeps the tokens.
-  const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) +
+  const std::string cmd = ll::test::lingua() + " run -m " + shell_quote(model) +
                           " -p 'Once upon a time' -n 24 --temp 0 --json";
   ASSERT_EQ(run_command(cmd, out), 0);
   const nlohmann::json want = nlohmann::json::parse(last_line(out));

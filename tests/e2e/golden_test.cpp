@@ -25,7 +25,7 @@ TEST(GoldenStories260K, GreedyMatchesLlamaCppWithOneAndTwoThreads) {
   ASSERT_FALSE(cases.empty());
   for (const auto& c : cases) {
     for (int threads : {1, 2}) {
-      const std::string cmd = std::string(LL_LINGUA_BIN) + " run -m " + shell_quote(model) + " -p " +
+      const std::string cmd = ll::test::lingua() + " run -m " + shell_quote(model) + " -p " +
                               shell_quote(c["prompt"].get<std::string>()) + " -n " +
                               std::to_string(c["n_predict"].get<int>()) + " --temp 0 --json -t " +
                               std::to_string(threads);
@@ -43,7 +43,7 @@ TEST(GoldenStories260K, GreedyMatchesLlamaCppWithOneAndTwoThreads) {
 
 TEST(Cli, ErrorsAreClearAndNonZero) {
   std::string out;
-  const std::string bin = LL_LINGUA_BIN;
+  const std::string bin = ll::test::lingua();
   EXPECT_NE(run_command(bin + " run -m /nonexistent.gguf -p hi 2>&1", out), 0);
   EXPECT_NE(out.find("nonexistent.gguf"), std::string::npos) << out;
   const std::string bad = testing::TempDir() + "/not_a_model.gguf";
@@ -55,7 +55,7 @@ TEST(Cli, ErrorsAreClearAndNonZero) {
 }
 
 TEST(Cli, GenModelInspectAndRunRandomModel) {
-  const std::string bin = LL_LINGUA_BIN;
+  const std::string bin = ll::test::lingua();
   const std::string path = testing::TempDir() + "/gen_stories_q8.gguf";
   std::string out;
   ASSERT_EQ(run_command(bin + " gen-model --preset stories-260k --type q8_0 -q -o " + path + " 2>&1", out), 0) << out;
