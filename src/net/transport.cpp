@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -114,9 +115,31 @@ Expected<zmq::socket_t> make_socket(zmq::context_t& ctx, zmq::socket_type type,
     s.set(zmq::sockopt::sndhwm, options.send_hwm);
     s.set(zmq::sockopt::rcvhwm, options.recv_hwm);
     if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_mandatory, 1);
+    if (options.heartbeat_ivl_ms > 0) {
+      s.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ivl_ms);
+      s.set(zmq::sockopt::heartbeat_timeout, options.heartbeat_timeout_ms);
+      s.set(zmq::sockopt::heartbeat_ttl, options.heartbeat_timeout_ms);
+    }
     return s;
   } catch (const zmq::error_t& e) {
     return zmq_failure(ErrorCode::io, "cannot create a ZeroMQ socket", e);
+  }
+}
+
+// A PAIR socket receiving `sock`'s connection events (zmq_socket_monitor), for Link::peer_lost().
+Expected<zmq::socket_t> make_monitor(zmq::context_t& ctx, zmq::socket_t& sock) {
+  static std::atomic<uint64_t> next_monitor{1};
+  const std::string address = "inproc://ll-link-monitor-" + std::to_string(next_monitor.fetch_add(1));
+  if (zmq_socket_monitor(sock.handle(), address.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
+    return make_error(ErrorCode::io, std::string("cannot monitor a ZeroMQ socket: ") + zmq_strerror(zmq_errno()));
+  }
+  try {
+    zmq::socket_t m(ctx, zmq::socket_type::pair);
+    m.set(zmq::sockopt::linger, 0);
+    m.connect(address);
+    return m;
+  } catch (const zmq::error_t& e) {
+    return zmq_failure(ErrorCode::io, "cannot monitor a ZeroMQ socket", e);
   }
 }
 
@@ -165,11 +188,36 @@ Error multipart_error(size_t n_parts_hint) {
 class ZmqLink final : public Link {
  public:
   ZmqLink(std::shared_ptr<zmq::context_t> ctx, zmq::socket_t sock, std::string endpoint,
-          TransportOptions options)
+          TransportOptions options, zmq::socket_t monitor)
       : ctx_(std::move(ctx)),
         sock_(std::move(sock)),
         endpoint_(std::move(endpoint)),
-        options_(std::move(options)) {}
+        options_(std::move(options)),
+        monitor_(std::move(monitor)) {}
+
+  ~ZmqLink() override {
+    zmq_socket_monitor(sock_.handle(), nullptr, 0);  // stop the monitor before its PAIR socket closes
+    monitor_.close();
+  }
+
+  bool peer_lost() override {
+    // Each event is two parts: [u16 event, u32 value] and the endpoint.
+    try {
+      for (;;) {
+        zmq::message_t part;
+        if (!monitor_.recv(part, zmq::recv_flags::dontwait)) break;
+        uint16_t event = 0;
+        if (part.size() >= sizeof event) std::memcpy(&event, part.data(), sizeof event);
+        zmq::message_t rest;
+        while (part.more() && monitor_.recv(rest, zmq::recv_flags::dontwait)) part = std::move(rest);
+        if (event == ZMQ_EVENT_CONNECTED) connected_ = true;
+        if (event == ZMQ_EVENT_DISCONNECTED && connected_) lost_ = true;
+      }
+    } catch (const zmq::error_t&) {
+      // The monitor is advisory: a failure to read it leaves the last known state.
+    }
+    return lost_;
+  }
 
   Expected<void> send(Frame frame) override {
     LL_TRY(check_outgoing(frame, options_));
@@ -235,6 +283,8 @@ class ZmqLink final : public Link {
   std::string endpoint_;
   TransportOptions options_;
   LinkCounters counters_;
+  zmq::socket_t monitor_;  // closed in the destructor, before sock_
+  bool connected_ = false, lost_ = false;
 };
 
 class ZmqListener final : public Listener {
@@ -339,12 +389,15 @@ class ZmqNetwork final : public Network {
   Expected<std::unique_ptr<Link>> connect(const std::string& endpoint) override {
     std::shared_ptr<zmq::context_t> ctx = shared_context();
     LL_ASSIGN_OR_RETURN(zmq::socket_t sock, make_socket(*ctx, zmq::socket_type::dealer, options_));
+    LL_ASSIGN_OR_RETURN(zmq::socket_t monitor, make_monitor(*ctx, sock));
     try {
       sock.connect(endpoint);
     } catch (const zmq::error_t& e) {
+      zmq_socket_monitor(sock.handle(), nullptr, 0);
       return zmq_failure(ErrorCode::invalid_argument, "cannot connect to " + endpoint, e);
     }
-    return std::unique_ptr<Link>(new ZmqLink(std::move(ctx), std::move(sock), endpoint, options_));
+    return std::unique_ptr<Link>(
+        new ZmqLink(std::move(ctx), std::move(sock), endpoint, options_, std::move(monitor)));
   }
 
  private:
@@ -425,6 +478,10 @@ class Mailbox {
     closed_ = true;
     items_.clear();
   }
+  bool is_closed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return closed_;
+  }
 
  private:
   std::mutex mu_;
@@ -481,6 +538,7 @@ class InProcLink final : public Link {
 
   LinkStats stats() const override { return counters_.snapshot(); }
   std::string endpoint() const override { return endpoint_; }
+  bool peer_lost() override { return peer_inbox_->is_closed(); }
   Mailbox& inbox() { return *inbox_; }
 
  private:
