@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "core/thread_pool.h"
 #include "model/forward.h"
@@ -120,7 +121,7 @@ struct Coordinator::Impl {
       if (opt.should_stop && opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
       if (auto lost = lost_plan_workers(); !lost.empty()) {
         return make_error(ErrorCode::io, device_name(lost.front()) + " (" + worker(lost.front()).endpoint +
-                                             ") stopped answering: its connection closed or its heartbeats stopped");
+                                             "): its connection closed or its heartbeats stopped");
       }
       LL_ASSIGN_OR_RETURN(std::optional<size_t> ready, net::wait_any(links, std::min(left, net::Millis(500))));
       if (!ready) continue;  // signal or spurious: re-check the deadline
@@ -917,8 +918,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
       ++n_failovers;
       const std::vector<Stage> old_stages = c.stages;
+      const std::string why = names + " stopped answering (" + cause.message + ")";
       if (!c.opt.replan) {
-        return make_error(cause.code, cause.message + "; the plan cannot be re-solved without " + names +
+        return make_error(cause.code, why + "; the plan cannot be re-solved without " + names +
                                           " (an explicit --split-units is kept as given)");
       }
       std::vector<int> alive;
@@ -927,21 +929,20 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
       auto plan = c.opt.replan(alive);
       if (!plan) {
-        return make_error(plan.error().code, cause.message + "; no plan fits the " + std::to_string(alive.size()) +
+        return make_error(plan.error().code, why + "; no plan fits the " + std::to_string(alive.size()) +
                                                  " surviving workers: " + plan.error().message);
       }
       c.stale_below = c.next_request_id;
       in_flight.clear();
       n_decode_in_flight = 0;
       stats_pending.clear();
-      c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(names).append(
-          " (" + cause.message + "); old plan: " + c.describe_plan(old_stages) + "; new plan: " +
-          c.describe_plan(*plan)));
+      c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(why).append(
+          "; old plan: " + c.describe_plan(old_stages) + "; new plan: " + c.describe_plan(*plan)));
       auto loaded = load(*plan);
       if (!loaded) {
         auto more = c.lost_plan_workers();
         if (more.empty()) {
-          return make_error(loaded.error().code, cause.message + "; loading the plan over the survivors failed: " +
+          return make_error(loaded.error().code, why + "; loading the plan over the survivors failed: " +
                                                      loaded.error().message);
         }
         lost = std::move(more);  // another worker went while loading: try again without it too
@@ -984,9 +985,16 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       return {};
     }
   };
-  // After an error: fail over if a worker of the plan was lost, else the error stands.
+  // After an error: fail over if a worker of the plan was lost, else the error stands. A survivor's
+  // complaint (or a failed send) may come before the lost connection's monitor event: the monitors
+  // get up to a heartbeat timeout's worth of time to say so before the error is final.
   auto recover = [&](const Error& e) -> Expected<void> {
     auto lost = c.lost_plan_workers();
+    for (int i = 0; i < 20 && lost.empty() && n_worker_stages > 0; ++i) {
+      if (c.opt.should_stop && c.opt.should_stop()) return e;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      lost = c.lost_plan_workers();
+    }
     if (lost.empty()) return e;
     return failover(e, std::move(lost));
   };
