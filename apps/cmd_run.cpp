@@ -38,7 +38,7 @@ int default_threads() {
 
 // What a failover re-plans from: the split the run chose, and what it was computed from.
 struct ReplanState {
-  std::string split;  // "even", "memory", "optimal"; empty: an explicit --split-units
+  std::string split;  // "even", "memory", "optimal"
   const runtime::Coordinator* coordinator = nullptr;
   const model::Model* model = nullptr;
   bool ring = false;
@@ -73,9 +73,6 @@ plan::Profile keep_devices(const plan::Profile& p, const std::vector<int>& keep)
 
 Expected<std::vector<runtime::Stage>> replan(const ReplanState& st, const std::vector<int>& alive) {
   const int64_t n_units = st.model->n_units();
-  if (st.split.empty()) {
-    return make_error(ErrorCode::invalid_argument, "an explicit --split-units cannot be re-split over the survivors");
-  }
   if (st.split == "optimal" && st.profile) {
     std::vector<int> keep{0};
     keep.insert(keep.end(), alive.begin(), alive.end());
@@ -276,13 +273,16 @@ Runner add_run_command(CLI::App& app) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
       auto replan_state = std::make_shared<ReplanState>();
-      co.replan = [replan_state](const std::vector<int>& alive) { return replan(*replan_state, alive); };
+      // An explicit --split-units is kept as given: a lost worker then fails the run.
+      if (o->split_units.empty()) {
+        co.replan = [replan_state](const std::vector<int>& alive) { return replan(*replan_state, alive); };
+      }
       auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!conn) return report_error(conn.error());
       cluster_conn = std::move(*conn);
       auto* coord = &cluster_conn.coordinator;
       runtime::Coordinator& c = **coord;
-      replan_state->split = o->split_units.empty() ? o->split : "";
+      replan_state->split = o->split;
       replan_state->coordinator = &c;
       replan_state->model = &**model;
       replan_state->ring = o->ring;
