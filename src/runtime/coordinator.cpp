@@ -956,6 +956,11 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
                                                     : std::max<size_t>(1, n_worker_stages);
       const int32_t n_seqs = static_cast<int32_t>(seqs.size());
       bool resent = true;
+      std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
+      for (size_t idx : active) {
+        if (!seqs[idx].done) live.push_back(idx);
+      }
+      active.swap(live);
       for (size_t idx : active) {
         Sequence& s = seqs[idx];
         s.seq_id = static_cast<int32_t>(s.index) + n_failovers * n_seqs;
