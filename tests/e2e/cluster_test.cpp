@@ -398,3 +398,45 @@ TEST(ClusterFailover, AnExplicitSplitCannotBeReSolvedAndFailsAtOnce) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClusterFailover, SurvivorsTooSmallForTheModelFailWithTheMissingMemory) {
+  // Three F32 blocks of 36 MiB and a tiny vocabulary: one block per worker fits a 124 MB (118 MiB)
+  // --memory-limit (block + runtime + reserve); two workers would need two blocks on one of them.
+  const std::string model = ::testing::TempDir() + "/ll_fat_" + std::to_string(::getpid()) + ".gguf";
+  {
+    ll::model::GenModelOptions g;
+    g.preset = ll::model::ModelPreset{"fat", 768, 3, 12, 12, 3072, 256, 256};
+    g.type = ll::DType::F32;
+    auto ok = ll::model::write_random_model(g, model);
+    ASSERT_TRUE(ok.has_value()) << ok.error().message;
+  }
+  const std::string prompts = ::testing::TempDir() + "/ll_fat_prompts_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 2000; ++i) p << "a b c " << i << "\n";  // still running at the kill
+  }
+  auto run = spawn_run("-m " + shell_quote(model) + " -f " + shell_quote(prompts) +
+                       " -n -1 --temp 0 --local 3 --split even --memory-limit 124MB");
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  std::string seen;
+  ASSERT_TRUE(kill_worker_once_generating(*run, 1, seen)) << seen;
+  std::optional<ll::runtime::ExitStatus> st;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!(st = run->exit_status()) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    read_until(*run, "\n", 0.2, seen);
+  }
+  ASSERT_TRUE(st.has_value()) << "lingua run hung when the survivors could not hold the model\n" << seen;
+  EXPECT_FALSE(st->success());
+  read_until(*run, "never", 1, seen);
+  EXPECT_NE(seen.find("local-2 stopped answering"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("loading the plan over the survivors failed"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("--memory-limit is 118.3 MiB"), std::string::npos) << seen;
+  const size_t err = seen.find("lingua: error");
+  if (err != std::string::npos) std::printf("%s\n", seen.substr(err, seen.find('\n', err) - err).c_str());
+  std::filesystem::remove(prompts);
+  std::filesystem::remove(model);
+}
+
+}  // namespace
