@@ -94,8 +94,8 @@ struct Coordinator::Impl {
   std::vector<int> lost_plan_workers() {
     std::vector<int> lost;
     for (const Stage& st : stages) {
-      if (st.device == 0 || worker(st.device).dead) continue;
-      if (worker(st.device).link->peer_lost()) lost.push_back(st.device);
+      if (st.device == 0) continue;
+      if (worker(st.device).dead || worker(st.device).link->peer_lost()) lost.push_back(st.device);
     }
     return lost;
   }
@@ -616,13 +616,36 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   }
   std::map<uint64_t, int> asked;
   for (size_t i = 1; i < c.workers.size(); ++i) {
-    if (c.workers[i].dead) continue;  // lost: nothing to ask
+    if (c.workers[i].dead || c.workers[i].link->peer_lost()) {  // lost (maybe outside the plan): nothing to ask
+      c.workers[i].dead = true;
+      continue;
+    }
     const uint64_t rid = c.next_request_id++;
     LL_TRY(c.workers[i].channel->send(net::StatsRequest{}, rid));
     asked[rid] = static_cast<int>(i);
   }
+  const auto deadline = Clock::now() + std::min(c.opt.timeout, net::Millis(30000));
   while (!asked.empty()) {
-    LL_ASSIGN_OR_RETURN(auto got, c.recv_any(std::min(c.opt.timeout, net::Millis(30000))));
+    // In short waits, so a worker lost meanwhile (in the plan or not) is dropped instead of waited for.
+    for (auto a = asked.begin(); a != asked.end();) {
+      WorkerConn& w = c.worker(a->second);
+      if (w.dead || w.link->peer_lost()) {
+        w.dead = true;
+        a = asked.erase(a);
+      } else {
+        ++a;
+      }
+    }
+    if (asked.empty()) break;
+    if (Clock::now() >= deadline) return make_error(ErrorCode::resource, "no answer from the workers within 30 s");
+    auto got_or = c.recv_any(net::Millis(500));
+    if (!got_or) {
+      if (!c.lost_plan_workers().empty()) continue;  // dropped at the top of the loop
+      if (c.opt.should_stop && c.opt.should_stop()) return got_or.error();
+      if (got_or.error().code == ErrorCode::resource) continue;  // a quiet 500 ms: the deadline decides
+      return got_or.error();
+    }
+    auto& got = *got_or;
     auto* st = std::get_if<net::Stats>(&got.second.message);
     auto it = asked.find(got.second.request_id);
     if (st == nullptr || it == asked.end()) continue;

@@ -206,5 +206,42 @@ TEST(Failover, NoReplanOrNoFeasiblePlanFailsAtOnceWithAClearError) {
   }
 }
 
+TEST(Failover, AWorkerOutsideThePlanLostCostsNothing) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 20;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 128);
+  test::InprocCluster cluster(3);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 128;
+  int n_asked = 0;
+  co.replan = [&](const std::vector<int>&) -> Expected<std::vector<Stage>> {
+    ++n_asked;
+    return make_error(ErrorCode::internal, "not expected");
+  };
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  // Workers 1 and 3 only (an optimal plan may leave one idle).
+  ASSERT_TRUE((*coord)->load({Stage{0, 0, 2}, Stage{1, 3, 4}, Stage{3, 5, 6}}).has_value());
+  cluster.kill(1);
+  auto got = (*coord)->generate(*f.tok, f.requests, gen, 3);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(want[i].tokens, (*got)[i].tokens) << "prompt " << i;
+  EXPECT_EQ((*coord)->last_run_stats().n_failovers, 0);
+  EXPECT_EQ(n_asked, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto devices = (*coord)->devices();  // asks the live workers only, without waiting for w2
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(devices.has_value()) << devices.error().message;
+  EXPECT_LT(s, 5.0);
+  EXPECT_FALSE((*coord)->worker_alive(2));
+  EXPECT_TRUE((*coord)->worker_alive(1));
+  EXPECT_GT((*devices)[1].rss_bytes, 0u);
+  EXPECT_EQ((*devices)[2].rss_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace ll
