@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -32,6 +34,67 @@ namespace {
 int default_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(std::min(n, 64u));
+}
+
+// What a failover re-plans from: the split the run chose, and what it was computed from.
+struct ReplanState {
+  std::string split;  // "even", "memory", "optimal"
+  const runtime::Coordinator* coordinator = nullptr;
+  const model::Model* model = nullptr;
+  bool ring = false;
+  std::optional<plan::Profile> profile;  // --split optimal: as measured at the start
+  plan::SolveOptions solve;
+};
+
+// A split over workers 1..alive.size() placed on the surviving workers `alive` (in cluster order).
+std::vector<runtime::Stage> onto_workers(std::vector<runtime::Stage> stages, const std::vector<int>& alive) {
+  for (auto& st : stages) {
+    if (st.device != 0) st.device = alive[static_cast<size_t>(st.device - 1)];
+  }
+  return stages;
+}
+
+// `p` with only the devices in `keep` (indices; the origin, 0, first), in that order.
+plan::Profile keep_devices(const plan::Profile& p, const std::vector<int>& keep) {
+  plan::Profile out = p;
+  out.devices.clear();
+  out.latency_ms.assign(keep.size(), std::vector<double>(keep.size(), 0.0));
+  out.bandwidth_bytes_per_s.assign(keep.size(), std::vector<double>(keep.size(), 1e12));
+  for (size_t a = 0; a < keep.size(); ++a) {
+    out.devices.push_back(p.devices[static_cast<size_t>(keep[a])]);
+    for (size_t b = 0; b < keep.size(); ++b) {
+      out.latency_ms[a][b] = p.latency_ms[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
+      out.bandwidth_bytes_per_s[a][b] = p.bandwidth_bytes_per_s[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
+    }
+  }
+  out.origin = 0;
+  return out;
+}
+
+Expected<std::vector<runtime::Stage>> replan(const ReplanState& st, const std::vector<int>& alive) {
+  const int64_t n_units = st.model->n_units();
+  if (st.split == "optimal" && st.profile) {
+    std::vector<int> keep{0};
+    keep.insert(keep.end(), alive.begin(), alive.end());
+    LL_ASSIGN_OR_RETURN(plan::PlanResult solved, plan::solve(keep_devices(*st.profile, keep), st.solve));
+    for (auto& stage : solved.stages) stage.device = keep[static_cast<size_t>(stage.device)];
+    return solved.stages;
+  }
+  if (alive.empty()) {
+    return make_error(ErrorCode::resource, "no worker is left to hold units 1-" + std::to_string(n_units - 1));
+  }
+  if (st.split == "memory") {
+    std::vector<uint64_t> unit_bytes, memory;
+    for (int64_t u = 0; u < n_units; ++u) unit_bytes.push_back(st.model->unit_weight_bytes(u));
+    for (int w : alive) {
+      const auto& h = st.coordinator->worker_hello(w);
+      memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
+    }
+    LL_ASSIGN_OR_RETURN(auto stages, runtime::split_memory(unit_bytes, memory, st.ring));
+    return onto_workers(std::move(stages), alive);
+  }
+  LL_ASSIGN_OR_RETURN(auto stages, runtime::split_even(n_units, static_cast<int>(alive.size()), st.ring));
+  return onto_workers(std::move(stages), alive);
 }
 
 }  // namespace
@@ -209,11 +272,20 @@ Runner add_run_command(CLI::App& app) {
       co.log = [v = o->verbose](const std::string& s) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
+      auto replan_state = std::make_shared<ReplanState>();
+      // An explicit --split-units is kept as given: a lost worker then fails the run.
+      if (o->split_units.empty()) {
+        co.replan = [replan_state](const std::vector<int>& alive) { return replan(*replan_state, alive); };
+      }
       auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!conn) return report_error(conn.error());
       cluster_conn = std::move(*conn);
       auto* coord = &cluster_conn.coordinator;
       runtime::Coordinator& c = **coord;
+      replan_state->split = o->split;
+      replan_state->coordinator = &c;
+      replan_state->model = &**model;
+      replan_state->ring = o->ring;
       Expected<std::vector<runtime::Stage>> stages = Error{};
       if (!o->split_units.empty()) {
         stages = runtime::parse_split_units(o->split_units, hp.n_units(), c.n_workers(), o->ring);
@@ -237,6 +309,8 @@ Runner add_run_command(CLI::App& app) {
         so.time_limit_s = 10;
         auto solved = plan::solve(*profile, so);
         if (!solved) return report_error(solved.error());
+        replan_state->profile = *profile;
+        replan_state->solve = so;
         if (o->verbose) {
           std::fprintf(stderr, "lingua: optimal plan by %s: %.3f ms per token (%s)\n", plan::objective_name(so.objective),
                        solved->cost_ms, solved->proven_optimal ? "proven optimal" : "best found in the time limit");
@@ -347,6 +421,7 @@ Runner add_run_command(CLI::App& app) {
         j["aggregate_tok_s"] = wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0;
         j["aggregate_decode_tok_s"] = run_stats.aggregate_decode_tok_s();
       }
+      if (distributed) j["failovers"] = run_stats.n_failovers;
       j["devices"] = devices;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }

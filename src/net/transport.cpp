@@ -119,7 +119,7 @@ Error zmq_failure(ErrorCode code, const std::string& what, const zmq::error_t& e
 // A configured socket, and what CURVE attached to it.
 struct ZmqSocket {
   zmq::socket_t sock;
-  zmq::socket_t monitor;   // CURVE Link: receives the socket's handshake events
+  zmq::socket_t monitor;   // Link: receives the socket's connection (and CURVE handshake) events
   std::string zap_domain;  // CURVE Listener: its domain in the ZAP handler
 };
 
@@ -150,6 +150,11 @@ Expected<ZmqSocket> make_socket(ZmqContext& zctx, zmq::socket_type type, const T
     s.set(zmq::sockopt::sndhwm, options.send_hwm);
     s.set(zmq::sockopt::rcvhwm, options.recv_hwm);
     if (is_listener) s.set(zmq::sockopt::router_mandatory, 1);
+    if (options.heartbeat_ivl_ms > 0) {
+      s.set(zmq::sockopt::heartbeat_ivl, options.heartbeat_ivl_ms);
+      s.set(zmq::sockopt::heartbeat_timeout, options.heartbeat_timeout_ms);
+      s.set(zmq::sockopt::heartbeat_ttl, options.heartbeat_timeout_ms);
+    }
     if (curve && is_listener) {
       // The handler is bound before this socket can accept anyone (without it, libzmq would let
       // every client with the server key in).
@@ -162,13 +167,18 @@ Expected<ZmqSocket> make_socket(ZmqContext& zctx, zmq::socket_type type, const T
       s.set(zmq::sockopt::curve_serverkey, server_public);
       s.set(zmq::sockopt::curve_publickey, sec.curve_public_key);
       s.set(zmq::sockopt::curve_secretkey, sec.curve_secret_key);
-      // Handshake outcomes, so that a refused link says so instead of staying silent.
-      const std::string mon = "inproc://ll-monitor-" + std::to_string(zctx.next_monitor.fetch_add(1));
-      if (zmq_socket_monitor(s.handle(), mon.c_str(),
-                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
-        throw zmq::error_t();
+    }
+    if (!is_listener) {
+      // Every Link is monitored: connection events for peer_lost() (kill -9, heartbeat timeout)
+      // and, over CURVE, handshake outcomes, so that a refused link says so instead of staying
+      // silent. (A socket has at most one monitor.)
+      int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED;
+      if (curve) {
+        events |= ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
       }
+      const std::string mon = "inproc://ll-monitor-" + std::to_string(zctx.next_monitor.fetch_add(1));
+      if (zmq_socket_monitor(s.handle(), mon.c_str(), events) != 0) throw zmq::error_t();
       out.monitor = zmq::socket_t(zctx.ctx, zmq::socket_type::pair);
       out.monitor.set(zmq::sockopt::linger, 0);
       out.monitor.connect(mon);
@@ -232,6 +242,15 @@ class ZmqLink final : public Link {
         endpoint_(std::move(endpoint)),
         options_(std::move(options)) {}
 
+  ~ZmqLink() override {
+    if (monitor_) zmq_socket_monitor(sock_.handle(), nullptr, 0);  // stop it before its PAIR socket closes
+  }
+
+  bool peer_lost() override {
+    read_monitor();
+    return lost_;
+  }
+
   Expected<void> send(Frame frame) override {
     LL_TRY(check_outgoing(frame, options_));
     return send_bytes(std::move(frame).take_bytes());
@@ -275,31 +294,7 @@ class ZmqLink final : public Link {
   void* socket_handle() { return sock_.handle(); }
 
   std::optional<std::string> security_failure() override {
-    if (!monitor_) return std::nullopt;
-    // A monitor event is two parts: [u16 event, u32 value] in host order, then the endpoint.
-    try {
-      for (;;) {
-        zmq::message_t event, address;
-        if (!monitor_.recv(event, zmq::recv_flags::dontwait)) break;
-        if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
-        if (event.size() < 6) continue;
-        uint16_t id = 0;
-        uint32_t value = 0;
-        std::memcpy(&id, event.data(), 2);
-        std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
-        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-          failure_.reset();
-        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-          failure_ = "the peer refused our public key (ZAP status " + std::to_string(value) +
-                     "): it is not among the keys that peer authorizes";
-        } else {
-          failure_ = "the CURVE handshake failed: the peer's public key is not the expected one, or it does "
-                     "not speak CURVE";
-        }
-      }
-    } catch (const zmq::error_t&) {
-      // The monitor is diagnostics only: keep what we know.
-    }
+    read_monitor();
     return failure_;
   }
 
@@ -320,10 +315,45 @@ class ZmqLink final : public Link {
     return {};
   }
 
+  // Takes in the monitor's events (never blocks): connections made and lost (peer_lost) and, over
+  // CURVE, handshake outcomes (security_failure). An event is two parts: [u16 event, u32 value] in
+  // host order, then the endpoint.
+  void read_monitor() {
+    if (!monitor_) return;
+    try {
+      for (;;) {
+        zmq::message_t event, address;
+        if (!monitor_.recv(event, zmq::recv_flags::dontwait)) break;
+        if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+        if (event.size() < 6) continue;
+        uint16_t id = 0;
+        uint32_t value = 0;
+        std::memcpy(&id, event.data(), 2);
+        std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+        if (id == ZMQ_EVENT_CONNECTED) {
+          connected_ = true;
+        } else if (id == ZMQ_EVENT_DISCONNECTED) {
+          if (connected_) lost_ = true;  // sticky: a peer that comes back is a new process
+        } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+          failure_.reset();
+        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+          failure_ = "the peer refused our public key (ZAP status " + std::to_string(value) +
+                     "): it is not among the keys that peer authorizes";
+        } else {
+          failure_ = "the CURVE handshake failed: the peer's public key is not the expected one, or it does "
+                     "not speak CURVE";
+        }
+      }
+    } catch (const zmq::error_t&) {
+      // The monitor is advisory: a failure to read it leaves the last known state.
+    }
+  }
+
   std::shared_ptr<ZmqContext> ctx_;  // declared first: outlives the sockets
   zmq::socket_t sock_;
-  zmq::socket_t monitor_;  // CURVE only
+  zmq::socket_t monitor_;  // declared after sock_: closed first, once the destructor stopped it
   std::optional<std::string> failure_;
+  bool connected_ = false, lost_ = false;
   std::string endpoint_;
   TransportOptions options_;
   LinkCounters counters_;
@@ -446,6 +476,7 @@ class ZmqNetwork final : public Network {
     try {
       sock.sock.connect(endpoint);
     } catch (const zmq::error_t& e) {
+      if (sock.monitor) zmq_socket_monitor(sock.sock.handle(), nullptr, 0);
       return zmq_failure(ErrorCode::invalid_argument, "cannot connect to " + endpoint, e);
     }
     return std::unique_ptr<Link>(new ZmqLink(std::move(ctx), std::move(sock), endpoint, options_));
@@ -529,6 +560,10 @@ class Mailbox {
     closed_ = true;
     items_.clear();
   }
+  bool is_closed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return closed_;
+  }
 
  private:
   std::mutex mu_;
@@ -585,6 +620,7 @@ class InProcLink final : public Link {
 
   LinkStats stats() const override { return counters_.snapshot(); }
   std::string endpoint() const override { return endpoint_; }
+  bool peer_lost() override { return peer_inbox_->is_closed(); }
   Mailbox& inbox() { return *inbox_; }
 
  private:

@@ -20,7 +20,13 @@
 //   ZMQ_SNDTIMEO   = send_timeout_ms          a send to a stuck or absent peer fails instead of hanging
 //   ZMQ_SNDHWM/RCVHWM = send_hwm/recv_hwm     frames queued per peer (memory bound: hwm x max frame)
 //   ZMQ_ROUTER_MANDATORY = 1 (Listener)       sending to a peer that is gone is an error, not a drop
-//   CURVE options, ZAP domain, monitor        with SocketSecurity::Mode::curve (see SocketSecurity)
+//   CURVE options, ZAP domain                 with SocketSecurity::Mode::curve (see SocketSecurity)
+//   ZMQ_HEARTBEAT_IVL/TIMEOUT/TTL             ZMTP PINGs from libzmq's I/O thread (so a busy worker thread
+//                                             still answers): a peer silent for heartbeat_timeout_ms has its
+//                                             connection closed, which Link::peer_lost() reports
+// A Link also gets a socket monitor (made with the socket): kill -9 closes the peer's TCP connection
+// at once (ZMQ_EVENT_DISCONNECTED); a cut link is caught by the heartbeat timeout; over CURVE the
+// handshake outcome tells a refused key (Link::security_failure()).
 // Receives use zmq_poll with the caller's timeout, so nothing waits forever.
 //
 // Waiting on several Links at once (a coordinator reading all its workers): wait_any() below. Over
@@ -77,6 +83,8 @@ struct TransportOptions {
   int send_hwm = 64;                // frames queued per peer, outbound
   int recv_hwm = 64;                // frames queued per peer, inbound
   bool reply_to_bad_frames = true;  // answer bad frames with ERROR
+  int heartbeat_ivl_ms = 300;       // ZMTP PING interval (0: no heartbeats)
+  int heartbeat_timeout_ms = 1200;  // a connection silent this long is closed (also the TTL asked of peers)
 };
 
 struct LinkStats {
@@ -126,6 +134,10 @@ class Link {
   // does not speak CURVE"). A failed handshake is final: nothing is delivered on this Link, so a
   // caller waiting for an answer can stop waiting. nullopt otherwise (and always for plain links).
   virtual std::optional<std::string> security_failure() { return std::nullopt; }
+  // True once the peer is known to be gone: over ZeroMQ, a connection that was up has been closed
+  // (the peer died, or was silent past heartbeat_timeout_ms); in-process, the peer's Listener was
+  // destroyed. Sticky: a peer that comes back is a new process without our state. Never blocks.
+  virtual bool peer_lost() { return false; }
 };
 
 // Waits up to `timeout` (0 = just check) until one of `links` has a frame ready for recv(), without

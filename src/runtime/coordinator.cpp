@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "core/thread_pool.h"
 #include "model/forward.h"
@@ -57,6 +58,7 @@ struct WorkerConn {
   std::string public_key;  // CURVE: the key this worker proved it holds; empty over plain links
   net::Hello hello;
   uint64_t weight_bytes = 0;
+  bool dead = false;  // dropped by a failover: in no plan, asked nothing
 };
 
 }  // namespace
@@ -71,6 +73,9 @@ struct Coordinator::Impl {
   std::unique_ptr<model::UnitRunner> head_runner;  // origin's first stage
   std::unique_ptr<model::UnitRunner> tail_runner;  // origin's last stage with ring
   uint64_t next_request_id = 1;
+  // Answers to requests below this id belong to a plan a failover abandoned: recv_any drops them
+  // (results, and errors such as "cannot forward to the next stage" from the survivors).
+  uint64_t stale_below = 0;
   RunStats last_stats;
 
   void log(const std::string& s) const {
@@ -88,7 +93,27 @@ struct Coordinator::Impl {
     return device == 0 ? opt.origin_name : workers[static_cast<size_t>(device)].hello.name;
   }
 
-  // Waits for the next message from any worker.
+  // Workers of the current plan whose link reports the peer lost (net::Link::peer_lost).
+  std::vector<int> lost_plan_workers() {
+    std::vector<int> lost;
+    for (const Stage& st : stages) {
+      if (st.device == 0) continue;
+      if (worker(st.device).dead || worker(st.device).link->peer_lost()) lost.push_back(st.device);
+    }
+    return lost;
+  }
+  std::string describe_plan(const std::vector<Stage>& plan) const {
+    std::string out;
+    for (const Stage& st : plan) {
+      if (!out.empty()) out += ", ";
+      out.append(device_name(st.device)).append(" ").append(std::to_string(st.first_unit)).append("-").append(
+          std::to_string(st.last_unit));
+    }
+    return out;
+  }
+
+  // Waits for the next message from any worker. Fails at once (within its 500 ms polling step) when a
+  // worker of the plan is lost, instead of waiting out `timeout`.
   Expected<std::pair<int, net::Envelope>> recv_any(net::Millis timeout) {
     std::vector<net::Link*> links;
     for (size_t i = 1; i < workers.size(); ++i) links.push_back(workers[i].link.get());
@@ -97,6 +122,10 @@ struct Coordinator::Impl {
       const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
       if (left.count() <= 0) break;
       if (opt.should_stop && opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
+      if (auto lost = lost_plan_workers(); !lost.empty()) {
+        return make_error(ErrorCode::io, device_name(lost.front()) + " (" + worker(lost.front()).endpoint +
+                                             "): its connection closed or its heartbeats stopped");
+      }
       LL_ASSIGN_OR_RETURN(std::optional<size_t> ready, net::wait_any(links, std::min(left, net::Millis(500))));
       if (!ready) continue;  // signal or spurious: re-check the deadline
       const int device = static_cast<int>(*ready) + 1;
@@ -105,6 +134,7 @@ struct Coordinator::Impl {
         return make_error(m.error().code, "bad message from " + device_name(device) + ": " + m.error().message);
       }
       if (!*m) continue;
+      if ((*m)->request_id < stale_below) continue;  // from an abandoned plan
       if (auto* e = std::get_if<net::ErrorMessage>(&(*m)->message)) {
         Error err = net::to_error(*e);
         return make_error(err.code, device_name(device) + ": " + err.message);
@@ -131,6 +161,7 @@ const std::string& Coordinator::worker_endpoint(int worker) const {
   return impl_->workers.at(static_cast<size_t>(worker)).endpoint;
 }
 const std::vector<Stage>& Coordinator::stages() const { return impl_->stages; }
+bool Coordinator::worker_alive(int worker) const { return !impl_->workers.at(static_cast<size_t>(worker)).dead; }
 RunStats Coordinator::last_run_stats() const { return impl_->last_stats; }
 
 Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& model, net::Network& net,
@@ -603,12 +634,36 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   }
   std::map<uint64_t, int> asked;
   for (size_t i = 1; i < c.workers.size(); ++i) {
+    if (c.workers[i].dead || c.workers[i].link->peer_lost()) {  // lost (maybe outside the plan): nothing to ask
+      c.workers[i].dead = true;
+      continue;
+    }
     const uint64_t rid = c.next_request_id++;
     LL_TRY(c.workers[i].channel->send(net::StatsRequest{}, rid));
     asked[rid] = static_cast<int>(i);
   }
+  const auto deadline = Clock::now() + std::min(c.opt.timeout, net::Millis(30000));
   while (!asked.empty()) {
-    LL_ASSIGN_OR_RETURN(auto got, c.recv_any(std::min(c.opt.timeout, net::Millis(30000))));
+    // In short waits, so a worker lost meanwhile (in the plan or not) is dropped instead of waited for.
+    for (auto a = asked.begin(); a != asked.end();) {
+      WorkerConn& w = c.worker(a->second);
+      if (w.dead || w.link->peer_lost()) {
+        w.dead = true;
+        a = asked.erase(a);
+      } else {
+        ++a;
+      }
+    }
+    if (asked.empty()) break;
+    if (Clock::now() >= deadline) return make_error(ErrorCode::resource, "no answer from the workers within 30 s");
+    auto got_or = c.recv_any(net::Millis(500));
+    if (!got_or) {
+      if (!c.lost_plan_workers().empty()) continue;  // dropped at the top of the loop
+      if (c.opt.should_stop && c.opt.should_stop()) return got_or.error();
+      if (got_or.error().code == ErrorCode::resource) continue;  // a quiet 500 ms: the deadline decides
+      return got_or.error();
+    }
+    auto& got = *got_or;
     auto* st = std::get_if<net::Stats>(&got.second.message);
     auto it = asked.find(got.second.request_id);
     if (st == nullptr || it == asked.end()) continue;
@@ -636,6 +691,10 @@ struct Sequence {
   bool in_flight = false;    // a decode token (or the last prefill batch) awaits its output
   bool decode_ready = false; // `next_token` waits to be sent
   int32_t next_token = 0;
+  // After a failover: tokens whose KV the new plan's stages must rebuild (positions 0.., no outputs)
+  // before `next_token` goes out again; how many of them were sent.
+  std::vector<int32_t> replay;
+  size_t n_replayed = 0;
   bool done = false;
   std::optional<model::Sampler> sampler;  // when the origin samples
   std::vector<int32_t> history;
@@ -667,13 +726,13 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   if (c.model->hparams().n_vocab < n_vocab) {
     return make_error(ErrorCode::internal, "model produced fewer logits than the vocabulary size");
   }
-  const size_t n_worker_stages = c.n_worker_stages();
-  const bool origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
+  size_t n_worker_stages = c.n_worker_stages();  // (all four change with a failover's new plan)
+  bool origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
   // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
   const uint64_t base_seed = model::Sampler(gen.sampling).seed();
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
-  const size_t max_in_flight = n_worker_stages + 1;
-  const size_t max_decode_batches =
+  size_t max_in_flight = n_worker_stages + 1;
+  size_t max_decode_batches =
       c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : std::max<size_t>(1, n_worker_stages);
   size_t n_decode_in_flight = 0;
 
@@ -772,7 +831,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       if (rows != nullptr && ((*rows)[k].seq_id != t.seq_id || (*rows)[k].pos != t.pos)) {
         return make_error(ErrorCode::parse, c.device_name(device) + " answered rows of another batch");
       }
-      Sequence& s = seqs[static_cast<size_t>(t.seq_id)];
+      Sequence& s = seqs[static_cast<size_t>(t.seq_id) % seqs.size()];  // (a failover renumbers)
       s.in_flight = false;
       if (s.result.tokens.empty() && s.result.prefill_ms == 0) {
         s.t_first = Clock::now();
@@ -862,6 +921,130 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return true;
   };
 
+  auto start_sampling = [&](Sequence& s) -> Expected<void> {
+    if (origin_samples) {  // (also when no worker holds the head)
+      if (s.sampler) return {};
+      model::SamplingParams p = gen.sampling;
+      p.seed = s.result.seed;
+      s.sampler.emplace(p);
+      return {};
+    }
+    net::Sampling m;
+    m.seq_id = s.seq_id;
+    m.temperature = std::max(0.0f, gen.sampling.temperature);
+    m.top_k = std::max(0, gen.sampling.top_k);
+    // The sampler treats out-of-range values as "off"; the wire only carries the canonical forms.
+    m.top_p = std::max(0.0f, gen.sampling.top_p);
+    m.min_p = std::clamp(gen.sampling.min_p, 0.0f, 1.0f);
+    m.seed = s.result.seed;
+    return c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++);
+  };
+
+  // Failover. A worker of the plan is lost: drop it, load a plan over the survivors (which recreates
+  // the origin's runners too, so every KV cache is gone), drop the batches in flight (their answers
+  // are stale: recv_any skips request ids below stale_below), and give every live sequence new
+  // sequence ids (a stale batch still travelling between survivors must not touch the new caches)
+  // and a replay of its tokens: the prompt again if it had no output yet, else prompt + generated
+  // tokens but the last, re-prefilled without outputs, then the last one's decode step again. The
+  // kernels are batch-invariant, so the rebuilt caches hold the same numbers and greedy output is
+  // unchanged. (A sampler on a worker restarts from its seed: with temperature > 0 the random stream
+  // after a failover differs from an undisturbed run.)
+  int n_failovers = 0;
+  auto failover = [&](const Error& cause, std::vector<int> lost) -> Expected<void> {
+    for (;;) {
+      std::string names;
+      for (int d : lost) {
+        c.worker(d).dead = true;
+        names.append(names.empty() ? "" : ", ").append(c.device_name(d));
+      }
+      ++n_failovers;
+      const std::vector<Stage> old_stages = c.stages;
+      const std::string why = names + " stopped answering (" + cause.message + ")";
+      if (!c.opt.replan) {
+        return make_error(cause.code, why + "; the plan cannot be re-solved without " + names +
+                                          " (an explicit --split-units is kept as given)");
+      }
+      std::vector<int> alive;
+      for (int w = 1; w <= static_cast<int>(c.workers.size()) - 1; ++w) {
+        if (!c.worker(w).dead) alive.push_back(w);
+      }
+      auto plan = c.opt.replan(alive);
+      if (!plan) {
+        return make_error(plan.error().code, why + "; no plan fits the " + std::to_string(alive.size()) +
+                                                 " surviving workers: " + plan.error().message);
+      }
+      c.stale_below = c.next_request_id;
+      in_flight.clear();
+      n_decode_in_flight = 0;
+      stats_pending.clear();
+      c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(why).append(
+          "; old plan: " + c.describe_plan(old_stages) + "; new plan: " + c.describe_plan(*plan)));
+      auto loaded = load(*plan);
+      if (!loaded) {
+        auto more = c.lost_plan_workers();
+        if (more.empty()) {
+          return make_error(loaded.error().code, why + "; loading the plan over the survivors failed: " +
+                                                     loaded.error().message);
+        }
+        lost = std::move(more);  // another worker went while loading: try again without it too
+        continue;
+      }
+      n_worker_stages = c.n_worker_stages();
+      const bool was_origin_sampling = origin_samples;
+      origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
+      max_in_flight = n_worker_stages + 1;
+      max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
+                                                    : std::max<size_t>(1, n_worker_stages);
+      const int32_t n_seqs = static_cast<int32_t>(seqs.size());
+      bool resent = true;
+      std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
+      for (size_t idx : active) {
+        if (!seqs[idx].done) live.push_back(idx);
+      }
+      active.swap(live);
+      for (size_t idx : active) {
+        Sequence& s = seqs[idx];
+        s.seq_id = static_cast<int32_t>(s.index) + n_failovers * n_seqs;
+        s.in_flight = false;
+        if (s.result.tokens.empty()) {  // still in its prompt: prefill it again
+          s.n_dispatched = 0;
+          s.n_chunks = 0;
+          s.pos = 0;
+          s.decode_ready = false;
+          s.prefill_sizes = prefill_plan(s.result.n_prompt);
+        } else {
+          s.replay.assign(s.history.begin(), s.history.end() - 1);
+          s.n_replayed = 0;
+          s.pos = static_cast<int64_t>(s.history.size()) - 1;
+          s.next_token = s.history.back();
+          s.decode_ready = true;
+        }
+        if (origin_samples && !was_origin_sampling) s.sampler.reset();
+        if (!start_sampling(s)) resent = false;
+      }
+      if (!resent) {  // the new first worker is unreachable already
+        auto more = c.lost_plan_workers();
+        if (more.empty()) return make_error(ErrorCode::io, "cannot reach the new plan's first worker");
+        lost = std::move(more);
+        continue;
+      }
+      return {};
+    }
+  };
+  // After an error: fail over if a worker of the plan was lost, else the error stands. A survivor's
+  // complaint (or a failed send) may come before the lost connection's monitor event: the monitors
+  // get up to a heartbeat timeout's worth of time to say so before the error is final.
+  auto recover = [&](const Error& e) -> Expected<void> {
+    auto lost = c.lost_plan_workers();
+    for (int i = 0; i < 20 && lost.empty() && n_worker_stages > 0; ++i) {
+      if (c.opt.should_stop && c.opt.should_stop()) return e;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      lost = c.lost_plan_workers();
+    }
+    if (lost.empty()) return e;
+    return failover(e, std::move(lost));
+  };
+
   while (n_done < seqs.size()) {
     // (Waiting for workers checks too; a plan on the origin alone never waits.)
     if (c.opt.should_stop && c.opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
@@ -871,21 +1054,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       queued.pop_front();
       active.push_back(s.index);
       s.t_start = Clock::now();
-      if (origin_samples) {  // (also when no worker holds the head)
-        model::SamplingParams p = gen.sampling;
-        p.seed = s.result.seed;
-        s.sampler.emplace(p);
-      } else {
-        net::Sampling m;
-        m.seq_id = s.seq_id;
-        m.temperature = std::max(0.0f, gen.sampling.temperature);
-        m.top_k = std::max(0, gen.sampling.top_k);
-        // The sampler treats out-of-range values as "off"; the wire only carries the canonical forms.
-        m.top_p = std::max(0.0f, gen.sampling.top_p);
-        m.min_p = std::clamp(gen.sampling.min_p, 0.0f, 1.0f);
-        m.seed = s.result.seed;
-        LL_TRY(c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++));
-      }
+      if (auto ok = start_sampling(s); !ok) LL_TRY(recover(ok.error()));  // (a failover restarts it)
     }
     // Fill the pipeline. Decode steps first (each holds a sequence up): the tokens that are ready
     // are spread over the decode batches still allowed in flight (so with as many sequences as
@@ -897,18 +1066,31 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       bool is_decode = false;
       if (in_flight.size() < max_in_flight && n_decode_in_flight < max_decode_batches) {
         size_t n_ready = 0;
-        for (size_t idx : active) n_ready += seqs[idx].decode_ready && !seqs[idx].in_flight ? 1 : 0;
+        auto replaying = [&](const Sequence& s) { return s.n_replayed < s.replay.size(); };
+        for (size_t idx : active) n_ready += seqs[idx].decode_ready && !seqs[idx].in_flight && !replaying(seqs[idx]) ? 1 : 0;
         const size_t groups_left = max_decode_batches - n_decode_in_flight;
         const size_t take = std::min<size_t>((n_ready + groups_left - 1) / groups_left, k_max_decode_batch);
         for (size_t idx : active) {
           Sequence& s = seqs[idx];
-          if (!s.decode_ready || s.in_flight || batch.size() >= take) continue;
+          if (!s.decode_ready || s.in_flight || replaying(s) || batch.size() >= take) continue;
           batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(s.pos), s.next_token, true});
           s.decode_ready = false;
           s.in_flight = true;
           ++s.pos;
         }
         is_decode = !batch.empty();
+      }
+      if (batch.empty() && in_flight.size() < max_in_flight) {  // a failover's replays first
+        for (size_t idx : active) {
+          Sequence& s = seqs[idx];
+          if (s.done || s.n_replayed >= s.replay.size()) continue;
+          const size_t last = std::min(s.replay.size(), s.n_replayed + static_cast<size_t>(n_ubatch));
+          for (size_t i = s.n_replayed; i < last; ++i) {
+            batch.push_back(model::BatchToken{s.seq_id, static_cast<int32_t>(i), s.replay[i], false});
+          }
+          s.n_replayed = last;
+          break;
+        }
       }
       if (batch.empty() && in_flight.size() < max_in_flight) {
         for (size_t idx : active) {
@@ -927,7 +1109,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         }
       }
       if (batch.empty()) break;
-      LL_TRY(dispatch(std::move(batch), is_decode));
+      if (auto ok = dispatch(std::move(batch), is_decode); !ok) LL_TRY(recover(ok.error()));
     }
     if (in_flight.empty()) {
       if (n_done < seqs.size() && queued.empty()) {
@@ -936,8 +1118,12 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       continue;
     }
     // Wait for the output of the oldest batches.
-    LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
-    auto& [device, env] = got;
+    auto received = c.recv_any(c.opt.timeout);
+    if (!received) {
+      LL_TRY(recover(received.error()));
+      continue;
+    }
+    auto& [device, env] = *received;
     auto* r = std::get_if<net::Result>(&env.message);
     if (r == nullptr) {
       take_stats(device, env);
@@ -983,21 +1169,40 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         tokens_out = r->token_ids;
       }
     }
-    LL_TRY(deliver(batch, logit_rows, tokens_out, r->kind == net::ResultKind::hidden ? nullptr : &r->tokens, device));
-    if (!snapped_first && !wanted.empty()) {
+    if (auto ok = deliver(batch, logit_rows, tokens_out, r->kind == net::ResultKind::hidden ? nullptr : &r->tokens,
+                          device);
+        !ok) {
+      LL_TRY(recover(ok.error()));
+      continue;
+    }
+    if (!snapped_first && !wanted.empty() && n_failovers == 0) {
       snapped_first = true;
-      LL_TRY(request_snapshot(false));
+      if (auto ok = request_snapshot(false); !ok) LL_TRY(recover(ok.error()));
     }
   }
   // Aggregate decode rate: tokens after each sequence's first, over the span from the first sequence's
   // first token to the last sequence's end (sequences that ran one after another count their sum).
   RunStats st;
-  if (snapped_first) {
-    LL_TRY(request_snapshot(true));
-    while (!stats_pending.empty()) {
-      LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
-      take_stats(got.first, got.second);
+  st.n_failovers = n_failovers;
+  bool measured = snapped_first && n_failovers == 0;  // a failover's new plan has fresh timings
+  if (measured) {
+    auto collect = [&]() -> Expected<void> {
+      LL_TRY(request_snapshot(true));
+      while (!stats_pending.empty()) {
+        LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+        take_stats(got.first, got.second);
+      }
+      return {};
+    };
+    if (auto ok = collect(); !ok) {
+      // Every sequence is done: a worker lost now costs only the timings.
+      auto lost = c.lost_plan_workers();
+      if (lost.empty()) return ok.error();
+      for (int d : lost) c.worker(d).dead = true;
+      measured = false;
     }
+  }
+  if (measured) {
     for (const Stage& stage : c.stages) {
       double ms = 0;
       for (int64_t u = stage.first_unit; u <= stage.last_unit; ++u) {

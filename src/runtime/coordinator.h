@@ -52,6 +52,11 @@ struct CoordinatorOptions {
   std::function<bool()> should_stop;
   // Progress and diagnostics ("loading worker-2: 120/300 MiB"); may be empty.
   std::function<void(const std::string&)> log;
+  // Failover: when a worker of the plan is lost mid-generation (Link::peer_lost), generate() asks this
+  // for a plan over the surviving workers (device numbers as in the cluster, e.g. {1, 3}), loads it
+  // and rebuilds every live sequence's KV cache by replaying its tokens. Empty: a lost worker fails
+  // the run (an explicit split cannot be re-split).
+  std::function<Expected<std::vector<Stage>>(const std::vector<int>& alive_workers)> replan;
 };
 
 // One device of the running pipeline, for reports (`--json` devices).
@@ -86,6 +91,7 @@ struct RunStats {
   // decode phase of a single request), from the devices' own unit timings — to set beside the
   // planner's prediction. Empty when there was nothing to measure.
   std::vector<double> stage_compute_ms_per_token;
+  int n_failovers = 0;  // plans re-solved because a worker was lost (stage timings are then left empty)
 };
 
 struct Request {
@@ -104,6 +110,8 @@ class Coordinator {
   int n_workers() const;
   const net::Hello& worker_hello(int worker) const;  // worker = 1..n_workers
   const std::string& worker_endpoint(int worker) const;
+  // False once the worker was dropped by a failover (it is then left out of plans and reports).
+  bool worker_alive(int worker) const;
 
   // Builds the origin's stages and loads every worker's segment (streaming the tensors they lack).
   Expected<void> load(std::vector<Stage> stages);

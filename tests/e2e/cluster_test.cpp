@@ -5,9 +5,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -276,6 +279,164 @@ TEST(ClusterCli, ProfileAndPlanMeasureLiveWorkers) {
   EXPECT_NE(run_command(cmd + " --local 2 --origin-memory 1KB 2>&1", out), 0);
   EXPECT_NE(out.find("no plan fits"), std::string::npos) << out;
   std::filesystem::remove(profile);
+}
+
+}  // namespace
+
+namespace {
+
+// Reads the child's lines until one contains `needle` (false after `timeout_s` or at its end); every
+// line read is appended to `seen`.
+bool read_until(ll::runtime::ChildProcess& p, const std::string& needle, double timeout_s, std::string& seen) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto line = p.read_line(std::chrono::milliseconds(200));
+    if (!line) return false;
+    if (!*line) {
+      if (!p.running()) return false;
+      continue;
+    }
+    seen += **line + "\n";
+    if ((*line)->find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// `lingua run --local 3 ... --verbose`: the test reads its log (stderr) to see the plan go out (then
+// generation starts); its stdout goes to `out_file` (empty: the log).
+ll::Expected<ll::runtime::ChildProcess> spawn_run(const std::string& args, const std::string& out_file = "") {
+  ll::runtime::SpawnOptions so;
+  so.argv = {"/bin/sh", "-c",
+             "exec " + std::string(LL_LINGUA_BIN) + " run " + args + " --verbose 2>&1" +
+                 (out_file.empty() ? std::string() : " >" + shell_quote(out_file))};
+  return ll::runtime::ChildProcess::spawn(so);
+}
+
+// Kills (SIGKILL) worker `index` of the run once generation has started.
+bool kill_worker_once_generating(ll::runtime::ChildProcess& run, size_t index, std::string& seen) {
+  if (!read_until(run, "transmission map", 60, seen)) return false;
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 100 && workers.size() < 3; ++i) {
+    workers = children_of(run.pid());
+    if (workers.size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (workers.size() != 3) return false;
+  std::sort(workers.begin(), workers.end());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return ::kill(workers[index], SIGKILL) == 0;
+}
+
+TEST(ClusterFailover, KillNineOfAWorkerMidGenerationKeepsTheGreedyOutput) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  const std::string prompts = ::testing::TempDir() + "/ll_failover_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 3; ++i) {  // nine sequences: still generating well after the kill
+      p << "Once upon a time " << i << "\nThe cat sat " << i << "\nLily and Ben went to the park. They saw a big\n";
+    }
+  }
+  const std::string common = "-m " + shell_quote(model) + " -f " + shell_quote(prompts) + " -n 48 --temp 0 --json";
+  std::string out;
+  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " run " + common, out), 0) << out;
+  const nlohmann::json want = nlohmann::json::parse(last_line(out));
+  ASSERT_EQ(want["results"].size(), 9u);
+  const std::string json_out = prompts + ".out";
+  for (size_t victim : {1u, 0u}) {  // a middle stage, then the first (the one the origin sends to)
+    SCOPED_TRACE("victim " + std::to_string(victim));
+    auto run = spawn_run(common + " --local 3 --split even --parallel 3", json_out);
+    ASSERT_TRUE(run.has_value()) << run.error().message;
+    std::string seen;
+    ASSERT_TRUE(kill_worker_once_generating(*run, victim, seen)) << seen;
+    const auto t0 = std::chrono::steady_clock::now();
+    read_until(*run, "total: ", 120, seen);
+    std::optional<ll::runtime::ExitStatus> st;
+    for (int i = 0; i < 200 && !(st = run->exit_status()); ++i) read_until(*run, "never", 0.05, seen);
+    ASSERT_TRUE(st.has_value()) << "lingua run did not finish\n" << seen;
+    EXPECT_TRUE(st->success()) << st->describe() << "\n" << seen;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("victim %zu: finished %.1f s after the kill\n", victim, s);
+    std::ifstream jf(json_out);
+    const std::string text((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
+    const nlohmann::json got = nlohmann::json::parse(last_line(text));
+    ASSERT_EQ(got["results"].size(), 9u) << seen;
+    EXPECT_GE(got["failovers"].get<int>(), 1) << seen;
+    for (size_t i = 0; i < 9; ++i) EXPECT_EQ(got["results"][i]["tokens"], want["results"][i]["tokens"]) << i;
+    EXPECT_NE(seen.find("failover 1: dropped local-" + std::to_string(victim + 1) + " stopped answering"),
+              std::string::npos)
+        << seen;
+    EXPECT_NE(seen.find("old plan: origin 0-0, local-1"), std::string::npos) << seen;
+  }
+  std::filesystem::remove(prompts);
+  std::filesystem::remove(json_out);
+}
+
+TEST(ClusterFailover, AnExplicitSplitCannotBeReSolvedAndFailsAtOnce) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  const std::string prompts = ::testing::TempDir() + "/ll_explicit_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 5000; ++i) p << "Once upon a time " << i << "\n";  // still running at the kill
+  }
+  auto run = spawn_run("-m " + shell_quote(model) + " -f " + shell_quote(prompts) +
+                       " -n -1 --temp 0 --local 3 --split-units 0-0,1-2,3-4,5-6");
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  std::string seen;
+  ASSERT_TRUE(kill_worker_once_generating(*run, 2, seen)) << seen;
+  std::optional<ll::runtime::ExitStatus> st;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!(st = run->exit_status()) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(15)) {
+    read_until(*run, "\n", 0.2, seen);  // (keeps the pipe drained)
+  }
+  ASSERT_TRUE(st.has_value()) << "lingua run hung after losing a worker\n" << seen;
+  EXPECT_FALSE(st->success());
+  read_until(*run, "never", 1, seen);
+  EXPECT_NE(seen.find("local-3 stopped answering"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("cannot be re-solved without local-3"), std::string::npos) << seen;
+  std::filesystem::remove(prompts);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ClusterFailover, SurvivorsTooSmallForTheModelFailWithTheMissingMemory) {
+  // Three F32 blocks of 36 MiB and a tiny vocabulary: one block per worker fits a 124 MB (118 MiB)
+  // --memory-limit (block + runtime + reserve); two workers would need two blocks on one of them.
+  const std::string model = ::testing::TempDir() + "/ll_fat_" + std::to_string(::getpid()) + ".gguf";
+  {
+    ll::model::GenModelOptions g;
+    g.preset = ll::model::ModelPreset{"fat", 768, 3, 12, 12, 3072, 256, 256};
+    g.type = ll::DType::F32;
+    auto ok = ll::model::write_random_model(g, model);
+    ASSERT_TRUE(ok.has_value()) << ok.error().message;
+  }
+  const std::string prompts = ::testing::TempDir() + "/ll_fat_prompts_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 2000; ++i) p << "a b c " << i << "\n";  // still running at the kill
+  }
+  auto run = spawn_run("-m " + shell_quote(model) + " -f " + shell_quote(prompts) +
+                       " -n -1 --temp 0 --local 3 --split even --memory-limit 124MB");
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  std::string seen;
+  ASSERT_TRUE(kill_worker_once_generating(*run, 1, seen)) << seen;
+  std::optional<ll::runtime::ExitStatus> st;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!(st = run->exit_status()) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    read_until(*run, "\n", 0.2, seen);
+  }
+  ASSERT_TRUE(st.has_value()) << "lingua run hung when the survivors could not hold the model\n" << seen;
+  EXPECT_FALSE(st->success());
+  read_until(*run, "never", 1, seen);
+  EXPECT_NE(seen.find("local-2 stopped answering"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("loading the plan over the survivors failed"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("--memory-limit is 118.3 MiB"), std::string::npos) << seen;
+  const size_t err = seen.find("lingua: error");
+  if (err != std::string::npos) std::printf("%s\n", seen.substr(err, seen.find('\n', err) - err).c_str());
+  std::filesystem::remove(prompts);
+  std::filesystem::remove(model);
 }
 
 }  // namespace

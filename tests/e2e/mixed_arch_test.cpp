@@ -65,7 +65,8 @@ std::string start_emulated_worker(std::optional<ll::runtime::ChildProcess>& work
                                   const std::string& name) {
   ll::runtime::SpawnOptions so;
   so.argv = std::move(lingua);
-  so.argv.insert(so.argv.end(), {"worker", "--listen", "tcp://127.0.0.1:0", "--name", name, "-t", "1"});
+  // Plain TCP on loopback (CURVE is tested in secure_cluster_test; here the architectures must agree).
+  so.argv.insert(so.argv.end(), {"worker", "--listen", "tcp://127.0.0.1:0", "--name", name, "-t", "1", "--insecure"});
   auto child = ll::runtime::ChildProcess::spawn(so);
   EXPECT_TRUE(child.has_value()) << (child ? "" : child.error().message);
   if (!child) return {};
@@ -122,7 +123,7 @@ TEST(MixedArchCluster, X86OriginWithEmulatedArm64WorkerMatchesOneX86Process) {
     // Default split: the worker runs every block and the head (hidden states x86 -> arm64, logits
     // back); --ring: the origin keeps the head (hidden states both ways).
     for (const char* mode : {"", " --ring"}) {
-      const std::string cmd = base + " --cluster " + shell_quote(cluster) + " --connect-timeout 60" + mode;
+      const std::string cmd = base + " --cluster " + shell_quote(cluster) + " --insecure --connect-timeout 60" + mode;
       ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
       const nlohmann::json mixed = nlohmann::json::parse(last_line(out));
       EXPECT_EQ(mixed["prompt_tokens"], single["prompt_tokens"]) << cmd;
@@ -181,7 +182,8 @@ TEST(MixedArchCluster, DistWorkerUsesOnlyItsBundledLibraries) {
                            " -p 'Once upon a time' -n 24 --temp 0 --json";
   ASSERT_EQ(run_command(base, out), 0) << out;
   const nlohmann::json single = nlohmann::json::parse(last_line(out));
-  ASSERT_EQ(run_command(base + " --cluster " + shell_quote(cluster) + " --connect-timeout 60", out), 0) << out;
+  ASSERT_EQ(run_command(base + " --cluster " + shell_quote(cluster) + " --insecure --connect-timeout 60", out), 0)
+      << out;
   const nlohmann::json mixed = nlohmann::json::parse(last_line(out));
   EXPECT_EQ(mixed["tokens"], single["tokens"]);
   EXPECT_EQ(mixed["devices"][1]["name"], "phone-a");

@@ -1,6 +1,11 @@
 #include "net/transport.h"
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -134,6 +139,22 @@ TEST(InProc, SendToClosedPeerFails) {
   auto r = a->send(encode(Heartbeat{}, 0));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::io);
+}
+
+TEST(InProc, PeerLostWhenTheOtherEndOrTheListenerGoes) {
+  auto [a, b] = make_inproc_pair();
+  EXPECT_FALSE(a->peer_lost());
+  b.reset();
+  EXPECT_TRUE(a->peer_lost());
+
+  auto net = make_inproc_network();
+  auto listener = net->listen("inproc://worker-9");
+  ASSERT_TRUE(listener);
+  auto link = net->connect("inproc://worker-9");
+  ASSERT_TRUE(link);
+  EXPECT_FALSE((*link)->peer_lost());
+  listener->reset();
+  EXPECT_TRUE((*link)->peer_lost());
 }
 
 TEST(InProc, NetworkRoutesByPeer) {
@@ -789,6 +810,133 @@ TEST(Chain, ZeroMqListenerServesCoordinatorAndUpstreamWorker) {
 TEST(Chain, InProcListenerServesCoordinatorAndUpstreamWorker) {
   auto net = make_inproc_network();
   check_chain(*net, "inproc://u", "inproc://w");
+}
+
+}  // namespace
+}  // namespace ll::net
+
+// ------------------------------------------------------------------------------------------- peer_lost
+
+namespace ll::net {
+namespace {
+
+bool becomes_lost(Link& link, Millis within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (link.peer_lost()) return true;
+    std::this_thread::sleep_for(Millis(20));
+  }
+  return link.peer_lost();
+}
+
+// A round trip, so the connection is up (peer_lost only reports connections that were).
+void round_trip(Link& link, Listener& listener) {
+  ASSERT_TRUE(link.send(encode(Heartbeat{1, 2}, 7)));
+  Incoming in = must_recv(listener);
+  ASSERT_TRUE(listener.send(in.peer, encode(Heartbeat{1, 2}, 7)));
+  must_recv(link);
+}
+
+TEST(ZmqPeerLost, AClosedListenerIsReportedAtOnce) {
+  auto net = make_zmq_network();
+  auto listener = net->listen("tcp://127.0.0.1:*");
+  ASSERT_TRUE(listener) << listener.error().message;
+  auto link = net->connect((*listener)->endpoint());
+  ASSERT_TRUE(link) << link.error().message;
+  EXPECT_FALSE((*link)->peer_lost()) << "not connected yet is not lost";
+  round_trip(**link, **listener);
+  EXPECT_FALSE(becomes_lost(**link, Millis(300)));
+  listener->reset();  // as a killed process's socket: the TCP connection closes
+  EXPECT_TRUE(becomes_lost(**link, Millis(2000)));
+}
+
+// A TCP relay between a Link and a Listener that can stop relaying while keeping both connections
+// open: a cut link (or a frozen host) that no FIN or RST reveals; only the heartbeats can.
+class FreezableRelay {
+ public:
+  explicit FreezableRelay(int target_port) : target_port_(target_port) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(listen_fd_, 1), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~FreezableRelay() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : {listen_fd_, client_fd_, server_fd_}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  int port() const { return port_; }
+  void freeze() { frozen_ = true; }
+
+ private:
+  void run() {
+    pollfd lp{listen_fd_, POLLIN, 0};
+    while (!stop_ && ::poll(&lp, 1, 50) <= 0) {
+    }
+    if (stop_) return;
+    client_fd_ = ::accept(listen_fd_, nullptr, nullptr);
+    server_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (::connect(server_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return;
+    char buf[65536];
+    while (!stop_) {
+      if (frozen_) {
+        std::this_thread::sleep_for(Millis(20));
+        continue;
+      }
+      pollfd fds[2] = {{client_fd_, POLLIN, 0}, {server_fd_, POLLIN, 0}};
+      if (::poll(fds, 2, 20) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
+        const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+        if (n <= 0) return;
+        const int to = i == 0 ? server_fd_ : client_fd_;
+        for (ssize_t off = 0; off < n;) {
+          const ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+          if (w <= 0) return;
+          off += w;
+        }
+      }
+    }
+  }
+  int target_port_;
+  int listen_fd_ = -1, client_fd_ = -1, server_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false}, frozen_{false};
+  std::thread thread_;
+};
+
+TEST(ZmqPeerLost, ASilentPeerIsReportedAfterTheHeartbeatTimeout) {
+  TransportOptions o;
+  o.heartbeat_ivl_ms = 100;
+  o.heartbeat_timeout_ms = 500;
+  auto net = make_zmq_network(o);
+  auto listener = net->listen("tcp://127.0.0.1:*");
+  ASSERT_TRUE(listener) << listener.error().message;
+  const std::string ep = (*listener)->endpoint();
+  FreezableRelay relay(std::stoi(ep.substr(ep.rfind(':') + 1)));
+  auto link = net->connect("tcp://127.0.0.1:" + std::to_string(relay.port()));
+  ASSERT_TRUE(link) << link.error().message;
+  round_trip(**link, **listener);
+  // Heartbeats flow through the relay: idle is not lost.
+  EXPECT_FALSE(becomes_lost(**link, Millis(1200)));
+  relay.freeze();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(becomes_lost(**link, Millis(3000)));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(ms, 300.0) << "reported by the heartbeat timeout, not by a closed connection";
 }
 
 }  // namespace

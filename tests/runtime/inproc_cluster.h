@@ -31,24 +31,36 @@ class InprocCluster {
       endpoints_.push_back((*w)->endpoint());
       workers_.push_back(std::move(*w));
     }
-    for (auto& w : workers_) {
-      runtime::Worker* wp = w.get();
-      threads_.emplace_back([this, wp] { (void)wp->serve([this] { return stop_.load(); }); });
+    for (size_t i = 0; i < workers_.size(); ++i) killed_.push_back(std::make_unique<std::atomic<bool>>(false));
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      runtime::Worker* wp = workers_[i].get();
+      std::atomic<bool>* killed = killed_[i].get();
+      threads_.emplace_back([this, wp, killed] { (void)wp->serve([this, killed] { return stop_.load() || killed->load(); }); });
     }
   }
   ~InprocCluster() {
     stop_ = true;
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  // Stops worker i and destroys it (its listener closes): as a worker process killed with kill -9
+  // looks to its peers. Returns once it is gone.
+  void kill(size_t i) {
+    killed_.at(i)->store(true);
+    if (threads_.at(i).joinable()) threads_[i].join();
+    workers_.at(i).reset();
   }
   net::Network& net() { return *net_; }
   const std::vector<std::string>& endpoints() const { return endpoints_; }
-  runtime::Worker& worker(size_t i) { return *workers_.at(i); }
+  runtime::Worker& worker(size_t i) { return *workers_.at(i); }  // (not after kill(i))
 
  private:
   std::unique_ptr<net::Network> net_;
   std::vector<std::unique_ptr<runtime::Worker>> workers_;
   std::vector<std::string> endpoints_;
   std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<std::atomic<bool>>> killed_;
   std::atomic<bool> stop_{false};
 };
 
