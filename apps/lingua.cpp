@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   add("profile", "Measure the devices (compute, memory, links) into a profile for `plan`",
       ll::apps::add_profile_command);
   add("plan", "Assign model units to devices (MILP over a profile)", ll::apps::add_plan_command);
+  add("serve", "Serve the model over an OpenAI-compatible HTTP API", ll::apps::add_serve_command);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) return run();

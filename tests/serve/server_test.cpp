@@ -1,0 +1,259 @@
+// The HTTP layer over a fake engine: routes, statuses and OpenAI error objects, authentication,
+// body limits, the queue bound, streaming framing, health, metrics and the cluster page.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <thread>
+
+#include "common/shared_files.h"
+#include "fake_engine.h"
+#include "gguf/gguf.h"
+#include "model/tokenizer.h"
+#include "serve/server.h"
+
+namespace ll::serve {
+namespace {
+
+using nlohmann::json;
+
+struct Harness {
+  explicit Harness(ServerOptions o = {}, size_t max_queue = 8) {
+    auto f = gguf::File::open(test::shared_path("models/stories260K.gguf"));
+    EXPECT_TRUE(f.has_value());
+    if (!f) return;
+    auto t = model::Tokenizer::from_gguf(*f);
+    EXPECT_TRUE(t.has_value());
+    if (!t) return;
+    tok = std::make_unique<model::Tokenizer>(std::move(*t));
+    scheduler = std::make_unique<Scheduler>(engine, SchedulerOptions{max_queue}, metrics, events);
+    o.host = "127.0.0.1";
+    o.port = 0;
+    if (o.model_id.empty()) o.model_id = "tiny";
+    o.n_ctx = 64;
+    auto s = Server::start(o, *scheduler, *tok, metrics, events);
+    EXPECT_TRUE(s.has_value()) << s.error().message;
+    if (s) server = std::move(*s);
+  }
+  ~Harness() {
+    if (scheduler) scheduler->shutdown();
+    if (server) server->stop();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", server->port());
+    c.set_read_timeout(10);
+    return c;
+  }
+  test::FakeEngine engine;
+  ServeMetrics metrics;
+  EventLog events;
+  std::unique_ptr<model::Tokenizer> tok;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<Server> server;
+};
+
+void expect_error(const httplib::Result& r, int status, const std::string& mentions = {}) {
+  ASSERT_TRUE(r) << "no response";
+  EXPECT_EQ(r->status, status) << r->body;
+  json j = json::parse(r->body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r->body;
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_TRUE(j["error"]["type"].is_string());
+  if (!mentions.empty()) {
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(mentions), std::string::npos) << r->body;
+  }
+}
+
+#define REQUIRE_HARNESS(h) \
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf")); \
+  Harness h;                                                        \
+  ASSERT_TRUE(h.server)
+
+TEST(ServeServer, CompletesAndCountsUsage) {
+  REQUIRE_HARNESS(h);
+  auto r = h.client().Post("/v1/completions", R"({"model":"tiny","prompt":"Once upon a time","max_tokens":3})",
+                           "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["text"], "ababab");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 5);  // BOS + 4, as llama.cpp tokenizes it
+  EXPECT_EQ(j["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(j["model"], "tiny");
+  auto c = h.client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2})",
+                           "application/json");
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->status, 200) << c->body;
+  EXPECT_EQ(json::parse(c->body)["choices"][0]["message"]["content"], "abab");
+}
+
+TEST(ServeServer, StreamsServerSentEventsEndingWithDone) {
+  REQUIRE_HARNESS(h);
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    SCOPED_TRACE(path);
+    const bool chat = std::string(path).find("chat") != std::string::npos;
+    const std::string body = chat ? R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":true,
+                                       "stream_options":{"include_usage":true}})"
+                                  : R"({"prompt":"Hi","max_tokens":2,"stream":true})";
+    auto r = h.client().Post(path, body, "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+    // Every event is "data: ...\n\n"; the last is [DONE].
+    std::string text, finish;
+    bool usage = false;
+    size_t at = 0, n_events = 0;
+    std::string last;
+    while (at < r->body.size()) {
+      const size_t end = r->body.find("\n\n", at);
+      ASSERT_NE(end, std::string::npos) << r->body;
+      const std::string ev = r->body.substr(at, end - at);
+      ASSERT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+      last = ev.substr(6);
+      at = end + 2;
+      ++n_events;
+      if (last == "[DONE]") break;
+      json j = json::parse(last);
+      if (j.contains("usage")) {
+        usage = true;
+        EXPECT_EQ(j["usage"]["completion_tokens"], 2);
+        continue;
+      }
+      const json& ch = j["choices"][0];
+      text += chat ? ch["delta"].value("content", "") : ch["text"].get<std::string>();
+      if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+    }
+    EXPECT_EQ(last, "[DONE]");
+    EXPECT_EQ(at, r->body.size());
+    EXPECT_EQ(text, "abab");
+    EXPECT_EQ(finish, "length");
+    EXPECT_EQ(usage, chat);
+    EXPECT_GE(n_events, 3u);
+  }
+}
+
+TEST(ServeServer, AnswersBadRequestsWithOpenAIErrorObjects) {
+  REQUIRE_HARNESS(h);
+  auto c = h.client();
+  expect_error(c.Post("/v1/completions", "{not json", "application/json"), 400, "not valid JSON");
+  expect_error(c.Post("/v1/completions", "", "application/json"), 400);
+  expect_error(c.Post("/v1/completions", R"({"prompt":"a","n":3})", "application/json"), 400, "n = 1");
+  expect_error(c.Post("/v1/completions", R"({"prompt":"a","max_tokens":"x"})", "application/json"), 400, "max_tokens");
+  expect_error(c.Post("/v1/chat/completions", R"({"messages":[{"role":"user"}]})", "application/json"), 400, "content");
+  expect_error(c.Post("/v1/completions", R"({"prompt":"a","model":"gpt-4"})", "application/json"), 404, "gpt-4");
+  expect_error(c.Get("/v1/models/gpt-4"), 404);
+  expect_error(c.Get("/no/such/route"), 404, "no route");
+  expect_error(c.Post("/v1/completions", R"({"prompt":")" + std::string(600, 'x') + "\"}", "application/json"), 400,
+               "context");  // 600 characters do not fit a 64-token context
+  // Bytes that are not UTF-8 in a string: still a JSON parse error, not a crash.
+  expect_error(c.Post("/v1/completions", std::string("{\"prompt\":\"\xff\xfe\"}"), "application/json"), 400);
+}
+
+TEST(ServeServer, RefusesBodiesOverTheLimitWith413) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  ServerOptions o;
+  o.max_body_bytes = 1000;
+  Harness h(o);
+  ASSERT_TRUE(h.server);
+  expect_error(h.client().Post("/v1/completions", R"({"prompt":")" + std::string(5000, 'x') + "\"}", "application/json"),
+               413, "larger than 1000 bytes");
+}
+
+TEST(ServeServer, ChecksTheApiKeyOnV1Routes) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  ServerOptions o;
+  o.api_key = "sekrit";
+  Harness h(o);
+  ASSERT_TRUE(h.server);
+  auto c = h.client();
+  expect_error(c.Get("/v1/models"), 401, "API key");
+  expect_error(c.Post("/v1/completions", R"({"prompt":"a"})", "application/json"), 401);
+  c.set_bearer_token_auth("wrong!");
+  expect_error(c.Get("/v1/models"), 401);
+  c.set_bearer_token_auth("sekri");
+  expect_error(c.Get("/v1/models"), 401);
+  c.set_bearer_token_auth("sekrit");
+  auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(json::parse(r->body)["data"][0]["id"], "tiny");
+  auto health = h.client().Get("/health");  // open
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST(ServeServer, AnswersTooManyRequestsWhenTheQueueIsFull) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Harness h({}, /*max_queue=*/1);
+  ASSERT_TRUE(h.server);
+  h.engine.max_batch_ = 1;
+  h.engine.hold();
+  const std::string body = R"({"prompt":"a","max_tokens":1})";
+  std::vector<std::thread> waiting;
+  std::vector<int> statuses(2, 0);
+  waiting.emplace_back([&] { auto r = h.client().Post("/v1/completions", body, "application/json"); statuses[0] = r ? r->status : -1; });
+  h.engine.wait_started(1);  // one runs
+  waiting.emplace_back([&] { auto r = h.client().Post("/v1/completions", body, "application/json"); statuses[1] = r ? r->status : -1; });
+  while (h.scheduler->state().queued < 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // one waits
+  expect_error(h.client().Post("/v1/completions", body, "application/json"), 429, "retry");
+  h.engine.release();
+  for (auto& t : waiting) t.join();
+  EXPECT_EQ(statuses, (std::vector<int>{200, 200}));
+  EXPECT_EQ(h.metrics.requests_rejected.load(), 1u);
+}
+
+TEST(ServeServer, AnswersServiceUnavailableAfterAPipelineFailure) {
+  REQUIRE_HARNESS(h);
+  h.engine.fail_with(make_error(ErrorCode::io, "worker gone"));
+  expect_error(h.client().Post("/v1/completions", R"({"prompt":"a"})", "application/json"), 503, "worker gone");
+  expect_error(h.client().Post("/v1/completions", R"({"prompt":"a"})", "application/json"), 503);
+  expect_error(h.client().Get("/health"), 503);
+}
+
+TEST(ServeServer, RefusesChatWhenTheTemplateIsUnknown) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  ServerOptions o;
+  o.chat_template = choose_chat_template("", std::string("{{ unknown }}"));
+  Harness h(o);
+  ASSERT_TRUE(h.server);
+  expect_error(h.client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}]})",
+                               "application/json"),
+               400, "--chat-template");
+}
+
+TEST(ServeServer, ServesHealthMetricsModelsAndTheClusterPage) {
+  REQUIRE_HARNESS(h);
+  h.scheduler->request_describe();
+  auto c = h.client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["object"], "list");
+  auto one = c.Get("/v1/models/tiny");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+  EXPECT_NE(metrics->body.find("lingua_queue_length 0"), std::string::npos);
+  EXPECT_NE(metrics->body.find("lingua_failovers_total 0"), std::string::npos);
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_NE(page->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(page->body.find("/cluster.json"), std::string::npos);
+  json cluster;
+  for (int i = 0; i < 100; ++i) {  // the scheduler describes the engine on its own thread
+    cluster = json::parse(c.Get("/cluster.json")->body);
+    if (!cluster["devices"].empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(cluster["devices"].size(), 2u);
+  EXPECT_EQ(cluster["devices"][1]["name"], "phone-a");
+  EXPECT_EQ(cluster["stages"][1]["compute_ms_per_token"], 3.5);
+}
+
+}  // namespace
+}  // namespace ll::serve
