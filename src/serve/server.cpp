@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -11,13 +12,25 @@ namespace ll::serve {
 
 using nlohmann::json;
 
+namespace {
+
+// Debian's cpp-httplib 0.11 is compiled with a listen backlog of 5: a burst of more clients than
+// that (8 connecting at once) overflows it, and their SYNs are retried only after a second.
+// Listening again on the bound socket raises the backlog (Linux updates it in place).
+class HttpServer : public httplib::Server {
+ public:
+  void widen_backlog(int n) { ::listen(svr_sock_, n); }
+};
+
+}  // namespace
+
 struct Server::Impl {
   ServerOptions opt;
   Scheduler* scheduler = nullptr;
   const model::Tokenizer* tok = nullptr;
   ServeMetrics* metrics = nullptr;
   EventLog* events = nullptr;
-  httplib::Server http;
+  HttpServer http;
   std::thread thread;
   int port = 0;
   int64_t started = 0;
@@ -232,6 +245,7 @@ Expected<std::unique_ptr<Server>> Server::start(ServerOptions options, Scheduler
     }
     i.port = i.opt.port;
   }
+  i.http.widen_backlog(SOMAXCONN);
   i.thread = std::thread([&i] { i.http.listen_after_bind(); });
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
