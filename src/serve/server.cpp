@@ -66,10 +66,46 @@ struct Server::Impl {
     return {{"id", opt.model_id}, {"object", "model"}, {"created", started}, {"owned_by", "lingualinked"}};
   }
 
-  void completions(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+  // Reads the body ourselves (a content-reader route): httplib's own reading caps bodies sent as
+  // application/x-www-form-urlencoded (curl -d's default) at 8 KiB and parses them as a form.
+  std::optional<std::string> read_body(const httplib::Request& req, httplib::Response& res,
+                                       const httplib::ContentReader& reader) {
+    if (req.is_multipart_form_data()) {
+      send_error(res, 400, "expected a JSON body, not multipart/form-data");
+      res.set_header("Connection", "close");  // the body was not read
+      return std::nullopt;
+    }
+    std::string body;
+    bool too_large = false;
+    const bool ok = reader([&](const char* data, size_t n) {
+      if (body.size() + n > opt.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    if (too_large || res.status == 413) {
+      send_error(res, 413, "the request body is larger than " + std::to_string(opt.max_body_bytes) + " bytes");
+      res.set_header("Connection", "close");  // the rest of the body was not read
+      return std::nullopt;
+    }
+    if (!ok) {
+      send_error(res, 400, "could not read the request body");
+      res.set_header("Connection", "close");
+      return std::nullopt;
+    }
+    return body;
+  }
+
+  void completions(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                   Endpoint endpoint) {
     ++metrics->requests_total;
+    // The body first (bounded), so that a refused request leaves the connection usable.
+    const auto body = read_body(req, res, reader);
+    if (!body) return;
     if (!authorized(req, res)) return;
-    auto parsed = parse_completion_request(req.body, endpoint, opt.limits);
+    auto parsed = parse_completion_request(*body, endpoint, opt.limits);
     if (!parsed) return send_error(res, 400, parsed.error().message);
     CompletionRequest& r = *parsed;
     if (!r.model.empty() && r.model != opt.model_id) {
@@ -150,10 +186,10 @@ struct Server::Impl {
   }
 
   void routes() {
-    http.Post("/v1/completions",
-              [this](const httplib::Request& q, httplib::Response& s) { completions(q, s, Endpoint::completions); });
-    http.Post("/v1/chat/completions",
-              [this](const httplib::Request& q, httplib::Response& s) { completions(q, s, Endpoint::chat); });
+    http.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s,
+                                        const httplib::ContentReader& r) { completions(q, s, r, Endpoint::completions); });
+    http.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& s,
+                                             const httplib::ContentReader& r) { completions(q, s, r, Endpoint::chat); });
     http.Get("/v1/models", [this](const httplib::Request& q, httplib::Response& s) {
       if (!authorized(q, s)) return;
       s.set_content(dump_json({{"object", "list"}, {"data", json::array({model_json()})}}), "application/json");

@@ -150,6 +150,27 @@ TEST(ServeServer, AnswersBadRequestsWithOpenAIErrorObjects) {
   expect_error(c.Post("/v1/completions", std::string("{\"prompt\":\"\xff\xfe\"}"), "application/json"), 400);
 }
 
+// curl -d sends application/x-www-form-urlencoded; httplib would cap such bodies at 8 KiB and
+// parse them as forms. The server reads bodies itself, whatever their content type.
+TEST(ServeServer, ReadsJsonBodiesWhateverTheirContentType) {
+  REQUIRE_HARNESS(h);
+  const std::string padded = R"({"prompt":"Once upon a time","max_tokens":2,"user":")" + std::string(20000, 'u') + "\"}";
+  for (const char* type : {"application/x-www-form-urlencoded", "text/plain", "application/json"}) {
+    auto r = h.client().Post("/v1/completions", padded, type);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << type << ": " << r->body;
+  }
+  expect_error(h.client().Post("/v1/completions", "--x\r\n\r\n--x--\r\n", "multipart/form-data; boundary=x"), 400,
+               "multipart");
+  // The connection stays usable after refused requests (keep-alive).
+  httplib::Client c = h.client();
+  c.set_keep_alive(true);
+  expect_error(c.Post("/v1/completions", "{", "application/json"), 400);
+  auto ok = c.Post("/v1/completions", R"({"prompt":"a","max_tokens":1})", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+}
+
 TEST(ServeServer, RefusesBodiesOverTheLimitWith413) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   ServerOptions o;
@@ -158,6 +179,24 @@ TEST(ServeServer, RefusesBodiesOverTheLimitWith413) {
   ASSERT_TRUE(h.server);
   expect_error(h.client().Post("/v1/completions", R"({"prompt":")" + std::string(5000, 'x') + "\"}", "application/json"),
                413, "larger than 1000 bytes");
+  expect_error(h.client().Post("/v1/chat/completions", std::string(1001, ' '), "application/x-www-form-urlencoded"), 413);
+  // Chunked bodies (no Content-Length) are cut at the limit as they arrive.
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  size_t sent = 0;
+  req.content_provider_ = [&sent](size_t, size_t, httplib::DataSink& sink) {
+    const std::string piece(500, ' ');
+    if (sent < 4000) {
+      sent += piece.size();
+      return sink.write(piece.data(), piece.size());
+    }
+    sink.done();
+    return true;
+  };
+  req.is_chunked_content_provider_ = true;
+  expect_error(h.client().send(req), 413);
 }
 
 TEST(ServeServer, ChecksTheApiKeyOnV1Routes) {
