@@ -550,6 +550,7 @@ struct Sequence {
   int32_t next_token = 0;
   bool done = false;
   const model::GenerateOptions* gen = nullptr;  // the request's own options, or the call's
+  const std::function<bool()>* cancelled = nullptr;  // the request's, may be empty
   std::optional<model::Sampler> sampler;  // when the origin samples
   std::vector<int32_t> history;
   std::unique_ptr<model::TextStreamer> streamer;
@@ -623,6 +624,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     s.prompt = &requests[i].prompt_tokens;
     s.history = *s.prompt;
     s.gen = requests[i].options ? &*requests[i].options : &gen;
+    s.cancelled = &requests[i].cancelled;
     s.streamer = std::make_unique<model::TextStreamer>(s.gen->stop);
     s.result.n_prompt = static_cast<int64_t>(s.prompt->size());
     s.result.seed = requests[i].options ? model::Sampler(s.gen->sampling).seed() : base_seed + i;
@@ -668,6 +670,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     if (on_text && !shown.empty()) on_text(s.index, shown);
     if (stopped) return finish(s, model::StopReason::stop_string);
     if (n_predict >= 0 && i + 1 >= n_predict) return finish(s, model::StopReason::length);
+    if (*s.cancelled && (*s.cancelled)()) return finish(s, model::StopReason::length);
     if (s.pos >= n_ctx) return finish(s, model::StopReason::context);
     s.decode_ready = true;
     s.next_token = tok;

@@ -89,6 +89,9 @@ struct Request {
   // for different ones). Empty: generate()'s `gen`, with seed + i. Given: its seed as is (drawn at
   // random when it is model::kRandomSeed); its seq_id and n_batch are not used.
   std::optional<model::GenerateOptions> options = std::nullopt;
+  // Asked after each generated token; true ends the request there (stop reason `length`, the result
+  // holding what was generated so far), e.g. when an HTTP client went away. Empty: never.
+  std::function<bool()> cancelled = {};
 };
 
 class Coordinator {

@@ -18,7 +18,7 @@ class CoordinatorEngine final : public Engine {
       const std::function<void(size_t, std::string_view)>& on_text) override {
     std::vector<runtime::Request> reqs;
     reqs.reserve(requests.size());
-    for (const auto& r : requests) reqs.push_back(runtime::Request{r.prompt_tokens, r.options});
+    for (const auto& r : requests) reqs.push_back(runtime::Request{r.prompt_tokens, r.options, r.cancelled});
     model::GenerateOptions unused;  // every request carries its own
     return c_.generate(tok_, reqs, unused, static_cast<int>(parallel_), on_text);
   }

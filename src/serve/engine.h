@@ -22,6 +22,9 @@ namespace ll::serve {
 struct EngineRequest {
   std::vector<int32_t> prompt_tokens;
   model::GenerateOptions options;  // its own limits, sampling (seed as given) and stop strings
+  // True once nobody waits for the answer (a streaming client went away): the pipeline engine then
+  // ends the request at its next token. The one-process engine runs it to the end.
+  std::function<bool()> cancelled = {};
 };
 
 class Engine {

@@ -120,7 +120,10 @@ void Scheduler::run() {
     if (batch.empty()) continue;
     std::vector<EngineRequest> reqs;
     reqs.reserve(batch.size());
-    for (const auto& j : batch) reqs.push_back(j->request());
+    for (const auto& j : batch) {
+      reqs.push_back(j->request());
+      reqs.back().cancelled = [j = j.get()] { return j->abandoned(); };  // the batch outlives the call
+    }
     const auto t0 = std::chrono::steady_clock::now();
     auto res = engine_.generate(reqs, [&](size_t i, std::string_view text) {
       if (i < batch.size()) batch[i]->append_text(text);

@@ -10,6 +10,7 @@
 // later submission is refused (503) — there is no failover yet.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -35,6 +36,10 @@ class Job {
   void append_text(std::string_view text);
   void finish(model::GenerateResult result);
   void fail(Error error);
+  bool abandoned() const { return abandoned_.load(); }
+
+  // Handler side: nobody waits for the answer any more (the client went away).
+  void abandon() { abandoned_ = true; }
 
   // Handler side: waits until there is new text or the job ended (or `timeout` passed); moves the
   // new text into `text`. Returns true once the job has ended and all its text was taken.
@@ -54,6 +59,7 @@ class Job {
   bool done_ = false;
   std::optional<Error> error_;
   model::GenerateResult result_;
+  std::atomic<bool> abandoned_{false};
 };
 
 enum class Admission { accepted, queue_full, unavailable };

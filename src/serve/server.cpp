@@ -151,7 +151,11 @@ struct Server::Impl {
     const bool include_usage = r.include_usage;
     res.set_chunked_content_provider(
         "text/event-stream", [job, ids, endpoint, include_usage](size_t, httplib::DataSink& sink) {
-          auto write = [&sink](const std::string& s) { return sink.write(s.data(), s.size()); };
+          auto write = [&sink, &job](const std::string& s) {
+            if (sink.write(s.data(), s.size())) return true;
+            job->abandon();  // the client went away: the pipeline may stop generating for it
+            return false;
+          };
           bool first = true;
           if (endpoint == Endpoint::chat) {  // the role first, as OpenAI does
             if (!write(sse_event(completion_chunk(endpoint, ids, "", nullptr, true)))) return false;
@@ -165,7 +169,10 @@ struct Server::Impl {
               first = false;
             }
             if (!ended) {
-              if (!sink.is_writable()) return false;  // the client went away; the job still ends normally
+              if (!sink.is_writable()) {
+                job->abandon();
+                return false;
+              }
               continue;
             }
             if (job->error()) {

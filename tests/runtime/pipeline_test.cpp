@@ -3,6 +3,7 @@
 // sequences in flight.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -270,6 +271,32 @@ TEST(Pipeline, RequestsWithTheirOwnOptionsMatchOneProcessEach) {
     EXPECT_EQ((*got)[2].seed, 5u);
     EXPECT_EQ(model::stop_reason_name((*got)[2].stop_reason), std::string("stop"));
   }
+}
+
+// A cancelled request ends after the token that found it cancelled; the others are untouched.
+TEST(Pipeline, ACancelledRequestEndsEarlyAndTheOthersDoNot) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 30;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 96);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 96;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  ASSERT_TRUE((*coord)->load(*runtime::split_even(f.model->n_units(), 2, false)).has_value());
+  auto reqs = requests(f);
+  int asked = 0;
+  reqs[1].cancelled = [&asked] { return ++asked >= 5; };  // cancelled once 5 tokens were generated
+  auto got = (*coord)->generate(*f.tok, reqs, gen, 3);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ((*got)[0].tokens, want[0].tokens);
+  EXPECT_EQ((*got)[2].tokens, want[2].tokens);
+  ASSERT_EQ((*got)[1].tokens.size(), 5u);
+  EXPECT_TRUE(std::equal((*got)[1].tokens.begin(), (*got)[1].tokens.end(), want[1].tokens.begin()));
 }
 
 TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {

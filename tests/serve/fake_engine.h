@@ -2,7 +2,10 @@
 // first stop string); it can be held at the start of a batch and made to fail.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <thread>
 #include <mutex>
 #include <vector>
 
@@ -29,9 +32,14 @@ class FakeEngine final : public serve::Engine {
       r.n_prompt = static_cast<int64_t>(requests[i].prompt_tokens.size());
       const int64_t n = requests[i].options.n_predict < 0 ? 4 : requests[i].options.n_predict;
       for (int64_t k = 0; k < n; ++k) {
+        if (token_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(token_delay_ms_));
         r.tokens.push_back(static_cast<int32_t>(k));
         r.text += "ab";
         if (on_text) on_text(i, "ab");
+        if (requests[i].cancelled && requests[i].cancelled()) {
+          ++n_cancelled_;
+          break;
+        }
       }
       r.stop_reason = model::StopReason::length;
       out.push_back(std::move(r));
@@ -76,6 +84,8 @@ class FakeEngine final : public serve::Engine {
     return batch_sizes_;
   }
   size_t max_batch_ = 4;
+  int token_delay_ms_ = 0;
+  std::atomic<int> n_cancelled_{0};
 
  private:
   std::mutex m_;

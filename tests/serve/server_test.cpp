@@ -133,6 +133,38 @@ TEST(ServeServer, StreamsServerSentEventsEndingWithDone) {
   }
 }
 
+// A streaming client that goes away cancels its request: the engine is told at the next token.
+TEST(ServeServer, AStreamingClientThatLeavesCancelsItsRequest) {
+  REQUIRE_HARNESS(h);
+  h.engine.token_delay_ms_ = 2;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = R"({"prompt":"a","max_tokens":5000,"stream":true})";
+  req.set_header("Content-Type", "application/json");
+  size_t received = 0;
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return false;  // hang up after the first chunk
+  };
+  (void)h.client().send(req);
+  EXPECT_GT(received, 0u);
+  for (int i = 0; i < 500 && h.engine.n_cancelled_.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(h.engine.n_cancelled_.load(), 1);
+  for (int i = 0; i < 500 && h.metrics.batches_total.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const uint64_t generated = h.metrics.completion_tokens_total.load();  // counted once the batch ended
+  EXPECT_GT(generated, 0u);
+  EXPECT_LT(generated, 5000u);
+  // The server goes on serving.
+  auto r = h.client().Post("/v1/completions", R"({"prompt":"a","max_tokens":1})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
 TEST(ServeServer, AnswersBadRequestsWithOpenAIErrorObjects) {
   REQUIRE_HARNESS(h);
   auto c = h.client();
