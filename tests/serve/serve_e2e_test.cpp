@@ -111,7 +111,9 @@ std::string complete_streamed(const ServeProcess& s, const json& c) {
   EXPECT_TRUE(r);
   EXPECT_TRUE(done) << "no data: [DONE]";
   EXPECT_TRUE(buffer.empty()) << buffer;
-  EXPECT_GT(n_chunks, 2u);  // streamed, not one piece
+  // At least one text event and the finish event (pieces that arrive while one is written are
+  // sent together, so a fast run may send all the text in one event).
+  EXPECT_GE(n_chunks, 2u);
   return text;
 }
 

@@ -49,7 +49,7 @@ for (const c of cases) {
       text += chunk.choices[0]?.text ?? "";
       finish = chunk.choices[0]?.finish_reason ?? finish;
     }
-    assert.ok(chunks > 2, `only ${chunks} chunks`);
+    assert.ok(chunks >= 2, `only ${chunks} chunks`);  // text (pieces may arrive together) and the finish
     assert.equal(text, c.text);
     assert.equal(finish, "length");
   });
