@@ -24,6 +24,9 @@ class HttpServer : public httplib::Server {
 
 }  // namespace
 
+// Most bytes of an oversized chunked body read and dropped before the connection is closed.
+constexpr size_t k_max_drain_bytes = 16u << 20;
+
 struct Server::Impl {
   ServerOptions opt;
   Scheduler* scheduler = nullptr;
@@ -77,10 +80,15 @@ struct Server::Impl {
     }
     std::string body;
     bool too_large = false;
+    size_t n_discarded = 0;
     const bool ok = reader([&](const char* data, size_t n) {
-      if (body.size() + n > opt.max_body_bytes) {
+      if (too_large || body.size() + n > opt.max_body_bytes) {
+        // Read on (discarding, up to a bound) so that the client gets to read our 413: closing
+        // with its data unread would reset the connection under it.
         too_large = true;
-        return false;
+        body.clear();
+        n_discarded += n;
+        return n_discarded <= k_max_drain_bytes;
       }
       body.append(data, n);
       return true;
