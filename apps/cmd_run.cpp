@@ -11,6 +11,7 @@
 
 #include "apps/cluster_args.h"
 #include "apps/commands.h"
+#include "apps/split_args.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
 #include "model/forward.h"
@@ -110,8 +111,7 @@ Runner add_run_command(CLI::App& app) {
     // Distributed.
     ClusterArgs cluster;
     int parallel = 1, decode_batches = 0;
-    std::string split = "optimal", split_units, objective;
-    bool ring = false;
+    SplitArgs split;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model file")->required()->check(CLI::ExistingFile);
@@ -141,21 +141,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_flag("--json", o->json, "Print a JSON summary as the last line");
   app.add_flag("-v,--verbose", o->verbose, "Print model, plan, transmission map and timing details to stderr");
   add_cluster_options(app, o->cluster);
-  app.add_flag("--ring", o->ring,
-               "The origin also runs the output head: token ids and logits never leave it")->group("Distributed");
-  auto* split = app.add_option("--split", o->split,
-                               "optimal: measure the devices (as `lingua profile`) and solve the assignment MILP "
-                               "(may keep every unit here when the workers would only slow it down); even: blocks "
-                               "spread evenly over the workers (head with the last; LinguaLinked's baseline); "
-                               "memory: in proportion to their memory (as llama.cpp RPC and exo)")
-                    ->check(CLI::IsMember({"even", "memory", "optimal"}))->capture_default_str()->group("Distributed");
-  app.add_option("--objective", o->objective,
-                 "For --split optimal: latency (one request's time per token) or throughput (the slowest stage); "
-                 "default: throughput with several prompts and --parallel > 1, else latency")
-      ->check(CLI::IsMember({"latency", "throughput"}))->group("Distributed");
-  app.add_option("--split-units", o->split_units,
-                 "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "
-                 "then one per worker")->excludes(split)->group("Distributed");
+  add_split_options(app, o->split);
   app.add_option("--parallel", o->parallel, "Generate up to K prompts concurrently (pipelined)")
       ->check(CLI::Range(1, 4096))->capture_default_str()->group("Distributed");
   app.add_option("--decode-batches", o->decode_batches,
@@ -164,7 +150,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
 
-  return [o, split]() -> int {
+  return [o]() -> int {
     std::vector<std::string> prompts;
     if (!o->prompt_file.empty()) {
       std::ifstream in(o->prompt_file, std::ios::binary);
@@ -179,7 +165,7 @@ Runner add_run_command(CLI::App& app) {
     }
     if (prompts.empty()) return report_error(make_error(ErrorCode::invalid_argument, "give a prompt with -p or -f"));
     const bool distributed = o->cluster.wanted();
-    if (!distributed && (o->ring || !o->split_units.empty() || split->count() > 0 || o->parallel != 1 ||
+    if (!distributed && (o->split.custom() || o->parallel != 1 ||
                          !o->cluster.memory_limit.empty())) {
       return report_error(make_error(ErrorCode::invalid_argument,
                                      "--ring, --split, --split-units, --parallel and --memory-limit need --local N or "
@@ -265,7 +251,7 @@ Runner add_run_command(CLI::App& app) {
                          {"rss_bytes", runtime::current_rss_bytes()}, {"peak_rss_bytes", runtime::peak_rss_bytes()}});
     } else {
       runtime::CoordinatorOptions co;
-      co.ring = o->ring;
+      co.ring = o->split.ring;
       co.n_ctx = n_ctx;
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
@@ -274,7 +260,7 @@ Runner add_run_command(CLI::App& app) {
       };
       auto replan_state = std::make_shared<ReplanState>();
       // An explicit --split-units is kept as given: a lost worker then fails the run.
-      if (o->split_units.empty()) {
+      if (o->split.split_units.empty()) {
         co.replan = [replan_state](const std::vector<int>& alive) { return replan(*replan_state, alive); };
       }
       auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
@@ -282,51 +268,18 @@ Runner add_run_command(CLI::App& app) {
       cluster_conn = std::move(*conn);
       auto* coord = &cluster_conn.coordinator;
       runtime::Coordinator& c = **coord;
-      replan_state->split = o->split;
+      replan_state->split = o->split.split;
       replan_state->coordinator = &c;
       replan_state->model = &**model;
-      replan_state->ring = o->ring;
-      Expected<std::vector<runtime::Stage>> stages = Error{};
-      if (!o->split_units.empty()) {
-        stages = runtime::parse_split_units(o->split_units, hp.n_units(), c.n_workers(), o->ring);
-      } else if (o->split == "memory") {
-        std::vector<uint64_t> unit_bytes, memory;
-        for (int64_t u = 0; u < hp.n_units(); ++u) unit_bytes.push_back((*model)->unit_weight_bytes(u));
-        for (int w = 1; w <= c.n_workers(); ++w) {
-          const auto& h = c.worker_hello(w);
-          memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
-        }
-        stages = runtime::split_memory(unit_bytes, memory, o->ring);
-      } else if (o->split == "optimal") {
-        // Eight timed steps, fewer when the context is shorter (two warm-up steps come first).
-        auto profile = c.measure_profile(static_cast<int>(std::clamp<int64_t>(n_ctx - 3, 1, 8)));
-        if (!profile) return report_error(profile.error());
-        plan::SolveOptions so;
-        so.ring = o->ring;
-        const bool several = prompts.size() > 1 && o->parallel > 1;
-        so.objective = o->objective.empty() ? (several ? plan::Objective::throughput : plan::Objective::latency)
-                                            : *plan::parse_objective(o->objective);
-        so.time_limit_s = 10;
-        auto solved = plan::solve(*profile, so);
-        if (!solved) return report_error(solved.error());
-        replan_state->profile = *profile;
-        replan_state->solve = so;
-        if (o->verbose) {
-          std::fprintf(stderr, "lingua: optimal plan by %s: %.3f ms per token (%s)\n", plan::objective_name(so.objective),
-                       solved->cost_ms, solved->proven_optimal ? "proven optimal" : "best found in the time limit");
-        }
-        bool uses_workers = false;
-        for (const auto& st : solved->stages) uses_workers = uses_workers || st.device != 0;
-        if (!uses_workers && o->verbose) {
-          std::fprintf(stderr, "lingua: the plan keeps every unit on this device: the workers would only slow it down\n");
-        }
-        stages = solved->stages;
-        predicted = solved->reports;
-      } else {
-        stages = runtime::split_even(hp.n_units(), c.n_workers(), o->ring);
-      }
-      if (!stages) return report_error(stages.error());
-      auto loaded = c.load(*stages);
+      replan_state->ring = o->split.ring;
+      // Eight timed profiling steps, fewer when the context is shorter (two warm-up steps come first).
+      auto chosen = choose_split(o->split, c, **model, prompts.size() > 1 && o->parallel > 1, o->verbose,
+                                 static_cast<int>(std::clamp<int64_t>(n_ctx - 3, 1, 8)));
+      if (!chosen) return report_error(chosen.error());
+      predicted = chosen->predicted;
+      replan_state->profile = chosen->profile;
+      replan_state->solve = chosen->solve;
+      auto loaded = c.load(chosen->stages);
       if (!loaded) return report_error(loaded.error());
       if (o->verbose) std::fprintf(stderr, "%s", c.describe(gopt).c_str());
       std::vector<runtime::Request> reqs;

@@ -21,6 +21,7 @@ Runner add_plan_command(CLI::App& app);
 Runner add_worker_command(CLI::App& app);
 Runner add_profile_command(CLI::App& app);
 Runner add_keygen_command(CLI::App& app);
+Runner add_serve_command(CLI::App& app);
 
 // Prints "lingua: error: <message>" to stderr and returns the exit code for the error.
 int report_error(const Error& e);

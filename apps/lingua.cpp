@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
       ll::apps::add_profile_command);
   add("plan", "Assign model units to devices (MILP over a profile)", ll::apps::add_plan_command);
   add("keygen", "Write a CURVE key pair (NAME.key, NAME.pub) for secure links", ll::apps::add_keygen_command);
+  add("serve", "Serve the model over an OpenAI-compatible HTTP API", ll::apps::add_serve_command);
   CLI11_PARSE(app, argc, argv);
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) return run();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a fuzz target (fuzz_gguf or fuzz_wire) for a bounded time on a fresh seed corpus; exits non-zero on any crash,
+# Runs a fuzz target (fuzz_gguf, fuzz_wire or fuzz_serve_request) for a bounded time on a fresh seed corpus; exits non-zero on any crash,
 # sanitizer report, leak, timeout (hang) or out-of-memory. Crashing inputs are kept in
 # <binary dir>/fuzz-artifacts/ for reproduction:  build-fuzz/fuzz_gguf <artifact>
 #
@@ -13,6 +13,7 @@ bin_dir=$(cd "$(dirname "$bin")" && pwd)
 case $(basename "$bin") in
   fuzz_gguf) seeds=make_seeds.sh; dict=gguf.dict; corpus_name=gguf-corpus ;;
   fuzz_wire) seeds=make_wire_seeds.sh; dict=wire.dict; corpus_name=wire-corpus ;;
+  fuzz_serve_request) seeds=make_serve_seeds.sh; dict=serve.dict; corpus_name=serve-corpus ;;
   *) echo "run_fuzz.sh: unknown target $bin" >&2; exit 2 ;;
 esac
 corpus=${3:-$bin_dir/$corpus_name}

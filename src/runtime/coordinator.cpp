@@ -696,6 +696,8 @@ struct Sequence {
   std::vector<int32_t> replay;
   size_t n_replayed = 0;
   bool done = false;
+  const model::GenerateOptions* gen = nullptr;  // the request's own options, or the call's
+  const std::function<bool()>* cancelled = nullptr;  // the request's, may be empty
   std::optional<model::Sampler> sampler;  // when the origin samples
   std::vector<int32_t> history;
   std::unique_ptr<model::TextStreamer> streamer;
@@ -727,7 +729,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return make_error(ErrorCode::internal, "model produced fewer logits than the vocabulary size");
   }
   size_t n_worker_stages = c.n_worker_stages();  // (all four change with a failover's new plan)
-  bool origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
+  bool any_penalty = penalty_active(gen.sampling);
+  for (const auto& r : requests) any_penalty = any_penalty || (r.options && penalty_active(r.options->sampling));
+  bool origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
   // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
   const uint64_t base_seed = model::Sampler(gen.sampling).seed();
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
@@ -766,9 +770,11 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     s.seq_id = static_cast<int32_t>(i);
     s.prompt = &requests[i].prompt_tokens;
     s.history = *s.prompt;
-    s.streamer = std::make_unique<model::TextStreamer>(gen.stop);
+    s.gen = requests[i].options ? &*requests[i].options : &gen;
+    s.cancelled = &requests[i].cancelled;
+    s.streamer = std::make_unique<model::TextStreamer>(s.gen->stop);
     s.result.n_prompt = static_cast<int64_t>(s.prompt->size());
-    s.result.seed = base_seed + i;
+    s.result.seed = requests[i].options ? model::Sampler(s.gen->sampling).seed() : base_seed + i;
     s.prefill_sizes = prefill_plan(s.result.n_prompt);
     queued.push_back(i);
   }
@@ -801,7 +807,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // The token a sequence's last batch produced: the same decisions as model::generate.
   auto accept = [&](Sequence& s, int32_t tok) -> Expected<void> {
     const int64_t i = static_cast<int64_t>(s.result.tokens.size());
-    if (gen.n_predict >= 0 && i >= gen.n_predict) return finish(s, model::StopReason::length);
+    const int64_t n_predict = s.gen->n_predict;
+    if (n_predict >= 0 && i >= n_predict) return finish(s, model::StopReason::length);
     if (tokenizer.is_eog(tok)) return finish(s, model::StopReason::eog);
     s.result.tokens.push_back(tok);
     s.history.push_back(tok);
@@ -809,7 +816,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     std::string shown = s.streamer->push(tokenizer.decode_token(tok), stopped);
     if (on_text && !shown.empty()) on_text(s.index, shown);
     if (stopped) return finish(s, model::StopReason::stop_string);
-    if (gen.n_predict >= 0 && i + 1 >= gen.n_predict) return finish(s, model::StopReason::length);
+    if (n_predict >= 0 && i + 1 >= n_predict) return finish(s, model::StopReason::length);
+    if (*s.cancelled && (*s.cancelled)()) return finish(s, model::StopReason::length);
     if (s.pos >= n_ctx) return finish(s, model::StopReason::context);
     s.decode_ready = true;
     s.next_token = tok;
@@ -924,18 +932,19 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   auto start_sampling = [&](Sequence& s) -> Expected<void> {
     if (origin_samples) {  // (also when no worker holds the head)
       if (s.sampler) return {};
-      model::SamplingParams p = gen.sampling;
+      model::SamplingParams p = s.gen->sampling;
       p.seed = s.result.seed;
       s.sampler.emplace(p);
       return {};
     }
     net::Sampling m;
     m.seq_id = s.seq_id;
-    m.temperature = std::max(0.0f, gen.sampling.temperature);
-    m.top_k = std::max(0, gen.sampling.top_k);
+    const model::SamplingParams& sp = s.gen->sampling;
+    m.temperature = std::max(0.0f, sp.temperature);
+    m.top_k = std::max(0, sp.top_k);
     // The sampler treats out-of-range values as "off"; the wire only carries the canonical forms.
-    m.top_p = std::max(0.0f, gen.sampling.top_p);
-    m.min_p = std::clamp(gen.sampling.min_p, 0.0f, 1.0f);
+    m.top_p = std::max(0.0f, sp.top_p);
+    m.min_p = std::clamp(sp.min_p, 0.0f, 1.0f);
     m.seed = s.result.seed;
     return c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++);
   };
@@ -991,7 +1000,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
       n_worker_stages = c.n_worker_stages();
       const bool was_origin_sampling = origin_samples;
-      origin_samples = c.opt.ring || penalty_active(gen.sampling) || n_worker_stages == 0;
+      origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
       max_in_flight = n_worker_stages + 1;
       max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
                                                     : std::max<size_t>(1, n_worker_stages);

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,6 +97,13 @@ struct RunStats {
 
 struct Request {
   std::vector<int32_t> prompt_tokens;
+  // This request's own limits, sampling and stop strings (an HTTP server batches requests that ask
+  // for different ones). Empty: generate()'s `gen`, with seed + i. Given: its seed as is (drawn at
+  // random when it is model::kRandomSeed); its seq_id and n_batch are not used.
+  std::optional<model::GenerateOptions> options = std::nullopt;
+  // Asked after each generated token; true ends the request there (stop reason `length`, the result
+  // holding what was generated so far), e.g. when an HTTP client went away. Empty: never.
+  std::function<bool()> cancelled = {};
 };
 
 class Coordinator {
@@ -122,7 +130,8 @@ class Coordinator {
   std::string describe(const model::GenerateOptions& gen) const;
 
   // Generates every request, at most `parallel` at once (>= 1). on_text(i, text) streams request i's
-  // text as it is produced. Results are in request order.
+  // text as it is produced. Results are in request order. Requests cannot join a running call: a
+  // server gathers what is queued into the next call.
   Expected<std::vector<model::GenerateResult>> generate(
       const model::Tokenizer& tokenizer, const std::vector<Request>& requests, const model::GenerateOptions& gen,
       int parallel, const std::function<void(size_t, std::string_view)>& on_text = {});

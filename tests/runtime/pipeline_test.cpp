@@ -3,6 +3,7 @@
 // sequences in flight.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -216,6 +217,86 @@ TEST(Pipeline, StopStringsContextEndAndZeroTokensBehaveAsOneProcess) {
     ASSERT_TRUE(got.has_value()) << got.error().message;
     expect_same(want, *got, "n_predict " + std::to_string(cs.n_predict));
   }
+}
+
+// Each request may carry its own limits, sampling, seed and stop strings (as an HTTP server batches
+// requests that ask for different ones): each gives what one process gives with those options.
+TEST(Pipeline, RequestsWithTheirOwnOptionsMatchOneProcessEach) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  std::vector<model::GenerateOptions> opts(3);
+  opts[0].n_predict = 12;
+  opts[0].sampling.temperature = 0;
+  opts[1].n_predict = 30;
+  opts[1].sampling.temperature = 0.9f;
+  opts[1].sampling.top_k = 0;
+  opts[1].sampling.seed = 77;
+  opts[2].n_predict = 40;
+  opts[2].sampling.temperature = 0.7f;
+  opts[2].sampling.seed = 5;
+  opts[2].stop = {"."};
+  std::vector<model::GenerateResult> want;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    ThreadPool pool(1);
+    auto runner = model::UnitRunner::create(*f.model, 0, f.model->n_units() - 1, pool, 128);
+    ASSERT_TRUE(runner.has_value());
+    auto r = model::generate(**runner, *f.tok, f.prompts[i], opts[i]);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    want.push_back(std::move(*r));
+  }
+  test::InprocCluster cluster(2);
+  for (float penalty : {1.0f, 1.2f}) {  // worker-side and origin-side sampling
+    for (auto& o : opts) o.sampling.repeat_penalty = 1.0f;
+    opts[0].sampling.repeat_penalty = penalty;  // greedy: a penalty on one request moves sampling to the origin
+    runtime::CoordinatorOptions co;
+    co.n_ctx = 128;
+    auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+    ASSERT_TRUE(coord.has_value()) << coord.error().message;
+    ASSERT_TRUE((*coord)->load(*runtime::split_even(f.model->n_units(), 2, false)).has_value());
+    std::vector<runtime::Request> reqs;
+    for (size_t i = 0; i < opts.size(); ++i) reqs.push_back(runtime::Request{f.prompts[i], opts[i]});
+    model::GenerateOptions other;  // the call's options must not leak into requests that have their own
+    other.n_predict = 3;
+    other.sampling.temperature = 2;
+    auto got = (*coord)->generate(*f.tok, reqs, other, 3);
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    if (penalty == 1.0f) {
+      expect_same(want, *got, "own options");
+    } else {
+      EXPECT_EQ((*got)[1].tokens, want[1].tokens);
+      EXPECT_EQ((*got)[2].tokens, want[2].tokens);
+    }
+    EXPECT_EQ((*got)[1].seed, 77u);
+    EXPECT_EQ((*got)[2].seed, 5u);
+    EXPECT_EQ(model::stop_reason_name((*got)[2].stop_reason), std::string("stop"));
+  }
+}
+
+// A cancelled request ends after the token that found it cancelled; the others are untouched.
+TEST(Pipeline, ACancelledRequestEndsEarlyAndTheOthersDoNot) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 30;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 96);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 96;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  ASSERT_TRUE((*coord)->load(*runtime::split_even(f.model->n_units(), 2, false)).has_value());
+  auto reqs = requests(f);
+  int asked = 0;
+  reqs[1].cancelled = [&asked] { return ++asked >= 5; };  // cancelled once 5 tokens were generated
+  auto got = (*coord)->generate(*f.tok, reqs, gen, 3);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ((*got)[0].tokens, want[0].tokens);
+  EXPECT_EQ((*got)[2].tokens, want[2].tokens);
+  ASSERT_EQ((*got)[1].tokens.size(), 5u);
+  EXPECT_TRUE(std::equal((*got)[1].tokens.begin(), (*got)[1].tokens.end(), want[1].tokens.begin()));
 }
 
 TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {

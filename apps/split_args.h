@@ -1,0 +1,43 @@
+// The options that say how a model is split over the devices (`run`, `serve`): --ring, --split,
+// --objective, --split-units, and choosing the stages from them once the workers are connected.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "plan/plan.h"
+#include "runtime/coordinator.h"
+
+namespace ll::apps {
+
+struct SplitArgs {
+  std::string split = "optimal", split_units, objective;
+  bool ring = false;
+  CLI::Option* split_option = nullptr;  // set by add_split_options: whether --split was given
+  // Any split option given (they need --local or --cluster).
+  bool custom() const {
+    return ring || !split_units.empty() || (split_option != nullptr && split_option->count() > 0);
+  }
+};
+
+void add_split_options(CLI::App& app, SplitArgs& a);
+
+struct ChosenSplit {
+  std::vector<runtime::Stage> stages;
+  std::vector<plan::StageReport> predicted;  // --split optimal: the planner's figures per stage
+  std::optional<plan::Profile> profile;      // --split optimal: what was measured (for re-plans)
+  plan::SolveOptions solve;                  // --split optimal: how it was solved
+};
+
+// `several`: more than one request at a time is expected (the default objective is throughput).
+// `profile_steps`: timed steps per device for --split optimal (two warm-up steps come first, so the
+// context must hold profile_steps + 3 tokens).
+Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, const model::Model& model,
+                                   bool several, bool verbose, int profile_steps = 8);
+
+}  // namespace ll::apps
