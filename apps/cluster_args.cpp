@@ -126,7 +126,7 @@ Expected<plan::Profile> measure_live_profile(const ClusterArgs& a, const std::st
   if (!a.wanted()) return make_error(ErrorCode::invalid_argument, "measuring devices needs --local N or --cluster FILE");
   LL_ASSIGN_OR_RETURN(auto model, model::Model::load(model_path));
   runtime::CoordinatorOptions co;
-  co.n_ctx = std::max<int64_t>(ctx_size, steps + 8);  // the timed steps, warm-up steps and room
+  co.n_ctx = std::max<int64_t>(ctx_size, 2 * steps + 8);  // two kinds of timed steps, warm-up steps, room
   co.log = [verbose](const std::string& s) {
     if (verbose) std::fprintf(stderr, "lingua: %s\n", s.c_str());
   };

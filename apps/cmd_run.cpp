@@ -272,9 +272,10 @@ Runner add_run_command(CLI::App& app) {
       replan_state->coordinator = &c;
       replan_state->model = &**model;
       replan_state->ring = o->split.ring;
-      // Eight timed profiling steps, fewer when the context is shorter (two warm-up steps come first).
+      // Eight timed profiling steps of each kind, fewer when the context is shorter (two warm-up
+      // steps come first).
       auto chosen = choose_split(o->split, c, **model, prompts.size() > 1 && o->parallel > 1, o->verbose,
-                                 static_cast<int>(std::clamp<int64_t>(n_ctx - 3, 1, 8)));
+                                 static_cast<int>(std::clamp<int64_t>((n_ctx - 3) / 2, 1, 8)));
       if (!chosen) return report_error(chosen.error());
       predicted = chosen->predicted;
       replan_state->profile = chosen->profile;

@@ -35,8 +35,8 @@ struct ChosenSplit {
 };
 
 // `several`: more than one request at a time is expected (the default objective is throughput).
-// `profile_steps`: timed steps per device for --split optimal (two warm-up steps come first, so the
-// context must hold profile_steps + 3 tokens).
+// `profile_steps`: timed steps of each kind per device for --split optimal (two warm-up steps come
+// first, so the context must hold 2 * profile_steps + 3 tokens).
 Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, const model::Model& model,
                                    bool several, bool verbose, int profile_steps = 8);
 

@@ -62,7 +62,8 @@ def run_one(build, model, name, n_predict, prompts_file):
     args = [os.path.join(build, "lingua"), "run", "-m", model, "--temp", "0", "-n", str(n_predict), "--json", "-v",
             "--cluster", CLUSTER_FILE, "--insecure", "--origin-memory", "320MB", "-t", "1"] + CONFIGS[name]
     args += ["-f", prompts_file] if name == "optimal4" else ["-p", PROMPT]
-    p = subprocess.run([sys.executable, EMULATE, "exec", "origin", "--"] + args, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, EMULATE, "exec", "origin", "--"] + args, capture_output=True, text=True,
+                       errors="replace")  # a random-weight model writes arbitrary bytes
     if p.returncode != 0:
         sys.exit(f"failed ({name}): {' '.join(args)}\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])

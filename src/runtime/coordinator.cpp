@@ -367,7 +367,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   if (n_steps < 1) return make_error(ErrorCode::invalid_argument, "profiling needs at least one step");
   const model::HParams& hp = c.model->hparams();
   const int64_t E = hp.n_embd, L = hp.n_layer, U = c.model->n_units();
-  if (n_steps + kProfileWarmupSteps >= c.opt.n_ctx) {
+  if (2 * n_steps + kProfileWarmupSteps >= c.opt.n_ctx) {
     return make_error(ErrorCode::invalid_argument, "profiling steps must fit the context");
   }
   const int W = n_workers();
@@ -423,11 +423,11 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     // Steps k_first..k_last-1, sent back to back so that the worker runs them without a pause: a
     // device under a CPU quota (a phone that throttles, a cgroup) runs a short burst after a pause
     // at full speed, and would look far faster than it is over a whole segment.
-    auto steps = [&](int k_first, int k_last) -> Expected<void> {
+    auto steps = [&](int k_first, int k_last, bool want_output) -> Expected<void> {
       std::vector<uint64_t> rids;
       for (int k = k_first; k < k_last; ++k) {
         net::ActivationBatch ab;
-        ab.tokens = {net::TokenMeta{k_probe_seq, k, true}};
+        ab.tokens = {net::TokenMeta{k_probe_seq, k, want_output}};
         ab.n_embd = static_cast<uint32_t>(E);
         ab.hidden = hidden;
         rids.push_back(c.next_request_id++);
@@ -437,14 +437,20 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       return {};
     };
     // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
-    LL_TRY(steps(0, kProfileWarmupSteps));
+    // Then n_steps that run the block alone (no output wanted: the head is skipped), then n_steps
+    // that run both. Under a CPU quota the pauses fall on whichever unit is running, so a step's
+    // split between block and head is noise; the block-only steps give the block's sustained rate,
+    // and the head is what the full steps take beyond it.
+    LL_TRY(steps(0, kProfileWarmupSteps, true));
     LL_ASSIGN_OR_RETURN(auto before, unit_totals());
-    LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps));
+    LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps, false));
+    LL_ASSIGN_OR_RETURN(auto middle, unit_totals());
+    LL_TRY(steps(kProfileWarmupSteps + n_steps, kProfileWarmupSteps + 2 * n_steps, true));
     LL_ASSIGN_OR_RETURN(auto after, unit_totals());
     // No weights streamed to measure the link by (the worker maps its own copy, or had them
     // cached): one batch of hidden states is the probe. Its round trip less the worker's compute for
     // it (from its totals) less the latency both ways is the time the bytes took.
-    const int k_next = kProfileWarmupSteps + n_steps;
+    const int k_next = kProfileWarmupSteps + 2 * n_steps;
     const int n_probe = static_cast<int>(std::min<int64_t>(kBandwidthProbeTokens, c.opt.n_ctx - 1 - k_next));
     if (link_bw[static_cast<size_t>(w)] >= 1e12 && n_probe >= 8) {
       net::ActivationBatch ab;
@@ -467,8 +473,9 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
       return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
     };
-    block_ms[static_cast<size_t>(w)] = per_token(before[0], after[0]);
-    head_ms[static_cast<size_t>(w)] = per_token(before[1], after[1]);
+    block_ms[static_cast<size_t>(w)] = per_token(before[0], middle[0]);
+    const double full_step_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
+    head_ms[static_cast<size_t>(w)] = std::max(0.0, full_step_ms - block_ms[static_cast<size_t>(w)]);
     c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
           " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
           std::to_string(link_ms[static_cast<size_t>(w)]) + " ms, " +
@@ -505,6 +512,40 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       if (t.unit == L + 1) head_ms[0] = since(probe_before, t);
     }
     for (const auto& t : embed->unit_timings()) embed_ms = since(embed_before, t);
+
+    // The probes above run one block over and over, so its weights stay in the caches; a stage
+    // reads many blocks in turn and streams them from memory. The origin, which has the model, also
+    // times as many of the last blocks as its budget would let it hold (at most 1 GiB of them),
+    // back to back, and takes their rate per block as its own. The ratio of that rate to its
+    // cache-warm probe scales every worker's probe too (all devices are assumed to lose the same
+    // share to memory: exact for processes on one machine, an estimate across devices).
+    const uint64_t block_bytes = std::max<uint64_t>(1, c.model->unit_weight_bytes(L));
+    uint64_t budget = c.opt.origin_memory_bytes > 0 ? c.opt.origin_memory_bytes : available_memory_bytes();
+    budget = std::min<uint64_t>(budget, uint64_t{1} << 30);
+    const uint64_t ends = c.model->unit_weight_bytes(0) + c.model->unit_weight_bytes(L + 1);
+    const int64_t n_sweep =
+        std::clamp<int64_t>(budget > ends ? static_cast<int64_t>((budget - ends) / block_bytes) : 1, 1, L);
+    if (n_sweep > 1) {
+      LL_ASSIGN_OR_RETURN(auto sweep, model::UnitRunner::create(*c.model, L - n_sweep + 1, L, *c.pool, c.opt.n_ctx));
+      std::vector<model::UnitTiming> sweep_before;
+      for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+        if (k == kProfileWarmupSteps) sweep_before = sweep->unit_timings();
+        model::BatchToken bt{k_probe_seq + 1, k, 0, true};
+        LL_TRY(sweep->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
+      }
+      double total = 0;
+      for (const auto& t : sweep->unit_timings()) total += since(sweep_before, t);
+      const double streamed_block_ms = total / static_cast<double>(n_sweep);
+      if (block_ms[0] > 0 && streamed_block_ms > block_ms[0]) {
+        const double ratio = streamed_block_ms / block_ms[0];
+        c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(streamed_block_ms) +
+              " ms/token each, " + std::to_string(ratio) + "x one block repeated: every device's figures are scaled");
+        for (size_t d = 0; d < block_ms.size(); ++d) {
+          block_ms[d] *= ratio;
+          head_ms[d] *= ratio;
+        }
+      }
+    }
   }
 
   plan::Profile p;
