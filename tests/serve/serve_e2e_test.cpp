@@ -126,7 +126,7 @@ std::string complete_streamed(const ServeProcess& s, const json& c) {
 
 TEST(ServeEndToEnd, CompletionsOverTwoLocalWorkersEqualTheExpectedTexts) {
   REQUIRE_MODEL_AND_EXPECTED();
-  ServeProcess s({"--local", "2", "--worker-threads", "1"});
+  ServeProcess s({"--local", "2", "--split", "even", "--worker-threads", "1"});
   ASSERT_GT(s.port, 0);
   for (const auto& c : cases) {
     SCOPED_TRACE(c["prompt"].get<std::string>());
@@ -205,7 +205,7 @@ TEST(ServeEndToEnd, TheOfficialOpenAIClientWorks) {
   REQUIRE_TOOL(have_program("node"), "node (Debian package nodejs)");
   REQUIRE_TOOL(std::filesystem::exists(dir + "/node_modules/openai/package.json"),
                "the openai npm package (run `npm ci` in tests/e2e/openai_client; scripts/install-deps.sh does)");
-  ServeProcess s({"--local", "2", "--worker-threads", "1", "--api-key", "e2e-key"});
+  ServeProcess s({"--local", "2", "--split", "even", "--worker-threads", "1", "--api-key", "e2e-key"});
   ASSERT_GT(s.port, 0);
   std::string out;
   const int rc = test::run_command("cd " + test::shell_quote(dir) + " && LINGUA_BASE_URL=" + s.url() +
@@ -219,7 +219,7 @@ TEST(ServeEndToEnd, TheOfficialOpenAIClientWorks) {
 TEST(ServeEndToEnd, TheClusterPageShowsDevicesUnitsStagesAndEventsInChromium) {
   LL_REQUIRE_SHARED(model_path());
   REQUIRE_TOOL(have_program("chromium"), "chromium (Debian package chromium)");
-  ServeProcess s({"--local", "2", "--worker-threads", "1"});
+  ServeProcess s({"--local", "2", "--split", "even", "--worker-threads", "1"});
   ASSERT_GT(s.port, 0);
   auto r = s.client().Post("/v1/completions", R"({"prompt":"Once upon a time","max_tokens":8,"temperature":0})",
                            "application/json");
