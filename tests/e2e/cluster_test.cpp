@@ -404,6 +404,11 @@ namespace {
 TEST(ClusterFailover, SurvivorsTooSmallForTheModelFailWithTheMissingMemory) {
   // Three F32 blocks of 36 MiB and a tiny vocabulary: one block per worker fits a 124 MB (118 MiB)
   // --memory-limit (block + runtime + reserve); two workers would need two blocks on one of them.
+#if defined(__SANITIZE_ADDRESS__)
+  // The limits are sized for a worker's own resident memory; a sanitized worker starts with tens of
+  // MiB more (shadow memory), so even the first plan would not fit.
+  GTEST_SKIP() << "memory limits sized for an uninstrumented worker (this is an ASan build)";
+#endif
   const std::string model = ::testing::TempDir() + "/ll_fat_" + std::to_string(::getpid()) + ".gguf";
   {
     ll::model::GenModelOptions g;
