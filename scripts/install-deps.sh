@@ -32,7 +32,7 @@ if ((arm64)); then
     g++-aarch64-linux-gnu qemu-user-static
     # Header-only packages (cppzmq, nlohmann-json, CLI11) serve both architectures from above.
     libzmq3-dev:arm64 coinor-libcbc-dev:arm64 libicu-dev:arm64 libssl-dev:arm64
-    libtomlplusplus-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
+    libtomlplusplus-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64
     zlib1g-dev:arm64                      # -lz for coinutils (cbc.pc names it without a .pc of its own)
   )
 fi
