@@ -123,7 +123,7 @@ TEST(MixedArchCluster, X86OriginWithEmulatedArm64WorkerMatchesOneX86Process) {
     // Default split: the worker runs every block and the head (hidden states x86 -> arm64, logits
     // back); --ring: the origin keeps the head (hidden states both ways).
     for (const char* mode : {"", " --ring"}) {
-      const std::string cmd = base + " --cluster " + shell_quote(cluster) + " --insecure --connect-timeout 60" + mode;
+      const std::string cmd = base + " --cluster " + shell_quote(cluster) + " --insecure --split even --connect-timeout 60" + mode;
       ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
       const nlohmann::json mixed = nlohmann::json::parse(last_line(out));
       EXPECT_EQ(mixed["prompt_tokens"], single["prompt_tokens"]) << cmd;
@@ -182,7 +182,7 @@ TEST(MixedArchCluster, DistWorkerUsesOnlyItsBundledLibraries) {
                            " -p 'Once upon a time' -n 24 --temp 0 --json";
   ASSERT_EQ(run_command(base, out), 0) << out;
   const nlohmann::json single = nlohmann::json::parse(last_line(out));
-  ASSERT_EQ(run_command(base + " --cluster " + shell_quote(cluster) + " --insecure --connect-timeout 60", out), 0)
+  ASSERT_EQ(run_command(base + " --cluster " + shell_quote(cluster) + " --insecure --split even --connect-timeout 60", out), 0)
       << out;
   const nlohmann::json mixed = nlohmann::json::parse(last_line(out));
   EXPECT_EQ(mixed["tokens"], single["tokens"]);
