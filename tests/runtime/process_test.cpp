@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -333,16 +334,21 @@ TEST(TerminationSignals, FlagInsteadOfDeathAndEintr) {
   EXPECT_EQ(TerminationSignals::signal_number(), SIGTERM);
   TerminationSignals::clear();
 
-  // A blocking read_line returns early (nullopt) when SIGINT interrupts it.
+  // A blocking read_line returns early (nullopt) when SIGINT interrupts it. The signal is repeated
+  // until the read returns: on a loaded machine the first one may come before the read blocks.
   ChildProcess child = spawn_sh("exec sleep 30");
   const pthread_t self = ::pthread_self();
-  std::thread sender([self] {
-    std::this_thread::sleep_for(50ms);
-    ::pthread_kill(self, SIGINT);
+  std::atomic<bool> returned{false};
+  std::thread sender([self, &returned] {
+    for (int i = 0; i < 20 && !returned.load(); ++i) {
+      std::this_thread::sleep_for(50ms);
+      if (!returned.load()) ::pthread_kill(self, SIGINT);
+    }
   });
   const auto t0 = Clock::now();
   auto line = child.read_line(5s);
   const auto elapsed = Clock::now() - t0;
+  returned.store(true);
   sender.join();
   ASSERT_TRUE(line) << line.error().message;
   EXPECT_EQ(*line, std::nullopt);
