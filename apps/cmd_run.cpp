@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -35,67 +34,6 @@ namespace {
 int default_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(std::min(n, 64u));
-}
-
-// What a failover re-plans from: the split the run chose, and what it was computed from.
-struct ReplanState {
-  std::string split;  // "even", "memory", "optimal"
-  const runtime::Coordinator* coordinator = nullptr;
-  const model::Model* model = nullptr;
-  bool ring = false;
-  std::optional<plan::Profile> profile;  // --split optimal: as measured at the start
-  plan::SolveOptions solve;
-};
-
-// A split over workers 1..alive.size() placed on the surviving workers `alive` (in cluster order).
-std::vector<runtime::Stage> onto_workers(std::vector<runtime::Stage> stages, const std::vector<int>& alive) {
-  for (auto& st : stages) {
-    if (st.device != 0) st.device = alive[static_cast<size_t>(st.device - 1)];
-  }
-  return stages;
-}
-
-// `p` with only the devices in `keep` (indices; the origin, 0, first), in that order.
-plan::Profile keep_devices(const plan::Profile& p, const std::vector<int>& keep) {
-  plan::Profile out = p;
-  out.devices.clear();
-  out.latency_ms.assign(keep.size(), std::vector<double>(keep.size(), 0.0));
-  out.bandwidth_bytes_per_s.assign(keep.size(), std::vector<double>(keep.size(), 1e12));
-  for (size_t a = 0; a < keep.size(); ++a) {
-    out.devices.push_back(p.devices[static_cast<size_t>(keep[a])]);
-    for (size_t b = 0; b < keep.size(); ++b) {
-      out.latency_ms[a][b] = p.latency_ms[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
-      out.bandwidth_bytes_per_s[a][b] = p.bandwidth_bytes_per_s[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
-    }
-  }
-  out.origin = 0;
-  return out;
-}
-
-Expected<std::vector<runtime::Stage>> replan(const ReplanState& st, const std::vector<int>& alive) {
-  const int64_t n_units = st.model->n_units();
-  if (st.split == "optimal" && st.profile) {
-    std::vector<int> keep{0};
-    keep.insert(keep.end(), alive.begin(), alive.end());
-    LL_ASSIGN_OR_RETURN(plan::PlanResult solved, plan::solve(keep_devices(*st.profile, keep), st.solve));
-    for (auto& stage : solved.stages) stage.device = keep[static_cast<size_t>(stage.device)];
-    return solved.stages;
-  }
-  if (alive.empty()) {
-    return make_error(ErrorCode::resource, "no worker is left to hold units 1-" + std::to_string(n_units - 1));
-  }
-  if (st.split == "memory") {
-    std::vector<uint64_t> unit_bytes, memory;
-    for (int64_t u = 0; u < n_units; ++u) unit_bytes.push_back(st.model->unit_weight_bytes(u));
-    for (int w : alive) {
-      const auto& h = st.coordinator->worker_hello(w);
-      memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
-    }
-    LL_ASSIGN_OR_RETURN(auto stages, runtime::split_memory(unit_bytes, memory, st.ring));
-    return onto_workers(std::move(stages), alive);
-  }
-  LL_ASSIGN_OR_RETURN(auto stages, runtime::split_even(n_units, static_cast<int>(alive.size()), st.ring));
-  return onto_workers(std::move(stages), alive);
 }
 
 }  // namespace
@@ -258,28 +196,23 @@ Runner add_run_command(CLI::App& app) {
       co.log = [v = o->verbose](const std::string& s) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
-      auto replan_state = std::make_shared<ReplanState>();
-      // An explicit --split-units is kept as given: a lost worker then fails the run.
-      if (o->split.split_units.empty()) {
-        co.replan = [replan_state](const std::vector<int>& alive) { return replan(*replan_state, alive); };
-      }
+      auto resplit = std::make_shared<Resplitter>();
+      resplit->args = o->split;
+      Resplitter::install(resplit, co);
       auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!conn) return report_error(conn.error());
       cluster_conn = std::move(*conn);
       auto* coord = &cluster_conn.coordinator;
       runtime::Coordinator& c = **coord;
-      replan_state->split = o->split.split;
-      replan_state->coordinator = &c;
-      replan_state->model = &**model;
-      replan_state->ring = o->split.ring;
       // Eight timed profiling steps of each kind, fewer when the context is shorter (two warm-up
       // steps come first).
       auto chosen = choose_split(o->split, c, **model, prompts.size() > 1 && o->parallel > 1, o->verbose,
                                  static_cast<int>(std::clamp<int64_t>((n_ctx - 3) / 2, 1, 8)));
       if (!chosen) return report_error(chosen.error());
       predicted = chosen->predicted;
-      replan_state->profile = chosen->profile;
-      replan_state->solve = chosen->solve;
+      resplit->chosen = *chosen;
+      resplit->coordinator = &c;
+      resplit->model = &**model;
       auto loaded = c.load(chosen->stages);
       if (!loaded) return report_error(loaded.error());
       if (o->verbose) std::fprintf(stderr, "%s", c.describe(gopt).c_str());

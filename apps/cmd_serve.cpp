@@ -134,6 +134,9 @@ Runner add_serve_command(CLI::App& app) {
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
       co.log = log;
+      auto resplit = std::make_shared<Resplitter>();  // a lost worker: re-plan over the survivors
+      resplit->args = o->split;
+      Resplitter::install(resplit, co);
       auto c = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!c) return report_error(c.error());
       conn = std::move(*c);
@@ -143,6 +146,9 @@ Runner add_serve_command(CLI::App& app) {
       }
       auto chosen = choose_split(o->split, coord, **model, o->parallel > 1, o->verbose);
       if (!chosen) return report_error(chosen.error());
+      resplit->chosen = *chosen;
+      resplit->coordinator = &coord;
+      resplit->model = &**model;
       auto loaded = coord.load(chosen->stages);
       if (!loaded) return report_error(loaded.error());
       events.add("load", "plan " + runtime::format_split(chosen->stages) + " loaded");

@@ -25,6 +25,69 @@ void add_split_options(CLI::App& app, SplitArgs& a) {
                  "then one per worker")->excludes(split)->group("Distributed");
 }
 
+namespace {
+
+// A split made for workers 1..workers.size(), moved onto `workers` (cluster indices).
+std::vector<runtime::Stage> onto_workers(std::vector<runtime::Stage> stages, const std::vector<int>& workers) {
+  for (auto& st : stages) {
+    if (st.device != 0) st.device = workers[static_cast<size_t>(st.device - 1)];
+  }
+  return stages;
+}
+
+// --split memory over `workers`: in proportion to each one's --memory-limit or free memory.
+Expected<std::vector<runtime::Stage>> split_by_memory(const runtime::Coordinator& c, const model::Model& model,
+                                                      const std::vector<int>& workers, bool ring) {
+  std::vector<uint64_t> unit_bytes, memory;
+  for (int64_t u = 0; u < model.n_units(); ++u) unit_bytes.push_back(model.unit_weight_bytes(u));
+  for (int w : workers) {
+    const auto& h = c.worker_hello(w);
+    memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
+  }
+  LL_ASSIGN_OR_RETURN(auto stages, runtime::split_memory(unit_bytes, memory, ring));
+  return onto_workers(std::move(stages), workers);
+}
+
+// `p` with only the devices in `keep` (indices, the origin first), in that order.
+plan::Profile keep_devices(const plan::Profile& p, const std::vector<int>& keep) {
+  plan::Profile out = p;
+  out.devices.clear();
+  out.latency_ms.assign(keep.size(), std::vector<double>(keep.size(), 0.0));
+  out.bandwidth_bytes_per_s.assign(keep.size(), std::vector<double>(keep.size(), 1e12));
+  for (size_t a = 0; a < keep.size(); ++a) {
+    out.devices.push_back(p.devices[static_cast<size_t>(keep[a])]);
+    for (size_t b = 0; b < keep.size(); ++b) {
+      out.latency_ms[a][b] = p.latency_ms[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
+      out.bandwidth_bytes_per_s[a][b] = p.bandwidth_bytes_per_s[static_cast<size_t>(keep[a])][static_cast<size_t>(keep[b])];
+    }
+  }
+  out.origin = 0;
+  return out;
+}
+
+}  // namespace
+
+Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<int>& alive) const {
+  if (chosen.profile) {  // --split optimal
+    std::vector<int> keep{0};
+    keep.insert(keep.end(), alive.begin(), alive.end());
+    LL_ASSIGN_OR_RETURN(plan::PlanResult solved, plan::solve(keep_devices(*chosen.profile, keep), chosen.solve));
+    for (auto& stage : solved.stages) stage.device = keep[static_cast<size_t>(stage.device)];
+    return solved.stages;
+  }
+  if (alive.empty()) {
+    return make_error(ErrorCode::resource, "no worker is left to hold units 1-" + std::to_string(model->n_units() - 1));
+  }
+  if (args.split == "memory") return split_by_memory(*coordinator, *model, alive, args.ring);
+  LL_ASSIGN_OR_RETURN(auto stages, runtime::split_even(model->n_units(), static_cast<int>(alive.size()), args.ring));
+  return onto_workers(std::move(stages), alive);
+}
+
+void Resplitter::install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co) {
+  if (!self->args.split_units.empty()) return;
+  co.replan = [self](const std::vector<int>& alive) { return (*self)(alive); };
+}
+
 Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, const model::Model& model,
                                    bool several, bool verbose, int profile_steps) {
   const int64_t n_units = model.hparams().n_units();
@@ -32,13 +95,9 @@ Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, 
   if (!a.split_units.empty()) {
     LL_ASSIGN_OR_RETURN(out.stages, runtime::parse_split_units(a.split_units, n_units, c.n_workers(), a.ring));
   } else if (a.split == "memory") {
-    std::vector<uint64_t> unit_bytes, memory;
-    for (int64_t u = 0; u < n_units; ++u) unit_bytes.push_back(model.unit_weight_bytes(u));
-    for (int w = 1; w <= c.n_workers(); ++w) {
-      const auto& h = c.worker_hello(w);
-      memory.push_back(h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes);
-    }
-    LL_ASSIGN_OR_RETURN(out.stages, runtime::split_memory(unit_bytes, memory, a.ring));
+    std::vector<int> all(static_cast<size_t>(c.n_workers()));
+    for (int w = 1; w <= c.n_workers(); ++w) all[static_cast<size_t>(w - 1)] = w;
+    LL_ASSIGN_OR_RETURN(out.stages, split_by_memory(c, model, all, a.ring));
   } else if (a.split == "optimal") {
     LL_ASSIGN_OR_RETURN(auto profile, c.measure_profile(profile_steps));
     plan::SolveOptions so;

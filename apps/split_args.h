@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,5 +40,21 @@ struct ChosenSplit {
 // first, so the context must hold 2 * profile_steps + 3 tokens).
 Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, const model::Model& model,
                                    bool several, bool verbose, int profile_steps = 8);
+
+// A failover's new plan, by the rule that chose the first one: even / memory re-split over the
+// surviving workers, optimal re-solves the measured profile without the lost devices. An explicit
+// --split-units is kept as given, so there is none (install() leaves CoordinatorOptions::replan empty).
+// Fill `chosen`, `coordinator` and `model` once the first split is loaded.
+struct Resplitter {
+  SplitArgs args;
+  ChosenSplit chosen;
+  const runtime::Coordinator* coordinator = nullptr;
+  const model::Model* model = nullptr;
+
+  // `alive`: the surviving workers' indices (1-based, ascending).
+  Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive) const;
+  // Sets co.replan to call *self (unless the split is explicit).
+  static void install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co);
+};
 
 }  // namespace ll::apps

@@ -787,19 +787,37 @@ bool uniform_blocks(const Profile& p, UniformBlocks& ub) {
   return true;
 }
 
+// Blocks node i can hold besides the units it must hold, as a middle stage (`mid`: the origin's first
+// copy also holds the embedding) and as the last one (`last`: the head too); -1 when not even those
+// fit. The ring origin's two copies share one device, so both get what is left beside embedding and
+// head (a row over the two then caps their sum). `may_last`: only the origin's copies end a ring plan.
+struct NodeCaps {
+  int mid = 0, last = 0;
+  bool may_last = true;
+};
+
+NodeCaps node_caps(const Profile& p, const Nodes& g, const UniformBlocks& ub, int i) {
+  auto cap = [&](uint64_t fixed) -> int {
+    const uint64_t mem = p.devices[static_cast<size_t>(g.device(i))].memory_bytes;
+    if (fixed > mem) return -1;
+    if (ub.block_bytes == 0) return ub.n_blocks;
+    return static_cast<int>(std::min<uint64_t>((mem - fixed) / ub.block_bytes, static_cast<uint64_t>(ub.n_blocks)));
+  };
+  const uint64_t embed = p.units.front().memory_bytes, head = p.units.back().memory_bytes;
+  const bool origin_copy = g.ring && (i == g.o_first || i == g.o_last);
+  if (origin_copy) {
+    const int both = cap(add_sat(embed, head));
+    return NodeCaps{both, both, true};
+  }
+  const uint64_t own = i == g.o_first ? embed : 0;
+  return NodeCaps{cap(own), cap(add_sat(own, head)), !g.ring};
+}
+
 Expected<Search> solve_uniform(const Profile& p, const SolveOptions& o, const UniformBlocks& ub, Search search,
                                Clock::time_point deadline) {
   const Nodes g(p, o);
   const int n_nodes = g.n_nodes, o_first = g.o_first, o_last = g.o_last, last_unit = g.n_units - 1;
   const int n_blocks = ub.n_blocks;
-  const uint64_t embed_bytes = p.units[0].memory_bytes, head_bytes = p.units[static_cast<size_t>(last_unit)].memory_bytes;
-  // Most blocks a node can hold next to what else it must hold (fixed = embedding and/or head).
-  auto block_cap = [&](int dev, uint64_t fixed) -> int {
-    const uint64_t mem = p.devices[static_cast<size_t>(dev)].memory_bytes;
-    if (fixed > mem) return -1;
-    if (ub.block_bytes == 0) return n_blocks;
-    return static_cast<int>(std::min<uint64_t>((mem - fixed) / ub.block_bytes, static_cast<uint64_t>(n_blocks)));
-  };
 
   // Columns: z (binary), u, l (binary), n (integer), then f (continuous).
   struct Pair {
@@ -855,14 +873,10 @@ Expected<Search> solve_uniform(const Profile& p, const SolveOptions& o, const Un
   for (int i = 0; i < n_nodes; ++i) {
     const int d = g.device(i);
     const int cu = col_u + i, cl = col_l + i, cn = col_n + i;
-    // Which nodes may be last: any (plain) or only the origin's copies (ring).
-    const bool may_last = !g.ring || i == o_first || i == o_last;
-    // Block capacity when not last and when last (ring: the origin's copies share one capacity below).
-    const uint64_t own_fixed = i == o_first ? embed_bytes : 0;
-    int cap_mid = block_cap(d, own_fixed), cap_last = block_cap(d, add_sat(own_fixed, head_bytes));
-    if (g.ring && (i == o_first || i == o_last)) cap_mid = cap_last = block_cap(d, add_sat(embed_bytes, head_bytes));
+    const NodeCaps caps = node_caps(p, g, ub, i);
+    const int cap_mid = caps.mid, cap_last = caps.last;
     if (i == o_first) col_lb[static_cast<size_t>(cu)] = 1.0;  // the origin always runs unit 0
-    if (!may_last || cap_last < 0) col_ub[static_cast<size_t>(cl)] = 0.0;
+    if (!caps.may_last || cap_last < 0) col_ub[static_cast<size_t>(cl)] = 0.0;
     if (cap_mid < 0 && cap_last < 0) col_ub[static_cast<size_t>(cu)] = 0.0;  // (the origin: see precheck)
     col_ub[static_cast<size_t>(cn)] = std::max(0, std::max(cap_mid, cap_last));
     row({{cl, 1.0}, {cu, -1.0}}, -inf, 0.0);  // l <= u
@@ -902,11 +916,7 @@ Expected<Search> solve_uniform(const Profile& p, const SolveOptions& o, const Un
   rows.add(sum_n, n_blocks, n_blocks);
   if (g.ring) {  // one last stage on the origin: its first copy (one stage in all) or its second
     row({{col_l + o_first, 1.0}, {col_u + o_last, 1.0}}, 1.0, 1.0);
-    const int cap = block_cap(p.origin, add_sat(embed_bytes, head_bytes));
-    row({{col_n + o_first, 1.0}, {col_n + o_last, 1.0}}, -inf, std::max(cap, 0));
-  }
-  for (int c = col_n; c < col_n + n_nodes; ++c) {
-    if (col_ub[static_cast<size_t>(c)] < 0) col_ub[static_cast<size_t>(c)] = 0;
+    row({{col_n + o_first, 1.0}, {col_n + o_last, 1.0}}, -inf, std::max(node_caps(p, g, ub, o_first).mid, 0));
   }
 
   OsiClpSolverInterface lp = make_lp(rows, col_lb, col_ub, obj, n_int);
@@ -992,24 +1002,14 @@ Expected<Search> solve_uniform_throughput(const Profile& p, const SolveOptions& 
   const Nodes g(p, o);
   const int n_nodes = g.n_nodes, o_first = g.o_first, o_last = g.o_last, last_unit = g.n_units - 1;
   const int n_blocks = ub.n_blocks;
-  const uint64_t embed_bytes = p.units[0].memory_bytes;
-  const uint64_t head_bytes = p.units[static_cast<size_t>(last_unit)].memory_bytes;
-  auto block_cap = [&](int dev, uint64_t fixed) -> int {
-    const uint64_t mem = p.devices[static_cast<size_t>(dev)].memory_bytes;
-    if (fixed > mem) return -1;
-    if (ub.block_bytes == 0) return n_blocks;
-    return static_cast<int>(std::min<uint64_t>((mem - fixed) / ub.block_bytes, static_cast<uint64_t>(n_blocks)));
-  };
-  const int ring_cap = g.ring ? block_cap(p.origin, add_sat(embed_bytes, head_bytes)) : 0;
+  const int ring_cap = g.ring ? node_caps(p, g, ub, o_first).mid : 0;
   std::vector<BlockArc> all;
   for (int i = 0; i < n_nodes; ++i) {
     const int d = g.device(i);
     const std::vector<double>& ms = p.devices[static_cast<size_t>(d)].unit_ms;
-    const bool origin_copy = g.ring && (i == o_first || i == o_last);
-    const uint64_t own = i == o_first ? embed_bytes : 0;
-    const int cap_mid = origin_copy ? ring_cap : block_cap(d, own);
-    const int cap_last = origin_copy ? ring_cap : block_cap(d, add_sat(own, head_bytes));
-    const bool may_last = !g.ring || origin_copy;
+    const NodeCaps caps = node_caps(p, g, ub, i);
+    const int cap_mid = caps.mid, cap_last = caps.last;
+    const bool may_last = caps.may_last;
     // Compute sums built unit by unit in unit order, as evaluate() adds them, so that the costs are
     // bit-identical to the plans' (the bisection relies on it).
     double compute = i == o_first ? ms[0] : 0.0;

@@ -34,6 +34,7 @@ class CoordinatorEngine final : public Engine {
       info.devices.push_back(DeviceInfo{d.name, d.address, d.ranges, d.rss_bytes, d.weight_bytes, d.compute_ms});
     }
     const auto stats = c_.last_run_stats();
+    info.n_failovers = stats.n_failovers;
     const auto& stages = c_.stages();
     for (size_t i = 0; i < stages.size(); ++i) {
       StageInfo s;

@@ -80,7 +80,7 @@ std::string prometheus_text(const ServeMetrics& m, const QueueState& q) {
   metric(out, "lingua_requests_in_flight", "gauge", "Requests in the running batch", static_cast<double>(q.in_flight));
   metric(out, "lingua_up", "gauge", "1 while the pipeline serves requests", q.healthy ? 1 : 0);
   metric(out, "lingua_rebalances_total", "counter", "Plan changes by the load balancer", m.cluster.rebalances.load());
-  metric(out, "lingua_failovers_total", "counter", "Stages moved off a failed device", m.cluster.failovers.load());
+  metric(out, "lingua_failovers_total", "counter", "Workers lost mid-batch whose units were re-planned onto the others", m.cluster.failovers.load());
   const ClusterInfo info = m.cluster_info();
   out += "# HELP lingua_stage_compute_ms Compute ms per token of each pipeline stage, measured in the last batch\n";
   out += "# TYPE lingua_stage_compute_ms gauge\n";

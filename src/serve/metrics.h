@@ -14,8 +14,8 @@
 
 namespace ll::serve {
 
-// Counters of the runtime's own decisions. Nothing increments them yet: a load balancer and
-// failover (issue 5) will, through this struct, and the exports already carry them.
+// Counters of the runtime's own decisions: failovers (the scheduler adds the coordinator's count
+// after each batch); rebalances stay 0 until a load balancer exists.
 struct ClusterCounters {
   std::atomic<uint64_t> rebalances{0};
   std::atomic<uint64_t> failovers{0};
@@ -42,6 +42,7 @@ struct ClusterInfo {
   std::string mode;  // "single process", "local workers", "cluster"
   std::vector<DeviceInfo> devices;
   std::vector<StageInfo> stages;
+  int n_failovers = 0;  // in the last batch: workers lost and their units re-planned onto the others
 };
 
 struct Event {

@@ -139,6 +139,11 @@ void Scheduler::run() {
       }
       metrics_.completion_tokens_total += n_tokens;
       auto info = engine_.describe();
+      if (info && info->n_failovers > 0) {
+        metrics_.cluster.failovers += static_cast<uint64_t>(info->n_failovers);
+        events_.add("failure", "a worker was lost; its units moved to the others (" +
+                                   std::to_string(info->n_failovers) + " failover(s)), the batch completed");
+      }
       if (info) metrics_.set_last_batch(ms > 0 ? n_tokens * 1000.0 / ms : 0, std::move(*info));
       for (size_t i = 0; i < batch.size(); ++i) batch[i]->finish(std::move((*res)[i]));
     } else {

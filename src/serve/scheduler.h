@@ -6,8 +6,9 @@
 // the next batch, whose requests are then pipelined through the stages together. The coordinator
 // cannot take new sequences into a running generate() call, so a request that arrives just after a
 // batch started waits for that batch's longest request. An engine error that is not about the
-// requests themselves (a worker gone) fails the batch and marks the scheduler unhealthy: every
-// later submission is refused (503) — there is no failover yet.
+// requests themselves fails the batch and marks the scheduler unhealthy: every later submission is
+// refused (503). A lost worker is not such an error while a re-plan over the survivors exists: the
+// coordinator fails over inside generate() and the batch completes.
 #pragma once
 
 #include <atomic>

@@ -6,8 +6,18 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace ll::test {
+
+// The child processes of `pid` (e.g. the workers `lingua run --local N` started), as Linux lists them.
+inline std::vector<int> children_of(int pid) {
+  std::vector<int> out;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  int c;
+  while (f >> c) out.push_back(c);
+  return out;
+}
 
 inline std::string shell_quote(const std::string& s) {
   std::string out = "'";

@@ -170,13 +170,7 @@ TEST(ClusterCli, ClusterFileWorkersAndClearErrors) {
 
 namespace {
 
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> out;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-  pid_t c;
-  while (f >> c) out.push_back(c);
-  return out;
-}
+using ll::test::children_of;
 
 bool process_gone(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");

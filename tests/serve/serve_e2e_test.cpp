@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -164,6 +167,24 @@ TEST(ServeEndToEnd, CompletionsOverTwoLocalWorkersEqualTheExpectedTexts) {
   EXPECT_NE(metrics->body.find("lingua_stage_compute_ms{stage=\"1\",device=\"local-1\",units=\"1-3\"}"),
             std::string::npos)
       << metrics->body;
+}
+
+TEST(ServeEndToEnd, AWorkerKilledBetweenRequestsIsFailedOverAndTheTextsStayTheSame) {
+  REQUIRE_MODEL_AND_EXPECTED();
+  ServeProcess s({"--local", "3", "--split", "even", "--worker-threads", "1"});
+  ASSERT_GT(s.port, 0);
+  EXPECT_EQ(complete(s, cases[0]), cases[0]["text"].get<std::string>());
+  std::vector<int> workers = test::children_of(s.child->pid());
+  ASSERT_EQ(workers.size(), 3u);
+  std::sort(workers.begin(), workers.end());
+  ASSERT_EQ(::kill(workers[1], SIGKILL), 0);  // the middle stage
+  for (const auto& c : cases) EXPECT_EQ(complete(s, c), c["text"].get<std::string>());
+  auto metrics = s.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::string key = "\nlingua_failovers_total ";
+  const size_t at = metrics->body.find(key);
+  ASSERT_NE(at, std::string::npos) << metrics->body;
+  EXPECT_EQ(std::atoi(metrics->body.c_str() + at + key.size()), 1) << metrics->body;
 }
 
 TEST(ServeEndToEnd, OneProcessServesTheSameTexts) {
