@@ -54,6 +54,9 @@ arm64: deps-arm64
 
 test-arm64: arm64 host-lingua
 	ctest --test-dir $(ARM64) --output-on-failure --timeout 600 -j $(JOBS)
+	@echo "== again on a CPU without dotprod (QEMU_CPU=cortex-a53): the plain NEON level is chosen"
+	QEMU_CPU=cortex-a53 ctest --test-dir $(ARM64) --output-on-failure --timeout 600 -j $(JOBS) \
+	  -R 'Isa/|Matmul|Ops|CpuFeatures'
 
 bench: build
 	bench/run_bench.sh

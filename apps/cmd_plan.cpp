@@ -1,12 +1,11 @@
 // lingua plan: assign model units to devices from a profile file (planner in src/plan).
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "apps/cluster_args.h"
 #include "apps/commands.h"
+#include "core/file_io.h"
 #include "plan/plan.h"
 #include "plan/profile.h"
 
@@ -15,23 +14,7 @@ namespace ll::apps {
 namespace {
 
 // Profiles are small; anything this big is not one.
-constexpr std::streamoff kMaxProfileBytes = 64ll << 20;
-
-Expected<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(ErrorCode::io, "cannot read " + path);
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size > kMaxProfileBytes) {
-    return make_error(ErrorCode::parse,
-                      path + ": " + std::to_string(size) + " bytes is too large for a profile");
-  }
-  in.seekg(0, std::ios::beg);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (!in && !in.eof()) return make_error(ErrorCode::io, "cannot read " + path);
-  return ss.str();
-}
+constexpr size_t kMaxProfileBytes = 64u << 20;
 
 std::string units_label(const plan::Profile& p, const plan::Stage& s) {
   if (s.first_unit == s.last_unit)
@@ -171,7 +154,7 @@ Runner add_plan_command(CLI::App& app) {
         return report_error(make_error(ErrorCode::invalid_argument, "give --profile FILE, or -m MODEL with --local N "
                                                                     "or --cluster FILE"));
       }
-      auto text = read_file(o->profile);
+      auto text = read_small_file(o->profile, kMaxProfileBytes, "a profile");
       if (!text) return report_error(text.error());
       profile = plan::parse_profile(*text);
       if (!profile)

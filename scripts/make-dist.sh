@@ -10,8 +10,8 @@
 #                         lingua through the bundled loader with only the bundled libraries
 #
 # usage: scripts/make-dist.sh LINGUA OUT [EMULATOR ARGS...]
-#   EMULATOR (e.g. qemu-aarch64-static -L /usr/aarch64-linux-gnu) runs the target's loader to list
-#   the libraries (ld.so --list); its -L prefix, if any, is searched first for each library.
+#   EMULATOR (e.g. qemu-aarch64-static) runs the target's loader to list the libraries (ld.so --list);
+#   an -L prefix among its arguments, if given, is searched first for each library.
 set -euo pipefail
 if (($# < 2)); then
   echo "usage: $0 LINGUA OUT [EMULATOR ARGS...]" >&2

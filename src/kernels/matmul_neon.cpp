@@ -5,7 +5,6 @@
 
 #include <arm_neon.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -191,8 +190,10 @@ size_t prep_row_bytes(DType wtype, int64_t n_cols) {
 }
 
 void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
+  // Every byte is written once: the fields, each block's padding and the row's tail are zeroed, the
+  // rest is copied (no memset of the whole row first: this runs for every token of every matmul).
   const size_t bytes = prep_row_bytes(wtype, n_cols);
-  std::memset(out, 0, bytes);
+  size_t written = 0;
   switch (vec_dot_type(wtype)) {
     case DType::Q8_0: {
       const auto* xb = static_cast<const uint8_t*>(xq_row);
@@ -202,7 +203,9 @@ void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
         std::memcpy(o, b + offsetof(BlockQ8_0, qs), 32);
         const float d = half_to_float(b + offsetof(BlockQ8_0, d));
         std::memcpy(o + 32, &d, 4);
+        std::memset(o + 36, 0, k_q8_0_prep_bytes - 36);
       }
+      written = static_cast<size_t>(n_cols / 32) * k_q8_0_prep_bytes;
       break;
     }
     case DType::Q8_K: {
@@ -213,13 +216,17 @@ void prepare(DType wtype, int64_t n_cols, const void* xq_row, uint8_t* out) {
         std::memcpy(o, b + offsetof(BlockQ8_K, qs), 256);
         std::memcpy(o + k_q8_k_bsums_offset, b + offsetof(BlockQ8_K, bsums), 32);
         std::memcpy(o + k_q8_k_d_offset, b + offsetof(BlockQ8_K, d), 4);
+        std::memset(o + k_q8_k_d_offset + 4, 0, k_q8_k_prep_bytes - k_q8_k_d_offset - 4);
       }
+      written = static_cast<size_t>(n_cols / 256) * k_q8_k_prep_bytes;
       break;
     }
     default:
-      std::memcpy(out, xq_row, static_cast<size_t>(n_cols) * 4);
+      written = static_cast<size_t>(n_cols) * 4;
+      std::memcpy(out, xq_row, written);
       break;
   }
+  std::memset(out + written, 0, bytes - written);
 }
 
 void rows(DType wtype, const void* w, int64_t n_cols, const uint8_t* prep, size_t prep_bytes,

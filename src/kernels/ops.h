@@ -2,7 +2,8 @@
 // residual adds, single-query attention over an F16 KV cache, F16 row conversion.
 //
 // Every op has a scalar reference (namespace ref), AVX2 / AVX-512 versions on x86-64 and a NEON version on
-// AArch64, chosen once per process from CPUID / HWCAP (capped by LL_CPU_MAX=scalar|avx2). Each op is a pure
+// AArch64, chosen once per process from CPUID / HWCAP (capped by LL_CPU_MAX=scalar|avx2|avx512; on AArch64
+// only `scalar` changes the row ops, as `neon` only drops dotprod, which they do not use). Each op is a pure
 // function of its inputs: its reductions run in a fixed order that depends only on the sizes, never on
 // threads or batch, so a row gives the same bits however the caller batches or splits work. Different ISA
 // levels may differ in the last bits (FMA, lane order).

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/file_io.h"
+
 namespace ll::net {
 
 namespace {
@@ -46,46 +48,6 @@ Error at_line(ErrorCode code, std::string_view source, size_t line, const std::s
   std::string msg(source);
   msg.append(1, ':').append(std::to_string(line)).append(": ").append(what);
   return make_error(code, std::move(msg));
-}
-
-Expected<std::string> read_small_file(const std::string& path, bool must_be_private) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    return make_error(ErrorCode::io, path + ": cannot open: " + std::strerror(e));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error(ErrorCode::io, path + ": not a regular file");
-  }
-  if (must_be_private && (st.st_mode & 077) != 0) {
-    ::close(fd);
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return make_error(ErrorCode::invalid_argument,
-                      path + ": permissions " + mode +
-                          " let others read this secret key; make it private with: chmod 600 " + path);
-  }
-  std::string text;
-  char chunk[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      ::close(fd);
-      return make_error(ErrorCode::io, path + ": cannot read: " + std::strerror(e));
-    }
-    if (n == 0) break;
-    text.append(chunk, static_cast<size_t>(n));
-    if (text.size() > k_max_key_file_bytes) {
-      ::close(fd);
-      return make_error(ErrorCode::parse, path + ": larger than 1 MiB: not a key file");
-    }
-  }
-  ::close(fd);
-  return text;
 }
 
 Expected<void> write_new_file(const std::string& path, const std::string& text, mode_t mode) {
@@ -214,7 +176,7 @@ Expected<CurveKeyPair> parse_key_file(std::string_view text, std::string_view so
 }
 
 Expected<CurveKeyPair> read_key_file(const std::string& path) {
-  LL_ASSIGN_OR_RETURN(std::string text, read_small_file(path, /*must_be_private=*/true));
+  LL_ASSIGN_OR_RETURN(std::string text, read_small_file(path, k_max_key_file_bytes, "a key file", /*private_only=*/true));
   return parse_key_file(text, path);
 }
 
@@ -258,7 +220,7 @@ Expected<std::vector<std::string>> parse_authorized_keys(std::string_view text, 
 }
 
 Expected<std::vector<std::string>> read_authorized_keys(const std::string& path) {
-  LL_ASSIGN_OR_RETURN(std::string text, read_small_file(path, /*must_be_private=*/false));
+  LL_ASSIGN_OR_RETURN(std::string text, read_small_file(path, k_max_key_file_bytes, "a key file"));
   return parse_authorized_keys(text, path);
 }
 
@@ -286,16 +248,6 @@ std::optional<PeerTrust> AuthorizedKeys::trust(std::string_view key) const {
   if (fixed_.find(key) != fixed_.end()) return PeerTrust::authorized;
   if (delegated_.find(key) != delegated_.end()) return PeerTrust::delegated;
   return std::nullopt;
-}
-
-bool AuthorizedKeys::contains(std::string_view key) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return fixed_.find(key) != fixed_.end() || delegated_.find(key) != delegated_.end();
-}
-
-size_t AuthorizedKeys::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return fixed_.size() + delegated_.size();
 }
 
 }  // namespace ll::net

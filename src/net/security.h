@@ -81,10 +81,8 @@ class AuthorizedKeys {
   explicit AuthorizedKeys(std::vector<std::string> fixed);
 
   void set_delegated(std::vector<std::string> keys);
-  bool contains(std::string_view key) const;
   // authorized (a fixed key, also when delegated too), delegated, or nullopt (refused).
   std::optional<PeerTrust> trust(std::string_view key) const;
-  size_t size() const;
 
  private:
   mutable std::mutex mu_;

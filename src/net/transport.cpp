@@ -130,7 +130,7 @@ Expected<ZmqSocket> make_socket(ZmqContext& zctx, zmq::socket_type type, const T
   const SocketSecurity& sec = options.security;
   const bool curve = sec.mode == SocketSecurity::Mode::curve;
   const bool is_listener = type == zmq::socket_type::router;
-  std::string server_public = server_key.empty() ? sec.curve_server_key : server_key;
+  const std::string& server_public = server_key;
   if (curve) {
     LL_TRY(check_curve_available());
     LL_TRY(check_curve_key(sec.curve_public_key, "CURVE public key"));
@@ -243,7 +243,7 @@ class ZmqLink final : public Link {
         options_(std::move(options)) {}
 
   ~ZmqLink() override {
-    if (monitor_) zmq_socket_monitor(sock_.handle(), nullptr, 0);  // stop it before its PAIR socket closes
+    zmq_socket_monitor(sock_.handle(), nullptr, 0);  // stop the monitor before its PAIR socket closes
   }
 
   bool peer_lost() override {
@@ -319,7 +319,6 @@ class ZmqLink final : public Link {
   // CURVE, handshake outcomes (security_failure). An event is two parts: [u16 event, u32 value] in
   // host order, then the endpoint.
   void read_monitor() {
-    if (!monitor_) return;
     try {
       for (;;) {
         zmq::message_t event, address;
@@ -476,7 +475,7 @@ class ZmqNetwork final : public Network {
     try {
       sock.sock.connect(endpoint);
     } catch (const zmq::error_t& e) {
-      if (sock.monitor) zmq_socket_monitor(sock.sock.handle(), nullptr, 0);
+      zmq_socket_monitor(sock.sock.handle(), nullptr, 0);
       return zmq_failure(ErrorCode::invalid_argument, "cannot connect to " + endpoint, e);
     }
     return std::unique_ptr<Link>(new ZmqLink(std::move(ctx), std::move(sock), endpoint, options_));

@@ -61,8 +61,8 @@ using Millis = std::chrono::milliseconds;
 //   curve  every link is encrypted and both ends authenticated (make_socket in transport.cpp):
 //          Listener: ZMQ_CURVE_SERVER=1 + ZMQ_CURVE_SECRETKEY, and a ZAP domain whose handler
 //                    (net/zap.h) accepts only the clients in `authorized_clients` (required);
-//          Link:     ZMQ_CURVE_SERVERKEY (the Listener's public key: Network::connect's server_key,
-//                    or curve_server_key) + ZMQ_CURVE_PUBLICKEY + ZMQ_CURVE_SECRETKEY.
+//          Link:     ZMQ_CURVE_SERVERKEY (the Listener's public key: Network::connect's server_key)
+//                    + ZMQ_CURVE_PUBLICKEY + ZMQ_CURVE_SECRETKEY.
 //          libzmq must be built with CURVE (check_curve_available()); keys are 40-character Z85.
 // The in-process transport ignores security: its frames never leave the process.
 struct SocketSecurity {
@@ -70,7 +70,6 @@ struct SocketSecurity {
   Mode mode = Mode::plain;
   std::string curve_public_key;  // this side's long-term public key (as client and as server)
   std::string curve_secret_key;  // this side's secret key
-  std::string curve_server_key;  // Link (client) only: the default Listener public key
   // Listener only: the client public keys it accepts (shared, so its owner may change them later).
   std::shared_ptr<const AuthorizedKeys> authorized_clients;
 };
@@ -182,8 +181,8 @@ class Network {
  public:
   virtual ~Network() = default;
   virtual Expected<std::unique_ptr<Listener>> listen(const std::string& endpoint) = 0;
-  // `server_key`: with CURVE, the public key the Listener at `endpoint` must have (empty: the
-  // options' curve_server_key); ignored without CURVE.
+  // `server_key`: with CURVE, the public key the Listener at `endpoint` must have (required);
+  // ignored without CURVE.
   virtual Expected<std::unique_ptr<Link>> connect(const std::string& endpoint, const std::string& server_key = {}) = 0;
 };
 

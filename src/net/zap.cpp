@@ -109,7 +109,6 @@ void ZapHandler::run(zmq::socket_t rep, zmq::socket_t stop) {
     const std::optional<PeerTrust> trust =
         well_formed ? authorize(req[2], req[5], req.size() >= 7 ? req[6] : std::string()) : std::nullopt;
     const bool ok = trust.has_value();
-    (ok ? n_accepted_ : n_refused_).fetch_add(1);
     // Reply: version, request id, status code, status text, user id, metadata. A REP socket must
     // answer every request it received, even a malformed one.
     const std::string request_id = req.size() >= 2 ? req[1] : std::string();

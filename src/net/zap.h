@@ -37,9 +37,6 @@ class ZapHandler {
   std::string add_domain(std::shared_ptr<const AuthorizedKeys> keys);
   void remove_domain(const std::string& domain);
 
-  uint64_t n_accepted() const { return n_accepted_.load(); }
-  uint64_t n_refused() const { return n_refused_.load(); }
-
  private:
   explicit ZapHandler(zmq::context_t& ctx) : ctx_(ctx) {}
   void run(zmq::socket_t rep, zmq::socket_t stop);
@@ -53,7 +50,6 @@ class ZapHandler {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<const AuthorizedKeys>> domains_;
   uint64_t next_domain_ = 1;
-  std::atomic<uint64_t> n_accepted_{0}, n_refused_{0};
 };
 
 }  // namespace ll::net::detail

@@ -1,17 +1,14 @@
 #include "runtime/cluster_file.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <toml++/toml.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <map>
 
+#include "core/file_io.h"
 #include "net/security.h"
 
 namespace ll::runtime {
@@ -94,39 +91,6 @@ std::string endpoint_key(const TcpEndpoint& e) {
   std::transform(host.begin(), host.end(), host.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return host + ":" + std::to_string(e.port);
-}
-
-Expected<std::string> read_small_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    return make_error(ErrorCode::io, path + ": cannot open: " + std::strerror(e));
-  }
-  std::string text;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error(ErrorCode::io, path + ": not a regular file");
-  }
-  char chunk[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      ::close(fd);
-      return make_error(ErrorCode::io, path + ": cannot read: " + std::strerror(e));
-    }
-    if (n == 0) break;
-    text.append(chunk, static_cast<size_t>(n));
-    if (text.size() > k_max_cluster_file_bytes) {
-      ::close(fd);
-      return make_error(ErrorCode::io, path + ": larger than " + std::to_string(k_max_cluster_file_bytes) +
-                                           " bytes: not a cluster file");
-    }
-  }
-  ::close(fd);
-  return text;
 }
 
 }  // namespace
@@ -290,7 +254,7 @@ Expected<ClusterFile> parse_cluster_file(std::string_view text, std::string_view
 }
 
 Expected<ClusterFile> load_cluster_file(const std::string& path) {
-  LL_ASSIGN_OR_RETURN(const std::string text, read_small_file(path));
+  LL_ASSIGN_OR_RETURN(const std::string text, read_small_file(path, k_max_cluster_file_bytes, "a cluster file"));
   return parse_cluster_file(text, path);
 }
 

@@ -93,14 +93,20 @@ struct Coordinator::Impl {
     return device == 0 ? opt.origin_name : workers[static_cast<size_t>(device)].hello.name;
   }
 
-  // Workers of the current plan whose link reports the peer lost (net::Link::peer_lost).
+  // Whether worker d is gone: dropped by a failover, or its link reports the peer lost (sticky, so
+  // `dead` only caches it).
+  bool lost(int d) {
+    WorkerConn& w = worker(d);
+    w.dead = w.dead || w.link->peer_lost();
+    return w.dead;
+  }
+  // Workers of the current plan that are gone.
   std::vector<int> lost_plan_workers() {
-    std::vector<int> lost;
+    std::vector<int> out;
     for (const Stage& st : stages) {
-      if (st.device == 0) continue;
-      if (worker(st.device).dead || worker(st.device).link->peer_lost()) lost.push_back(st.device);
+      if (st.device != 0 && lost(st.device)) out.push_back(st.device);
     }
-    return lost;
+    return out;
   }
   std::string describe_plan(const std::vector<Stage>& plan) const {
     std::string out;
@@ -112,8 +118,10 @@ struct Coordinator::Impl {
     return out;
   }
 
-  // Waits for the next message from any worker. Fails at once (within its 500 ms polling step) when a
-  // worker of the plan is lost, instead of waiting out `timeout`.
+  // Waits for the next message from any worker. When nothing arrived for one 500 ms polling step and
+  // a worker of the plan is lost, fails naming it instead of waiting out `timeout` (a lost stage
+  // stalls the pipeline, so the quiet step comes; checking only then keeps the monitors' reads off
+  // the path of every answer, and lets answers already queued from live workers be read first).
   Expected<std::pair<int, net::Envelope>> recv_any(net::Millis timeout) {
     std::vector<net::Link*> links;
     for (size_t i = 1; i < workers.size(); ++i) links.push_back(workers[i].link.get());
@@ -122,12 +130,14 @@ struct Coordinator::Impl {
       const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
       if (left.count() <= 0) break;
       if (opt.should_stop && opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
-      if (auto lost = lost_plan_workers(); !lost.empty()) {
-        return make_error(ErrorCode::io, device_name(lost.front()) + " (" + worker(lost.front()).endpoint +
-                                             "): its connection closed or its heartbeats stopped");
-      }
       LL_ASSIGN_OR_RETURN(std::optional<size_t> ready, net::wait_any(links, std::min(left, net::Millis(500))));
-      if (!ready) continue;  // signal or spurious: re-check the deadline
+      if (!ready) {  // quiet (or a signal): a lost stage would explain it
+        if (auto gone = lost_plan_workers(); !gone.empty()) {
+          return make_error(ErrorCode::io, device_name(gone.front()) + " (" + worker(gone.front()).endpoint +
+                                               "): its connection closed or its heartbeats stopped");
+        }
+        continue;
+      }
       const int device = static_cast<int>(*ready) + 1;
       auto m = worker(device).channel->recv(net::Millis(0));
       if (!m) {
@@ -675,10 +685,7 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   }
   std::map<uint64_t, int> asked;
   for (size_t i = 1; i < c.workers.size(); ++i) {
-    if (c.workers[i].dead || c.workers[i].link->peer_lost()) {  // lost (maybe outside the plan): nothing to ask
-      c.workers[i].dead = true;
-      continue;
-    }
+    if (c.lost(static_cast<int>(i))) continue;  // lost (maybe outside the plan): nothing to ask
     const uint64_t rid = c.next_request_id++;
     LL_TRY(c.workers[i].channel->send(net::StatsRequest{}, rid));
     asked[rid] = static_cast<int>(i);
@@ -687,13 +694,7 @@ Expected<std::vector<DeviceReport>> Coordinator::devices() {
   while (!asked.empty()) {
     // In short waits, so a worker lost meanwhile (in the plan or not) is dropped instead of waited for.
     for (auto a = asked.begin(); a != asked.end();) {
-      WorkerConn& w = c.worker(a->second);
-      if (w.dead || w.link->peer_lost()) {
-        w.dead = true;
-        a = asked.erase(a);
-      } else {
-        ++a;
-      }
+      a = c.lost(a->second) ? asked.erase(a) : std::next(a);
     }
     if (asked.empty()) break;
     if (Clock::now() >= deadline) return make_error(ErrorCode::resource, "no answer from the workers within 30 s");
@@ -1040,7 +1041,6 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         continue;
       }
       n_worker_stages = c.n_worker_stages();
-      const bool was_origin_sampling = origin_samples;
       origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
       max_in_flight = n_worker_stages + 1;
       max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
@@ -1069,7 +1069,6 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
           s.next_token = s.history.back();
           s.decode_ready = true;
         }
-        if (origin_samples && !was_origin_sampling) s.sampler.reset();
         if (!start_sampling(s)) resent = false;
       }
       if (!resent) {  // the new first worker is unreachable already
@@ -1081,14 +1080,16 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       return {};
     }
   };
-  // After an error: fail over if a worker of the plan was lost, else the error stands. A survivor's
-  // complaint (or a failed send) may come before the lost connection's monitor event: the monitors
-  // get up to a heartbeat timeout's worth of time to say so before the error is final.
+  // After an error: fail over if a worker of the plan was lost, else the error stands. A failed send
+  // or a survivor's complaint that it cannot forward (both ErrorCode::io) may come before the lost
+  // connection's monitor event: those get up to opt.loss_grace for the monitors to say so. Other
+  // errors (a worker refusing a request, a malformed answer) are final at once.
   auto recover = [&](const Error& e) -> Expected<void> {
     auto lost = c.lost_plan_workers();
-    for (int i = 0; i < 20 && lost.empty() && n_worker_stages > 0; ++i) {
+    const auto until = Clock::now() + c.opt.loss_grace;
+    while (lost.empty() && e.code == ErrorCode::io && n_worker_stages > 0 && Clock::now() < until) {
       if (c.opt.should_stop && c.opt.should_stop()) return e;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
       lost = c.lost_plan_workers();
     }
     if (lost.empty()) return e;
@@ -1246,9 +1247,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     };
     if (auto ok = collect(); !ok) {
       // Every sequence is done: a worker lost now costs only the timings.
-      auto lost = c.lost_plan_workers();
-      if (lost.empty()) return ok.error();
-      for (int d : lost) c.worker(d).dead = true;
+      if (c.lost_plan_workers().empty()) return ok.error();  // (lost ones are marked dead by now)
       measured = false;
     }
   }

@@ -58,6 +58,9 @@ struct CoordinatorOptions {
   // and rebuilds every live sequence's KV cache by replaying its tokens. Empty: a lost worker fails
   // the run (an explicit split cannot be re-split).
   std::function<Expected<std::vector<Stage>>(const std::vector<int>& alive_workers)> replan;
+  // How long a failed send or forward (which a lost worker causes) waits for the links' monitors to
+  // report the loss before the error is final: the transport's heartbeat timeout, and some slack.
+  net::Millis loss_grace{net::TransportOptions{}.heartbeat_timeout_ms + 300};
 };
 
 // One device of the running pipeline, for reports (`--json` devices).

@@ -11,6 +11,7 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
   if (o.n_workers < 1 || o.n_workers > 64) {
     return make_error(ErrorCode::invalid_argument, "--local takes 1 to 64 workers");
   }
+  if (!o.insecure) LL_TRY(net::check_curve_key(o.origin_public_key, "the origin's public key"));
   std::unique_ptr<LocalCluster> cl(new LocalCluster());
   const std::string bin = o.lingua_binary.empty() ? self_executable_path() : o.lingua_binary;
   const std::vector<int> cpus = allowed_cpus();
@@ -39,7 +40,6 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
       // The secret key goes through the environment: /proc/PID/environ is readable by the owner only,
       // unlike the command line, and nothing is left on disk if we are killed. The worker unsets it.
       LL_ASSIGN_OR_RETURN(net::CurveKeyPair keys, net::generate_curve_keypair());
-      LL_TRY(net::check_curve_key(o.origin_public_key, "the origin's public key"));
       // One argument: a Z85 key may begin with '-', which a separate argument would turn into an option.
       so.argv.push_back("--allow=" + o.origin_public_key);
       so.extra_env.emplace_back(k_worker_secret_key_env, keys.secret_key);

@@ -40,7 +40,7 @@ inline int run_command(const std::string& cmd, std::string& out) {
 }
 
 // The shell words that start the lingua under test: its path, behind the emulator when the tests
-// were cross-compiled (e.g. "qemu-aarch64-static -L /usr/aarch64-linux-gnu build-arm64/lingua"),
+// were cross-compiled (e.g. "qemu-aarch64-static build-arm64/lingua"),
 // since the build machine cannot execute the target's binaries by itself.
 inline std::string lingua() {
 #ifdef LL_LINGUA_EMULATOR

@@ -42,7 +42,7 @@ std::vector<std::string> emulated_lingua() {
   return argv;
 }
 
-// The emulator without its -L prefix (so nothing comes from the cross toolchain's tree), then
+// The emulator alone (its first word, no library prefix), then
 // dist/'s glibc loader with only dist/'s libraries: how dist/lingua-glibc starts it on a phone.
 std::vector<std::string> emulated_dist_lingua() {
   const std::vector<std::string> emulator = split_words(LL_LINGUA_EMULATOR);
@@ -120,8 +120,8 @@ TEST(MixedArchCluster, X86OriginWithEmulatedArm64WorkerMatchesOneX86Process) {
     const nlohmann::json single = nlohmann::json::parse(last_line(out));
     EXPECT_EQ(single["tokens"], c["tokens"]) << "the x86-64 process itself: " << c["prompt"];
 
-    // Default split: the worker runs every block and the head (hidden states x86 -> arm64, logits
-    // back); --ring: the origin keeps the head (hidden states both ways).
+    // --split even: the one worker runs every block and the head (hidden states x86 -> arm64, the
+    // token back); --ring: the origin keeps the head (hidden states both ways).
     for (const char* mode : {"", " --ring"}) {
       const std::string cmd = base + " --cluster " + shell_quote(cluster) + " --insecure --split even --connect-timeout 60" + mode;
       ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;

@@ -243,5 +243,31 @@ TEST(Failover, AWorkerOutsideThePlanLostCostsNothing) {
   EXPECT_EQ((*devices)[2].rss_bytes, 0u);
 }
 
+TEST(Failover, AWorkerOfThePlanLostAfterTheRunLeavesTheDeviceReportQuick) {
+  // The plan still names the lost worker (nothing is generating, so nothing re-plans): the report
+  // must read the live workers' answers and drop the lost one, not wait out its 30 s.
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 8;
+  gen.sampling.temperature = 0;
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 128;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  ASSERT_TRUE((*coord)->load({Stage{0, 0, 2}, Stage{1, 3, 4}, Stage{2, 5, 6}}).has_value());
+  ASSERT_TRUE((*coord)->generate(*f.tok, f.requests, gen, 3).has_value());
+  cluster.kill(1);  // worker 2, the plan's last stage
+  const auto t0 = std::chrono::steady_clock::now();
+  auto devices = (*coord)->devices();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(devices.has_value()) << devices.error().message;
+  EXPECT_LT(s, 5.0);
+  EXPECT_FALSE((*coord)->worker_alive(2));
+  EXPECT_GT((*devices)[1].rss_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace ll

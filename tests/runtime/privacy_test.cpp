@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <mutex>
 #include <set>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -265,6 +266,37 @@ TEST(Privacy, TheAuditCatchesWhatAChainRunReveals) {
   EXPECT_TRUE(std::any_of(w.begin(), w.end(),
                           [](const std::string& s) { return s == "the origin received a RESULT of logits"; }))
       << ::testing::PrintToString(w);
+}
+
+// The token-id search itself: a hidden-state batch whose floats carry a prompt's ids as i32
+// little-endian (what a leak through an ACTIVATION_BATCH would look like) is caught, and the same
+// batch with other values is not.
+TEST(Privacy, TheAuditFindsTokenIdsHiddenInAFrame) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  auto m = model::Model::load(test::shared_path("models/stories260K.gguf"));
+  ASSERT_TRUE(m.has_value());
+  const uint32_t n_embd = static_cast<uint32_t>((*m)->hparams().n_embd);
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 378};
+  auto frame_with = [&](bool leak) {
+    net::ActivationBatch ab;
+    ab.tokens = {net::TokenMeta{0, 0, false}};
+    ab.n_embd = n_embd;
+    ab.hidden.assign(n_embd, 0.5f);
+    if (leak) {
+      for (size_t j = 0; j < 3; ++j) std::memcpy(&ab.hidden[10 + j], &ids[1 + j], 4);
+    }
+    const net::Frame f = net::encode(ab, 7);
+    return std::vector<uint8_t>(f.bytes().begin(), f.bytes().end());
+  };
+  for (bool leak : {true, false}) {
+    FrameLog log;
+    log.add(log.sent, frame_with(leak));
+    const Audit a = audit(log, **m, /*ring=*/true, {ids});
+    const bool found = std::any_of(a.violations.begin(), a.violations.end(), [](const std::string& v) {
+      return v.find("carries 3 consecutive token ids") != std::string::npos;
+    });
+    EXPECT_EQ(found, leak) << ::testing::PrintToString(a.violations);
+  }
 }
 
 }  // namespace
