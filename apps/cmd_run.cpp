@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -163,7 +164,7 @@ Runner add_run_command(CLI::App& app) {
     runtime::RunStats run_stats;
     std::string device_report;  // --verbose: printed after the text
     std::vector<runtime::Stage> run_stages;
-    std::vector<std::string> stage_names;
+    std::vector<std::string> stage_names, device_names;
     std::vector<plan::StageReport> predicted;  // --split optimal: the planner's figures per stage
     if (!distributed) {
       ThreadPool pool(o->threads);
@@ -229,6 +230,8 @@ Runner add_run_command(CLI::App& app) {
       run_stats = c.last_run_stats();
       run_stages = c.stages();
       for (const auto& st : run_stages) stage_names.push_back(st.device == 0 ? "origin" : c.worker_hello(st.device).name);
+      device_names.push_back("origin");
+      for (int w = 1; w <= c.n_workers(); ++w) device_names.push_back(c.worker_hello(w).name);
       auto devs = c.devices();
       if (!devs) return report_error(devs.error());
       for (const auto& d : *devs) {
@@ -277,6 +280,17 @@ Runner add_run_command(CLI::App& app) {
           std::fputc('\n', stderr);
         }
       }
+      for (size_t d = 0; d < run_stats.device_ms_per_token.size(); ++d) {
+        const double ms = run_stats.device_ms_per_token[d];
+        if (!std::isnan(ms)) {
+          std::fprintf(stderr, "monitor: %-16s %.3f ms/token computing (moving estimate of the last window)\n",
+                       device_names[d].c_str(), ms);
+        }
+      }
+      if (run_stats.n_rebalances > 0 || run_stats.n_failovers > 0) {
+        std::fprintf(stderr, "plan changes: %d rebalance(s), %d failover(s)\n", run_stats.n_rebalances,
+                     run_stats.n_failovers);
+      }
       for (const auto& r : results) {
         std::fprintf(stderr,
                      "prefill: %lld tokens in %.1f ms (%.2f tok/s); decode: %zu tokens in %.1f ms (%.2f tok/s); stop: %s\n",
@@ -308,7 +322,10 @@ Runner add_run_command(CLI::App& app) {
         j["aggregate_tok_s"] = wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0;
         j["aggregate_decode_tok_s"] = run_stats.aggregate_decode_tok_s();
       }
-      if (distributed) j["failovers"] = run_stats.n_failovers;
+      if (distributed) {
+        j["failovers"] = run_stats.n_failovers;
+        j["rebalances"] = run_stats.n_rebalances;
+      }
       j["devices"] = devices;
       std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }

@@ -1,5 +1,6 @@
 #include "apps/split_args.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "runtime/split.h"
@@ -20,6 +21,14 @@ void add_split_options(CLI::App& app, SplitArgs& a) {
                  "For --split optimal: latency (one request's time per token) or throughput (the slowest stage); "
                  "default: throughput with several prompts and --parallel > 1, else latency")
       ->check(CLI::IsMember({"latency", "throughput"}))->group("Distributed");
+  app.add_flag("--no-balance", a.no_balance,
+               "With --split optimal: keep the first plan even when a device slows down or speeds up (by default "
+               "the devices' timings are watched while generating and units move when a re-solved plan is "
+               "faster by more than --balance-margin)")->group("Distributed");
+  app.add_option("--balance-margin", a.balance_margin,
+                 "Move units only when the running plan costs more than the optimum for the measured speeds by "
+                 "this fraction, for 1.5 s on end")
+      ->check(CLI::Range(0.0, 10.0))->capture_default_str()->group("Distributed");
   app.add_option("--split-units", a.split_units,
                  "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "
                  "then one per worker")->excludes(split)->group("Distributed");
@@ -83,9 +92,61 @@ Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<i
   return onto_workers(std::move(stages), alive);
 }
 
+Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime::MonitorSample& m) {
+  if (!chosen.profile) return std::optional<runtime::Rebalance>{};  // even / memory / explicit: baselines
+  std::vector<int> keep{0};
+  keep.insert(keep.end(), m.alive_workers.begin(), m.alive_workers.end());
+  const plan::Profile base = keep_devices(*chosen.profile, keep);
+  auto index_of = [&](int device) {
+    for (size_t k = 0; k < keep.size(); ++k) {
+      if (keep[k] == device) return static_cast<int>(k);
+    }
+    return -1;
+  };
+  std::vector<plan::Stage> current = m.stages;
+  for (auto& st : current) {
+    st.device = index_of(st.device);
+    if (st.device < 0) return make_error(ErrorCode::internal, "the running plan uses a worker that was dropped");
+  }
+  // Speed factors: this window's where measured, else the last one seen for that device.
+  const std::vector<double> now = plan::speed_factors(base, current, m.unit_ms);
+  known_factors.resize(chosen.profile->devices.size(), std::nan(""));
+  std::vector<double> factors(keep.size(), std::nan(""));
+  for (size_t k = 0; k < keep.size(); ++k) {
+    double& known = known_factors[static_cast<size_t>(keep[k])];
+    if (!std::isnan(now[k])) known = now[k];
+    factors[k] = known;
+  }
+  const plan::Profile fresh = plan::refresh_profile(base, current, m.unit_ms, factors);
+  plan::MoveCost cost;
+  cost.replay_ms = static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token;
+  bool any_streamed = false;
+  for (int d : keep) {
+    const auto& b = m.bytes_streamed[static_cast<size_t>(d)];
+    any_streamed = any_streamed || (b && *b > 0);
+  }
+  for (size_t k = 0; k < keep.size(); ++k) {
+    const auto& b = m.bytes_streamed[static_cast<size_t>(keep[k])];
+    // A worker never loaded yet is taken to be like the others.
+    const bool streams = keep[k] != 0 && (b ? *b > 0 : any_streamed);
+    cost.load_ms_per_byte.push_back(streams ? 1000.0 / fresh.bandwidth_bytes_per_s[0][k] : 0.0);
+  }
+  LL_ASSIGN_OR_RETURN(auto proposal, policy.observe(m.elapsed_ms, fresh, current, chosen.solve, m.remaining_tokens, cost));
+  if (!proposal) return std::optional<runtime::Rebalance>{};
+  policy.switched(m.elapsed_ms);
+  runtime::Rebalance out;
+  out.stages = proposal->stages;
+  for (auto& st : out.stages) st.device = keep[static_cast<size_t>(st.device)];
+  out.reason = proposal->reason;
+  return std::optional<runtime::Rebalance>{std::move(out)};
+}
+
 void Resplitter::install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co) {
   if (!self->args.split_units.empty()) return;
   co.replan = [self](const std::vector<int>& alive) { return (*self)(alive); };
+  if (self->args.no_balance) return;
+  self->policy = plan::BalancePolicy(plan::BalanceOptions{self->args.balance_margin, 1500, 3000});
+  co.rebalance = [self](const runtime::MonitorSample& m) { return self->rebalance(m); };
 }
 
 Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, const model::Model& model,

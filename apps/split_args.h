@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "model/model.h"
+#include "plan/balance.h"
 #include "plan/plan.h"
 #include "runtime/coordinator.h"
 
@@ -19,6 +20,8 @@ namespace ll::apps {
 struct SplitArgs {
   std::string split = "optimal", split_units, objective;
   bool ring = false;
+  bool no_balance = false;      // --no-balance
+  double balance_margin = 0.15;  // --balance-margin
   CLI::Option* split_option = nullptr;  // set by add_split_options: whether --split was given
   // Any split option given (they need --local or --cluster).
   bool custom() const {
@@ -51,9 +54,17 @@ struct Resplitter {
   const runtime::Coordinator* coordinator = nullptr;
   const model::Model* model = nullptr;
 
+  // Balancing (--split optimal, unless --no-balance): the profile measured at the start, refreshed
+  // with each monitoring window's timings, judged by plan::BalancePolicy.
+  plan::BalancePolicy policy;
+  std::vector<double> known_factors;  // per device of the cluster: its last measured speed factor
+
   // `alive`: the surviving workers' indices (1-based, ascending).
   Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive) const;
-  // Sets co.replan to call *self (unless the split is explicit).
+  // One monitoring window: a better plan for the measured speeds, when the policy says so.
+  Expected<std::optional<runtime::Rebalance>> rebalance(const runtime::MonitorSample& m);
+  // Sets co.replan to call *self (unless the split is explicit), and co.rebalance unless --no-balance
+  // (it proposes nothing unless the split is optimal).
   static void install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co);
 };
 

@@ -110,6 +110,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
       quant::dequantize_row(emb.type, static_cast<const uint8_t*>(emb.data) + static_cast<size_t>(tok) * row_bytes,
                             x_.data() + i * E, E);
     }
+    if (unit_hook_) unit_hook_(0, n);
     add_timing(timings_.front(), n, start);
   } else {
     if (hidden_in == nullptr) return make_error(ErrorCode::invalid_argument, "hidden state input missing");
@@ -120,6 +121,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
   for (int64_t l = 0; l < n_layers_here_; ++l) {
     const Clock::time_point start = Clock::now();
     run_block(l, batch, seqs);
+    if (unit_hook_) unit_hook_(layer_first_ + l + 1, n);
     add_timing(timings_[first_block_timing + static_cast<size_t>(l)], n, start);
   }
   for (int64_t i = 0; i < n && n_layers_here_ > 0; ++i) {
@@ -147,6 +149,7 @@ Expected<void> UnitRunner::forward(std::span<const BatchToken> batch, const floa
     const Weight& w = model_.weights().output;
     kernels::matmul(pool_, w.type, w.data, w.n_rows, w.n_cols, xn_.data(), n_out, out.data(), mm_scratch_);
   }
+  if (unit_hook_) unit_hook_(unit_last_, n_out);
   add_timing(timings_.back(), n_out, head_start);
   return {};
 }

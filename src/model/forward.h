@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -54,6 +55,10 @@ class UnitRunner {
   // and balancing. Timing does not touch the arithmetic, so results stay bit-identical.
   std::vector<UnitTiming> unit_timings() const { return timings_; }
   void reset_unit_timings();
+  // Called inside each unit's timed work, after it (unit, tokens it computed). Tests and device
+  // emulation slow a device down with it; the arithmetic is untouched.
+  using UnitHook = std::function<void(int64_t unit, int64_t n_tokens)>;
+  void set_unit_hook(UnitHook hook) { unit_hook_ = std::move(hook); }
 
  private:
   UnitRunner(const Model& model, int64_t unit_first, int64_t unit_last, ThreadPool& pool, int64_t n_ctx);
@@ -65,6 +70,7 @@ class UnitRunner {
   ThreadPool& pool_;
   KvCache kv_;
   std::vector<UnitTiming> timings_;  // [unit_last - unit_first + 1]
+  UnitHook unit_hook_;
   kernels::MatmulScratch mm_scratch_;
   // Activations, reused between calls: F32 [n_tokens][...].
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, ffn_, attn_scratch_;

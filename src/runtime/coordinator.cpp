@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <map>
@@ -59,6 +60,7 @@ struct WorkerConn {
   net::Hello hello;
   uint64_t weight_bytes = 0;
   bool dead = false;  // dropped by a failover: in no plan, asked nothing
+  std::optional<uint64_t> bytes_streamed;  // weight bytes sent to it when its segment was last loaded
 };
 
 }  // namespace
@@ -77,6 +79,8 @@ struct Coordinator::Impl {
   // (results, and errors such as "cannot forward to the next stage" from the survivors).
   uint64_t stale_below = 0;
   RunStats last_stats;
+  // SHA-256 of every tensor sent to a worker so far (a re-plan loads many of them again).
+  std::map<std::string, net::Sha256Digest> tensor_hashes;
 
   void log(const std::string& s) const {
     if (opt.log) opt.log(s);
@@ -259,6 +263,10 @@ Expected<void> Coordinator::Impl::load_workers() {
   }
   auto loaded = load_segments(jobs, origin_tensors);
   if (!loaded) return loaded.error();
+  for (const auto& job : jobs) {
+    auto it = loaded->find(job.device);
+    worker(job.device).bytes_streamed = it == loaded->end() ? 0 : it->second.bytes;
+  }
   return {};
 }
 
@@ -268,7 +276,6 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
   LL_ASSIGN_OR_RETURN(net::Sha256Digest identity, model_identity(model->file()));
   LL_ASSIGN_OR_RETURN(std::vector<uint8_t> metadata, model::segment_metadata(*model));
   const gguf::File& file = model->file();
-  std::map<std::string, net::Sha256Digest> hashes;
   struct Pending {
     int device;
     uint64_t request_id;
@@ -296,9 +303,9 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
       d.dtype = t->type;
       d.shape = t->shape;
       d.n_bytes = t->n_bytes;
-      auto it = hashes.find(name);
-      if (it == hashes.end()) {
-        it = hashes.emplace(name, net::sha256(std::span<const uint8_t>(t->data, t->n_bytes))).first;
+      auto it = tensor_hashes.find(name);
+      if (it == tensor_hashes.end()) {
+        it = tensor_hashes.emplace(name, net::sha256(std::span<const uint8_t>(t->data, t->n_bytes))).first;
         total_hash_bytes += t->n_bytes;
         if (!origin_tensors.count(name)) drop_resident_pages(t->data, t->n_bytes);
       }
@@ -308,7 +315,7 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
     }
     pending.push_back(std::move(p));
   }
-  log("hashed " + mib(total_hash_bytes) + " of weights for the workers");
+  if (total_hash_bytes > 0) log("hashed " + mib(total_hash_bytes) + " of weights for the workers");
   for (Pending& p : pending) {
     WorkerConn& w = worker(p.device);
     uint64_t bytes = 0;
@@ -828,6 +835,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   std::map<uint64_t, InFlight> in_flight;
   std::vector<float> hidden, logits;
   size_t n_done = 0;
+  double prefill_ms_per_token = 0;  // the first prompt's, for what replaying tokens costs
 
   auto finish = [&](Sequence& s, model::StopReason why) -> Expected<void> {
     s.done = true;
@@ -886,6 +894,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       if (s.result.tokens.empty() && s.result.prefill_ms == 0) {
         s.t_first = Clock::now();
         s.result.prefill_ms = std::chrono::duration<double, std::milli>(s.t_first - s.t_start).count();
+        if (prefill_ms_per_token == 0) prefill_ms_per_token = s.result.prefill_ms / static_cast<double>(s.result.n_prompt);
       }
       int32_t tok;
       if (logit_rows != nullptr) {
@@ -938,9 +947,14 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
 
   // Unit timings of every device, taken when the first token appears and at the end (measured ms per
   // stage). Workers answer STATS_REQUEST between results; their answers are collected as they come.
+  // Monitoring windows (balancing) take the same snapshots every opt.monitor_interval.
   using Timings = std::map<int64_t, std::pair<uint64_t, double>>;  // unit -> (tokens, compute ms)
-  std::map<int, Timings> snap_first, snap_last;
-  std::map<uint64_t, std::pair<int, bool>> stats_pending;  // request id -> (device, is the last snapshot)
+  enum class Snap { first, last, monitor };
+  std::map<int, Timings> snap_first, snap_last, snap_monitor, monitor_prev;
+  std::map<uint64_t, std::pair<int, Snap>> stats_pending;  // request id -> (device, which snapshot)
+  auto snapshot = [&](Snap kind) -> std::map<int, Timings>& {
+    return kind == Snap::first ? snap_first : kind == Snap::last ? snap_last : snap_monitor;
+  };
   bool snapped_first = false;
   auto origin_timings = [&] {
     Timings t;
@@ -950,14 +964,14 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     }
     return t;
   };
-  auto request_snapshot = [&](bool last) -> Expected<void> {
-    (last ? snap_last : snap_first)[0] = origin_timings();
+  auto request_snapshot = [&](Snap kind) -> Expected<void> {
+    snapshot(kind)[0] = origin_timings();
     std::set<int> asked;
     for (const Stage& st : c.stages) {
       if (st.device == 0 || !asked.insert(st.device).second) continue;
       const uint64_t rid = c.next_request_id++;
       LL_TRY(c.worker(st.device).channel->send(net::StatsRequest{}, rid));
-      stats_pending[rid] = {st.device, last};
+      stats_pending[rid] = {st.device, kind};
     }
     return {};
   };
@@ -965,7 +979,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     auto it = stats_pending.find(env.request_id);
     const auto* st = std::get_if<net::Stats>(&env.message);
     if (it == stats_pending.end() || st == nullptr || it->second.first != device) return false;
-    Timings& t = (it->second.second ? snap_last : snap_first)[device];
+    Timings& t = snapshot(it->second.second)[device];
     for (const auto& u : st->units) t[u.unit] = {u.n_tokens, u.compute_ms};
     stats_pending.erase(it);
     return true;
@@ -991,16 +1005,64 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return c.worker(c.first_worker_stage().device).channel->send(m, c.next_request_id++);
   };
 
-  // Failover. A worker of the plan is lost: drop it, load a plan over the survivors (which recreates
-  // the origin's runners too, so every KV cache is gone), drop the batches in flight (their answers
-  // are stale: recv_any skips request ids below stale_below), and give every live sequence new
-  // sequence ids (a stale batch still travelling between survivors must not touch the new caches)
-  // and a replay of its tokens: the prompt again if it had no output yet, else prompt + generated
-  // tokens but the last, re-prefilled without outputs, then the last one's decode step again. The
-  // kernels are batch-invariant, so the rebuilt caches hold the same numbers and greedy output is
-  // unchanged. (A sampler on a worker restarts from its seed: with temperature > 0 the random stream
-  // after a failover differs from an undisturbed run.)
-  int n_failovers = 0;
+  // Switching plans (a failover's, or the balancer's): load the new plan (which recreates the
+  // origin's runners too, so every KV cache is gone), drop the batches in flight (their answers are
+  // stale: recv_any skips request ids below stale_below), and give every live sequence new sequence
+  // ids (a stale batch still travelling between workers must not touch the new caches) and a replay
+  // of its tokens: the prompt again if it had no output yet, else prompt + generated tokens but the
+  // last, re-prefilled without outputs, then the last one's decode step again. The kernels are
+  // batch-invariant, so the rebuilt caches hold the same numbers and greedy output is unchanged. (A
+  // sampler on a worker restarts from its seed: with temperature > 0 the random stream after a
+  // switch differs from an undisturbed run.)
+  int n_failovers = 0, n_rebalances = 0, n_switches = 0;
+  const int64_t n_units = c.model->n_units();
+  std::vector<double> unit_ms_estimate(static_cast<size_t>(n_units), std::nan(""));
+  bool monitor_outstanding = false;  // a monitoring window's STATS are on their way
+  auto adopt = [&](const std::vector<Stage>& plan) -> Expected<void> {
+    ++n_switches;
+    c.stale_below = c.next_request_id;
+    in_flight.clear();
+    n_decode_in_flight = 0;
+    stats_pending.clear();
+    monitor_outstanding = false;
+    monitor_prev.clear();
+    std::fill(unit_ms_estimate.begin(), unit_ms_estimate.end(), std::nan(""));
+    LL_TRY(load(plan));
+    n_worker_stages = c.n_worker_stages();
+    origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
+    max_in_flight = n_worker_stages + 1;
+    max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
+                                                  : std::max<size_t>(1, n_worker_stages);
+    const int32_t n_seqs = static_cast<int32_t>(seqs.size());
+    std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
+    for (size_t idx : active) {
+      if (!seqs[idx].done) live.push_back(idx);
+    }
+    active.swap(live);
+    for (size_t idx : active) {
+      Sequence& s = seqs[idx];
+      s.seq_id = static_cast<int32_t>(s.index) + n_switches * n_seqs;
+      s.in_flight = false;
+      if (s.result.tokens.empty()) {  // still in its prompt: prefill it again
+        s.n_dispatched = 0;
+        s.n_chunks = 0;
+        s.pos = 0;
+        s.decode_ready = false;
+        s.prefill_sizes = prefill_plan(s.result.n_prompt);
+      } else {
+        s.replay.assign(s.history.begin(), s.history.end() - 1);
+        s.n_replayed = 0;
+        s.pos = static_cast<int64_t>(s.history.size()) - 1;
+        s.next_token = s.history.back();
+        s.decode_ready = true;
+      }
+      if (auto ok = start_sampling(s); !ok) {
+        return make_error(ok.error().code, "cannot reach the new plan's first worker: " + ok.error().message);
+      }
+    }
+    return {};
+  };
+  // Failover. A worker of the plan is lost: drop it and switch to a plan over the survivors.
   auto failover = [&](const Error& cause, std::vector<int> lost) -> Expected<void> {
     for (;;) {
       std::string names;
@@ -1024,57 +1086,16 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         return make_error(plan.error().code, why + "; no plan fits the " + std::to_string(alive.size()) +
                                                  " surviving workers: " + plan.error().message);
       }
-      c.stale_below = c.next_request_id;
-      in_flight.clear();
-      n_decode_in_flight = 0;
-      stats_pending.clear();
       c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(why).append(
           "; old plan: " + c.describe_plan(old_stages) + "; new plan: " + c.describe_plan(*plan)));
-      auto loaded = load(*plan);
-      if (!loaded) {
+      auto switched = adopt(*plan);
+      if (!switched) {
         auto more = c.lost_plan_workers();
         if (more.empty()) {
-          return make_error(loaded.error().code, why + "; loading the plan over the survivors failed: " +
-                                                     loaded.error().message);
+          return make_error(switched.error().code, why + "; loading the plan over the survivors failed: " +
+                                                       switched.error().message);
         }
-        lost = std::move(more);  // another worker went while loading: try again without it too
-        continue;
-      }
-      n_worker_stages = c.n_worker_stages();
-      origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
-      max_in_flight = n_worker_stages + 1;
-      max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
-                                                    : std::max<size_t>(1, n_worker_stages);
-      const int32_t n_seqs = static_cast<int32_t>(seqs.size());
-      bool resent = true;
-      std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
-      for (size_t idx : active) {
-        if (!seqs[idx].done) live.push_back(idx);
-      }
-      active.swap(live);
-      for (size_t idx : active) {
-        Sequence& s = seqs[idx];
-        s.seq_id = static_cast<int32_t>(s.index) + n_failovers * n_seqs;
-        s.in_flight = false;
-        if (s.result.tokens.empty()) {  // still in its prompt: prefill it again
-          s.n_dispatched = 0;
-          s.n_chunks = 0;
-          s.pos = 0;
-          s.decode_ready = false;
-          s.prefill_sizes = prefill_plan(s.result.n_prompt);
-        } else {
-          s.replay.assign(s.history.begin(), s.history.end() - 1);
-          s.n_replayed = 0;
-          s.pos = static_cast<int64_t>(s.history.size()) - 1;
-          s.next_token = s.history.back();
-          s.decode_ready = true;
-        }
-        if (!start_sampling(s)) resent = false;
-      }
-      if (!resent) {  // the new first worker is unreachable already
-        auto more = c.lost_plan_workers();
-        if (more.empty()) return make_error(ErrorCode::io, "cannot reach the new plan's first worker");
-        lost = std::move(more);
+        lost = std::move(more);  // another worker went while switching: try again without it too
         continue;
       }
       return {};
@@ -1096,6 +1117,75 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     return failover(e, std::move(lost));
   };
 
+  // Balancing. Every monitor_interval the plan's devices report their unit timings (STATS, answered
+  // between batches); once all have, the window's ms per token per unit feed a moving estimate and
+  // opt.rebalance. A plan it proposes is switched to once the batches in flight have drained.
+  std::optional<Rebalance> pending_switch;
+  auto next_monitor = t_run + c.opt.monitor_interval;
+  auto close_window = [&]() -> Expected<void> {
+    monitor_outstanding = false;
+    next_monitor = Clock::now() + c.opt.monitor_interval;
+    for (const Stage& st : c.stages) {
+      for (int64_t u = st.first_unit; u <= st.last_unit; ++u) {
+        const auto& now = snap_monitor[st.device][u];
+        std::pair<uint64_t, double> before{0, 0.0};
+        if (auto d = monitor_prev.find(st.device); d != monitor_prev.end()) {
+          if (auto b = d->second.find(u); b != d->second.end() && b->second.first <= now.first) before = b->second;
+        }
+        if (now.first <= before.first) continue;
+        const double ms = (now.second - before.second) / static_cast<double>(now.first - before.first);
+        double& est = unit_ms_estimate[static_cast<size_t>(u)];
+        est = std::isnan(est) ? ms : 0.5 * est + 0.5 * ms;
+      }
+    }
+    monitor_prev = snap_monitor;
+    MonitorSample m;
+    m.elapsed_ms = ms_since(t_run);
+    m.stages = c.stages;
+    for (int w = 1; w < static_cast<int>(c.workers.size()); ++w) {
+      if (!c.worker(w).dead) m.alive_workers.push_back(w);
+    }
+    m.unit_ms = unit_ms_estimate;
+    for (const auto& s : seqs) {
+      if (s.done) continue;
+      const int64_t made = static_cast<int64_t>(s.result.tokens.size());
+      const int64_t n_predict = s.gen->n_predict;
+      const int64_t left_ctx = n_ctx - std::max<int64_t>(s.pos, s.result.n_prompt);
+      m.remaining_tokens += static_cast<double>(
+          std::max<int64_t>(0, n_predict >= 0 ? std::min(n_predict - made, left_ctx) : left_ctx));
+      if (s.pos > 0) m.n_replay_tokens += s.pos;
+    }
+    m.replay_ms_per_token = prefill_ms_per_token;
+    m.bytes_streamed.assign(c.workers.size(), std::optional<uint64_t>{0});
+    for (int w = 1; w < static_cast<int>(c.workers.size()); ++w) {
+      m.bytes_streamed[static_cast<size_t>(w)] = c.worker(w).bytes_streamed;
+    }
+    auto decision = c.opt.rebalance(m);
+    if (!decision) {  // the balancer cannot judge (say, a profile that no longer fits): carry on
+      c.log("balancing: " + decision.error().message);
+      return {};
+    }
+    if (*decision && (*decision)->stages != c.stages) {
+      pending_switch = std::move(**decision);
+      c.log("rebalance " + std::to_string(n_rebalances + 1) + ": " + pending_switch->reason + "; old plan: " +
+            c.describe_plan(c.stages) + "; new plan: " + c.describe_plan(pending_switch->stages) +
+            " (switching once the batches in flight are done)");
+    }
+    return {};
+  };
+  auto monitor = [&]() -> Expected<void> {
+    if (!c.opt.rebalance || pending_switch) return {};
+    if (!monitor_outstanding) {
+      if (Clock::now() < next_monitor) return {};
+      LL_TRY(request_snapshot(Snap::monitor));
+      monitor_outstanding = true;
+    }
+    for (const auto& [rid, what] : stats_pending) {
+      if (what.second == Snap::monitor) return {};  // answers still to come
+    }
+    return close_window();
+  };
+
   while (n_done < seqs.size()) {
     // (Waiting for workers checks too; a plan on the origin alone never waits.)
     if (c.opt.should_stop && c.opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
@@ -1107,12 +1197,25 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       s.t_start = Clock::now();
       if (auto ok = start_sampling(s); !ok) LL_TRY(recover(ok.error()));  // (a failover restarts it)
     }
-    // Fill the pipeline. Decode steps first (each holds a sequence up): the tokens that are ready
+    if (auto ok = monitor(); !ok) LL_TRY(recover(ok.error()));
+    // A plan the balancer chose: switch once the batches in flight have drained.
+    if (pending_switch && in_flight.empty()) {
+      Rebalance next = std::move(*pending_switch);
+      pending_switch.reset();
+      ++n_rebalances;
+      if (auto ok = adopt(next.stages); !ok) {
+        LL_TRY(recover(ok.error()));
+      } else {
+        c.log("rebalance " + std::to_string(n_rebalances) + ": now running " + c.describe_plan(c.stages));
+      }
+      continue;
+    }
+    // Fill the pipeline (not while a switch waits for it to drain). Decode steps first (each holds a sequence up): the tokens that are ready
     // are spread over the decode batches still allowed in flight (so with as many sequences as
     // stages, every stage works on its own sequence; with more, each batch carries several and its
     // weights are read once for all). Then prefill micro-batches, which follow each other through
     // the stages, up to one batch per stage plus one on its way.
-    for (;;) {
+    while (!pending_switch) {
       std::vector<model::BatchToken> batch;
       bool is_decode = false;
       if (in_flight.size() < max_in_flight && n_decode_in_flight < max_decode_batches) {
@@ -1226,19 +1329,31 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       LL_TRY(recover(ok.error()));
       continue;
     }
-    if (!snapped_first && !wanted.empty() && n_failovers == 0) {
+    if (!snapped_first && !wanted.empty() && n_switches == 0) {
       snapped_first = true;
-      if (auto ok = request_snapshot(false); !ok) LL_TRY(recover(ok.error()));
+      if (auto ok = request_snapshot(Snap::first); !ok) LL_TRY(recover(ok.error()));
     }
   }
   // Aggregate decode rate: tokens after each sequence's first, over the span from the first sequence's
   // first token to the last sequence's end (sequences that ran one after another count their sum).
   RunStats st;
   st.n_failovers = n_failovers;
-  bool measured = snapped_first && n_failovers == 0;  // a failover's new plan has fresh timings
+  st.n_rebalances = n_rebalances;
+  if (c.opt.rebalance) {
+    st.device_ms_per_token.assign(c.workers.size(), std::nan(""));
+    for (const Stage& stage : c.stages) {
+      for (int64_t u = stage.first_unit; u <= stage.last_unit; ++u) {
+        const double ms = unit_ms_estimate[static_cast<size_t>(u)];
+        if (std::isnan(ms)) continue;
+        double& d = st.device_ms_per_token[static_cast<size_t>(stage.device)];
+        d = std::isnan(d) ? ms : d + ms;
+      }
+    }
+  }
+  bool measured = snapped_first && n_switches == 0;  // a switched plan has fresh timings
   if (measured) {
     auto collect = [&]() -> Expected<void> {
-      LL_TRY(request_snapshot(true));
+      LL_TRY(request_snapshot(Snap::last));
       while (!stats_pending.empty()) {
         LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
         take_stats(got.first, got.second);

@@ -31,6 +31,28 @@
 
 namespace ll::runtime {
 
+// What monitoring saw in one window of a generate() call (balancing's input).
+struct MonitorSample {
+  double elapsed_ms = 0;         // since generate() started
+  std::vector<Stage> stages;     // the running plan
+  std::vector<int> alive_workers;  // workers not dropped by a failover (1-based, ascending)
+  // [n_units] moving estimate of the compute ms per token of each unit on the device that runs it
+  // (from the devices' own unit timings); NaN where no token went through it yet.
+  std::vector<double> unit_ms;
+  double remaining_tokens = 0;      // still to generate, over live and queued sequences
+  int64_t n_replay_tokens = 0;      // tokens a switch of plans would replay (the live KV caches)
+  double replay_ms_per_token = 0;   // this run's prefill time per token (0: not measured yet)
+  // [n_workers + 1] weight bytes streamed to each worker when its segment was last loaded (0: it
+  // maps a local copy or had them cached, so moving units to it costs no transfer; none: never
+  // loaded). Entry 0, the origin, is 0.
+  std::vector<std::optional<uint64_t>> bytes_streamed;
+};
+
+struct Rebalance {
+  std::vector<Stage> stages;
+  std::string reason;
+};
+
 struct CoordinatorOptions {
   bool ring = false;
   int64_t n_ctx = 512;
@@ -61,6 +83,14 @@ struct CoordinatorOptions {
   // How long a failed send or forward (which a lost worker causes) waits for the links' monitors to
   // report the loss before the error is final: the transport's heartbeat timeout, and some slack.
   net::Millis loss_grace{net::TransportOptions{}.heartbeat_timeout_ms + 300};
+  // Runtime load balancing. Every monitor_interval, generate() asks the plan's devices for their
+  // unit timings and hands this a MonitorSample; a plan it returns is switched to between two
+  // decode steps: the batches in flight drain, the new plan is loaded (units a worker already holds
+  // are not sent again; one with a local model copy maps them), and each live sequence's KV cache
+  // is rebuilt by replaying its tokens, so no token is lost, repeated or changed. Empty: no
+  // monitoring windows, no balancing.
+  std::function<Expected<std::optional<Rebalance>>(const MonitorSample&)> rebalance;
+  net::Millis monitor_interval{500};
 };
 
 // One device of the running pipeline, for reports (`--json` devices).
@@ -95,7 +125,11 @@ struct RunStats {
   // decode phase of a single request), from the devices' own unit timings — to set beside the
   // planner's prediction. Empty when there was nothing to measure.
   std::vector<double> stage_compute_ms_per_token;
-  int n_failovers = 0;  // plans re-solved because a worker was lost (stage timings are then left empty)
+  int n_failovers = 0;   // plans re-solved because a worker was lost (stage timings are then left empty)
+  int n_rebalances = 0;  // plans switched by the balancer (stage timings are then left empty)
+  // [n_devices] the last monitoring window's moving estimate of each device's compute ms per token
+  // over the units it ran (NaN: not measured); empty without balancing.
+  std::vector<double> device_ms_per_token;
 };
 
 struct Request {

@@ -442,8 +442,23 @@ Expected<std::optional<std::string>> ChildProcess::read_line(Millis timeout) {
     // older kernels of many phones.
     const auto left = std::chrono::ceil<Millis>(deadline - Clock::now());
     const Millis::rep slice = std::clamp<Millis::rep>(left.count(), 0, k_exit_check_interval.count());
+    // SIGINT / SIGTERM are blocked from the check of the flag until ppoll waits (which unblocks
+    // them atomically): one that comes in between interrupts the wait instead of going unnoticed.
+    sigset_t termination, old_mask;
+    ::sigemptyset(&termination);
+    ::sigaddset(&termination, SIGINT);
+    ::sigaddset(&termination, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &termination, &old_mask);
+    if (TerminationSignals::requested()) {
+      ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+      return std::optional<std::string>();
+    }
     pollfd p{stdout_fd_, POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(slice));
+    const timespec wait{static_cast<time_t>(slice / 1000), static_cast<long>((slice % 1000) * 1000000)};
+    const int r = ::ppoll(&p, 1, &wait, &old_mask);
+    const int poll_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    errno = poll_errno;
     if (r < 0) {
       if (errno == EINTR) {
         if (TerminationSignals::requested()) return std::optional<std::string>();

@@ -278,6 +278,7 @@ struct Worker::Impl {
     segment_metadata.reset();
     LL_ASSIGN_OR_RETURN(runner, model::UnitRunner::create(*model, segment.unit_first, segment.unit_last, *pool,
                                                           segment.n_ctx));
+    if (opt.unit_hook) runner->set_unit_hook(opt.unit_hook);
     if (!segment.next_endpoint.empty()) {
       // Over CURVE the next stage accepts us once its own LOAD_SEGMENT (naming us as its upstream)
       // has arrived, which may be after ours when we had every tensor already: a refused handshake

@@ -47,6 +47,9 @@ struct WorkerOptions {
   // upstream_public_key, so that the previous stage may forward to us. Null over plain links.
   std::shared_ptr<net::AuthorizedKeys> authorized_keys;
   net::Limits limits;
+  // Installed on every segment the worker builds (model::UnitRunner::set_unit_hook): tests slow a
+  // device down with it. Empty: none.
+  std::function<void(int64_t unit, int64_t n_tokens)> unit_hook;
 };
 
 struct WorkerCounters {

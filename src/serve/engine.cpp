@@ -35,6 +35,7 @@ class CoordinatorEngine final : public Engine {
     }
     const auto stats = c_.last_run_stats();
     info.n_failovers = stats.n_failovers;
+    info.n_rebalances = stats.n_rebalances;
     const auto& stages = c_.stages();
     for (size_t i = 0; i < stages.size(); ++i) {
       StageInfo s;

@@ -14,8 +14,8 @@
 
 namespace ll::serve {
 
-// Counters of the runtime's own decisions: failovers (the scheduler adds the coordinator's count
-// after each batch); rebalances stay 0 until a load balancer exists.
+// Counters of the runtime's own decisions: rebalances and failovers (the scheduler adds the
+// coordinator's counts after each batch).
 struct ClusterCounters {
   std::atomic<uint64_t> rebalances{0};
   std::atomic<uint64_t> failovers{0};
@@ -42,7 +42,8 @@ struct ClusterInfo {
   std::string mode;  // "single process", "local workers", "cluster"
   std::vector<DeviceInfo> devices;
   std::vector<StageInfo> stages;
-  int n_failovers = 0;  // in the last batch: workers lost and their units re-planned onto the others
+  int n_failovers = 0;   // in the last batch: workers lost and their units re-planned onto the others
+  int n_rebalances = 0;  // in the last batch: plans the load balancer switched to
 };
 
 struct Event {

@@ -144,6 +144,11 @@ void Scheduler::run() {
         events_.add("failure", "a worker was lost; its units moved to the others (" +
                                    std::to_string(info->n_failovers) + " failover(s)), the batch completed");
       }
+      if (info && info->n_rebalances > 0) {
+        metrics_.cluster.rebalances += static_cast<uint64_t>(info->n_rebalances);
+        events_.add("rebalance", "the devices' measured speeds changed; units moved (" +
+                                     std::to_string(info->n_rebalances) + " plan switch(es)), the batch completed");
+      }
       if (info) metrics_.set_last_batch(ms > 0 ? n_tokens * 1000.0 / ms : 0, std::move(*info));
       for (size_t i = 0; i < batch.size(); ++i) batch[i]->finish(std::move((*res)[i]));
     } else {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -17,12 +18,15 @@ namespace ll::test {
 
 class InprocCluster {
  public:
-  explicit InprocCluster(int n_workers, runtime::WorkerOptions base = {}, std::string prefix = "inproc://w")
+  // `customize(i, options)`, when given, adjusts worker i's options (0-based) before it is created.
+  explicit InprocCluster(int n_workers, runtime::WorkerOptions base = {}, std::string prefix = "inproc://w",
+                         const std::function<void(size_t, runtime::WorkerOptions&)>& customize = {})
       : net_(net::make_inproc_network()) {
     for (int i = 0; i < n_workers; ++i) {
       runtime::WorkerOptions o = base;
       o.listen = prefix + std::to_string(i + 1);
       o.name = std::string("w").append(std::to_string(i + 1));
+      if (customize) customize(static_cast<size_t>(i), o);
       auto w = runtime::Worker::create(o, *net_);
       if (!w) {
         ADD_FAILURE() << w.error().message;

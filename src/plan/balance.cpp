@@ -1,0 +1,151 @@
+#include "plan/balance.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace ll::plan {
+
+namespace {
+
+bool measured(double v) { return std::isfinite(v) && v >= 0; }
+
+std::string fmt_ms(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f ms", ms);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
+                                  const std::vector<double>& measured_unit_ms, double min_share) {
+  const int n_dev = base.n_devices();
+  double total_profiled = 0;  // all units on the origin: the scale "negligible" is judged against
+  for (double ms : base.devices[static_cast<size_t>(base.origin)].unit_ms) total_profiled += ms;
+  std::vector<double> factor(static_cast<size_t>(n_dev), std::nan(""));
+  for (int d = 0; d < n_dev; ++d) {
+    double prof = 0, meas = 0;
+    for (const Stage& st : stages) {
+      if (st.device != d) continue;
+      for (int u = st.first_unit; u <= st.last_unit; ++u) {
+        const double m = static_cast<size_t>(u) < measured_unit_ms.size() ? measured_unit_ms[static_cast<size_t>(u)]
+                                                                            : std::nan("");
+        if (!measured(m)) continue;
+        prof += base.devices[static_cast<size_t>(d)].unit_ms[static_cast<size_t>(u)];
+        meas += m;
+      }
+    }
+    if (prof > 0 && prof >= min_share * total_profiled) factor[static_cast<size_t>(d)] = meas / prof;
+  }
+  return factor;
+}
+
+Profile refresh_profile(const Profile& base, const std::vector<Stage>& stages,
+                        const std::vector<double>& measured_unit_ms, const std::vector<double>& factors) {
+  Profile out = base;
+  const int n_dev = base.n_devices();
+  std::vector<double> known;
+  for (int d = 0; d < n_dev && static_cast<size_t>(d) < factors.size(); ++d) {
+    if (measured(factors[static_cast<size_t>(d)])) known.push_back(factors[static_cast<size_t>(d)]);
+  }
+  double median = 1.0;
+  if (!known.empty()) {
+    std::sort(known.begin(), known.end());
+    const size_t n = known.size();
+    median = n % 2 == 1 ? known[n / 2] : 0.5 * (known[n / 2 - 1] + known[n / 2]);
+  }
+  for (int d = 0; d < n_dev; ++d) {
+    double f = static_cast<size_t>(d) < factors.size() ? factors[static_cast<size_t>(d)] : std::nan("");
+    if (!measured(f)) f = median;
+    for (double& v : out.devices[static_cast<size_t>(d)].unit_ms) v *= f;
+  }
+  // The units measured where they run take their measured figure as is.
+  for (const Stage& st : stages) {
+    for (int u = st.first_unit; u <= st.last_unit; ++u) {
+      if (static_cast<size_t>(u) >= measured_unit_ms.size()) continue;
+      const double m = measured_unit_ms[static_cast<size_t>(u)];
+      if (measured(m)) out.devices[static_cast<size_t>(st.device)].unit_ms[static_cast<size_t>(u)] = m;
+    }
+  }
+  return out;
+}
+
+double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, const std::vector<Stage>& to,
+                    const MoveCost& cost) {
+  auto holds = [](const std::vector<Stage>& stages, int device, int unit) {
+    for (const Stage& st : stages) {
+      if (st.device == device && unit >= st.first_unit && unit <= st.last_unit) return true;
+    }
+    return false;
+  };
+  double slowest = 0;
+  for (int d = 0; d < profile.n_devices(); ++d) {
+    const double per_byte =
+        static_cast<size_t>(d) < cost.load_ms_per_byte.size() ? cost.load_ms_per_byte[static_cast<size_t>(d)] : 0.0;
+    if (per_byte <= 0) continue;
+    double bytes = 0;
+    for (const Stage& st : to) {
+      if (st.device != d) continue;
+      for (int u = st.first_unit; u <= st.last_unit; ++u) {
+        if (!holds(from, d, u)) bytes += static_cast<double>(profile.units[static_cast<size_t>(u)].memory_bytes);
+      }
+    }
+    slowest = std::max(slowest, bytes * per_byte);
+  }
+  return cost.replay_ms + slowest;
+}
+
+Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Profile& refreshed,
+                                                         const std::vector<Stage>& current, const SolveOptions& solve,
+                                                         double remaining_tokens, const MoveCost& cost) {
+  LL_ASSIGN_OR_RETURN(const double current_cost, evaluate(refreshed, current, solve));
+  if (switched_at_ms_ && now_ms - *switched_at_ms_ < options_.cooldown_ms) {
+    over_since_ms_.reset();
+    return std::optional<Proposal>{};
+  }
+  auto best = plan::solve(refreshed, solve);
+  if (!best) {  // no plan fits the refreshed profile: the running one is all there is
+    over_since_ms_.reset();
+    return std::optional<Proposal>{};
+  }
+  if (!(current_cost > (1.0 + options_.margin) * best->cost_ms) || best->stages == current) {
+    over_since_ms_.reset();
+    return std::optional<Proposal>{};
+  }
+  if (!over_since_ms_) over_since_ms_ = now_ms;
+  if (now_ms - *over_since_ms_ < options_.sustain_ms) return std::optional<Proposal>{};
+  Proposal p;
+  p.stages = best->stages;
+  p.current_cost_ms = current_cost;
+  p.best_cost_ms = best->cost_ms;
+  p.move_ms = move_cost_ms(refreshed, current, best->stages, cost);
+  p.gain_ms = (current_cost - best->cost_ms) * std::max(0.0, remaining_tokens);
+  if (!(p.gain_ms > p.move_ms)) return std::optional<Proposal>{};  // (still over: asked again next window)
+  // Why: the stages whose cost moved most from what the plan was made for.
+  auto now = describe(refreshed, current, solve);
+  p.reason = std::string("the running plan costs ") + fmt_ms(current_cost) + " per token by " +
+             objective_name(solve.objective) + ", the optimum for the measured speeds " + fmt_ms(best->cost_ms) +
+             " (over the " + std::to_string(static_cast<int>(std::lround(options_.margin * 100))) + "% margin for " +
+             fmt_ms(now_ms - *over_since_ms_) + "); switching costs about " + fmt_ms(p.move_ms) + ", saves about " +
+             fmt_ms(p.gain_ms);
+  if (now) {
+    std::string stages;
+    for (const auto& r : now->reports) {
+      stages.append(stages.empty() ? "" : ", ")
+          .append(refreshed.devices[static_cast<size_t>(r.stage.device)].name)
+          .append(" ")
+          .append(fmt_ms(r.cost_ms));
+    }
+    p.reason += "; measured stage costs: " + stages;
+  }
+  over_since_ms_.reset();
+  return std::optional<Proposal>{std::move(p)};
+}
+
+void BalancePolicy::switched(double now_ms) {
+  switched_at_ms_ = now_ms;
+  over_since_ms_.reset();
+}
+
+}  // namespace ll::plan

@@ -1,0 +1,90 @@
+// Runtime load balancing, the policy half: when to move units and where to (the mechanism, which
+// moves them, is the coordinator's). Everything here is pure: measurements in, a decision out.
+//
+//   refresh_profile  the profile measured at the start, with what the devices of the running plan
+//                    took per token since: a device's units cost what was measured; its other units
+//                    are scaled by the same factor (measured / profiled, speed_factors). Devices that
+//                    hold no units have nothing to measure: the caller passes the factor last seen
+//                    for them (so a device the plan left because it was slow is not taken back at
+//                    once), or the median of the measured ones is used.
+//   BalancePolicy    fed one refreshed profile per monitoring window. It proposes the optimum of the
+//                    refreshed profile when the running plan costs more than that optimum by more
+//                    than `margin` for at least `sustain_ms` — and only when the time saved over the
+//                    tokens still to come exceeds what the switch costs (replaying the live
+//                    sequences' tokens, streaming weights to devices that lack them).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "plan/plan.h"
+#include "plan/profile.h"
+
+namespace ll::plan {
+
+// Per device, measured / profiled time over the units it runs in `stages`. `measured_unit_ms[u]`:
+// ms per token unit u took on the device that runs it over the last window (moving estimate);
+// negative or NaN = not measured. NaN for devices without measured units, and for those whose
+// measured units are a negligible share of the work (under `min_share` of the profiled cost of all
+// units on the origin, e.g. the embedding alone): their timings are too small to scale a block by.
+std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
+                                  const std::vector<double>& measured_unit_ms, double min_share = 0.02);
+
+// `base` with each device's unit_ms scaled by factors[d] (NaN or missing: the median of the known
+// factors, 1 without any), then the units measured in `stages` set to their measured figures.
+Profile refresh_profile(const Profile& base, const std::vector<Stage>& stages,
+                        const std::vector<double>& measured_unit_ms, const std::vector<double>& factors);
+
+struct BalanceOptions {
+  double margin = 0.15;       // propose when current cost > (1 + margin) x the refreshed optimum
+  double sustain_ms = 1500;   // ... for this long without a break
+  double cooldown_ms = 3000;  // no new proposal this soon after a switch (measurements settle)
+};
+
+// What a switch would cost, for weighing it against the gain.
+struct MoveCost {
+  double replay_ms = 0;  // rebuilding the live sequences' KV caches on the new plan
+  // Per device (profile order): ms per byte of weights it would have to receive (0: it maps a local
+  // copy or holds them cached). Devices load in parallel: the slowest one counts.
+  std::vector<double> load_ms_per_byte;
+};
+
+struct Proposal {
+  std::vector<Stage> stages;
+  double current_cost_ms = 0;  // the running plan under the refreshed profile
+  double best_cost_ms = 0;     // the proposed plan under it
+  double move_ms = 0;          // estimated cost of switching
+  double gain_ms = 0;          // (current - best) x tokens still to come
+  std::string reason;          // "stage on phone-c costs 41.2 ms against 12.0 ms profiled; ..."
+};
+
+// The estimated cost of switching from `from` to `to`: replay plus the slowest device's weight load
+// (units it does not hold in `from`).
+double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, const std::vector<Stage>& to,
+                    const MoveCost& cost);
+
+class BalancePolicy {
+ public:
+  explicit BalancePolicy(BalanceOptions options = {}) : options_(options) {}
+
+  // One monitoring window: `now_ms` on any steady clock, `refreshed` from refresh_profile(),
+  // `current` the running plan, `remaining_tokens` still to be generated (over all sequences).
+  // Errors only when the profile itself is unusable (the running plan does not evaluate).
+  Expected<std::optional<Proposal>> observe(double now_ms, const Profile& refreshed, const std::vector<Stage>& current,
+                                            const SolveOptions& solve, double remaining_tokens, const MoveCost& cost);
+
+  // The coordinator switched plans at `now_ms` (a proposal of ours, or a failover).
+  void switched(double now_ms);
+
+  const BalanceOptions& options() const { return options_; }
+
+ private:
+  BalanceOptions options_;
+  std::optional<double> over_since_ms_;  // start of the current run of windows over the margin
+  std::optional<double> switched_at_ms_;
+};
+
+}  // namespace ll::plan

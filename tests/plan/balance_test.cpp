@@ -1,0 +1,203 @@
+#include "plan/balance.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "plan_test_util.h"
+
+namespace ll::plan {
+namespace {
+
+// embed, 6 blocks of 10 ms, head of 5 ms; three equal devices on free links. k_running is the
+// throughput optimum for them (stages of 20.1, 20 and 25 ms).
+Profile three_equal() {
+  Profile p = test::blank_profile(8, 3);
+  for (auto& d : p.devices) {
+    d.unit_ms = {0.1, 10, 10, 10, 10, 10, 10, 5};
+  }
+  for (auto& u : p.units) u.memory_bytes = 1000;
+  return p;
+}
+
+const std::vector<Stage> k_running = {{0, 0, 2}, {1, 3, 4}, {2, 5, 7}};
+
+std::vector<double> measured_as_profiled(const Profile& p, const std::vector<Stage>& stages) {
+  std::vector<double> m(static_cast<size_t>(p.n_units()), std::nan(""));
+  for (const Stage& st : stages) {
+    for (int u = st.first_unit; u <= st.last_unit; ++u) {
+      m[static_cast<size_t>(u)] = p.devices[static_cast<size_t>(st.device)].unit_ms[static_cast<size_t>(u)];
+    }
+  }
+  return m;
+}
+
+TEST(RefreshProfile, MeasuredUnitsTakeTheirFiguresAndTheRestOfTheDeviceScalesWithThem) {
+  const Profile base = three_equal();
+  auto m = measured_as_profiled(base, k_running);
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;  // device 1 became 4x slower
+  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[3], 40);
+  EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[1], 40);   // a block it does not hold, scaled by its own factor
+  EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[7], 20);   // the head too
+  EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[4], 10);   // the others are unchanged
+  EXPECT_DOUBLE_EQ(r.devices[2].unit_ms[1], 10);
+}
+
+TEST(RefreshProfile, DevicesWithoutMeasurementsScaleByTheMedianFactor) {
+  Profile base = three_equal();
+  // Device 2 holds nothing; devices 0 and 1 run 20% faster than profiled (batched decode, say).
+  const std::vector<Stage> two = {{0, 0, 3}, {1, 4, 7}};
+  auto m = measured_as_profiled(base, two);
+  for (double& v : m) v *= 0.8;
+  const Profile r = refresh_profile(base, two, m, speed_factors(base, two, m));
+  EXPECT_NEAR(r.devices[2].unit_ms[3], 8.0, 1e-12);
+  EXPECT_NEAR(r.devices[0].unit_ms[5], 8.0, 1e-12);
+}
+
+TEST(RefreshProfile, AnEmbeddingAloneDoesNotSetItsDevicesFactor) {
+  const Profile base = three_equal();
+  const std::vector<Stage> plan = {{0, 0, 0}, {1, 1, 4}, {2, 5, 7}};
+  auto m = measured_as_profiled(base, plan);
+  m[0] = 1.0;  // the embedding took 10x its profiled 0.1 ms (noise on a tiny figure)
+  const Profile r = refresh_profile(base, plan, m, speed_factors(base, plan, m));
+  EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[0], 1.0);
+  EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[3], 10);  // blocks keep the median factor (1), not 10
+  EXPECT_TRUE(std::isnan(speed_factors(base, plan, m)[0]));
+}
+
+TEST(RefreshProfile, AFactorSeenEarlierKeepsAnIdleDeviceAsSlowAsItWas) {
+  const Profile base = three_equal();
+  // Device 1 was measured 4x slow and left the plan; devices 0 and 2 run as profiled.
+  const std::vector<Stage> now = {{0, 0, 3}, {2, 4, 7}};
+  const auto m = measured_as_profiled(base, now);
+  auto f = speed_factors(base, now, m);
+  EXPECT_TRUE(std::isnan(f[1]));
+  f[1] = 4.0;  // what the caller remembers
+  const Profile r = refresh_profile(base, now, m, f);
+  EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[2], 40);
+  EXPECT_DOUBLE_EQ(r.devices[2].unit_ms[5], 10);
+}
+
+TEST(BalancePolicy, ProposesTheRefreshedOptimumOnlyAfterTheOverloadLastsTheSustainWindow) {
+  const Profile base = three_equal();
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  ASSERT_TRUE(evaluate(base, k_running, so).has_value());
+  auto m = measured_as_profiled(base, k_running);
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
+  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  BalancePolicy policy(BalanceOptions{0.15, 1000, 3000});
+  MoveCost cost{100, {}};
+  auto a = policy.observe(0, r, k_running, so, 1000, cost);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_FALSE(a->has_value()) << "the overload has just begun";
+  auto b = policy.observe(500, r, k_running, so, 1000, cost);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_FALSE(b->has_value());
+  auto c = policy.observe(1000, r, k_running, so, 1000, cost);
+  ASSERT_TRUE(c.has_value());
+  ASSERT_TRUE(c->has_value());
+  const Proposal& p = **c;
+  auto best = solve(r, so);
+  ASSERT_TRUE(best.has_value());
+  EXPECT_EQ(p.stages, best->stages);
+  EXPECT_NEAR(p.current_cost_ms, 80.0, 1e-9);  // two 40 ms blocks on device 1
+  EXPECT_NEAR(p.best_cost_ms, best->cost_ms, 1e-9);
+  EXPECT_LT(p.best_cost_ms, p.current_cost_ms / 1.15);
+  EXPECT_NEAR(p.gain_ms, (p.current_cost_ms - p.best_cost_ms) * 1000, 1e-6);
+  EXPECT_DOUBLE_EQ(p.move_ms, 100);
+  EXPECT_NE(p.reason.find("dev1 80.00 ms"), std::string::npos) << p.reason;
+  // Device 1 holds fewer units in the proposal.
+  int held = 0;
+  for (const Stage& st : p.stages) {
+    if (st.device == 1) held += st.last_unit - st.first_unit + 1;
+  }
+  EXPECT_LT(held, 2);
+}
+
+TEST(BalancePolicy, AnInterruptedOverloadStartsTheWindowAgain) {
+  const Profile base = three_equal();
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  auto m = measured_as_profiled(base, k_running);
+  const Profile calm = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
+  const Profile slow = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  BalancePolicy policy(BalanceOptions{0.15, 1000, 0});
+  MoveCost cost{};
+  EXPECT_FALSE(policy.observe(0, slow, k_running, so, 1000, cost)->has_value());
+  EXPECT_FALSE(policy.observe(600, calm, k_running, so, 1000, cost)->has_value());
+  EXPECT_FALSE(policy.observe(1200, slow, k_running, so, 1000, cost)->has_value());
+  EXPECT_TRUE(policy.observe(2200, slow, k_running, so, 1000, cost)->has_value());
+}
+
+TEST(BalancePolicy, WithinTheMarginNothingMoves) {
+  const Profile base = three_equal();
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  auto m = measured_as_profiled(base, k_running);
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 12;  // 20% slower, but not the slowest stage
+  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  BalancePolicy policy(BalanceOptions{0.15, 0, 0});
+  for (double t : {0.0, 1000.0, 5000.0}) {
+    auto d = policy.observe(t, r, k_running, so, 1e6, MoveCost{});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_FALSE(d->has_value());
+  }
+}
+
+TEST(BalancePolicy, AMoveThatCostsMoreThanItSavesIsNotProposed) {
+  const Profile base = three_equal();
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  auto m = measured_as_profiled(base, k_running);
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
+  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  BalancePolicy policy(BalanceOptions{0.15, 0, 0});
+  // 3 tokens left save at most 3 x 80 ms; replaying costs 10 s.
+  auto d = policy.observe(0, r, k_running, so, 3, MoveCost{10000, {}});
+  ASSERT_TRUE(d.has_value());
+  EXPECT_FALSE(d->has_value());
+  // Weight streaming counts as well: the optimum (0-3 here, 4-7 on device 2: 35 ms) saves 20 x 45 ms
+  // but moves 1000-byte units at 1 ms per byte.
+  auto e = policy.observe(1, r, k_running, so, 20, MoveCost{0, {1.0, 1.0, 1.0}});
+  ASSERT_TRUE(e.has_value());
+  EXPECT_FALSE(e->has_value());
+  auto f = policy.observe(2, r, k_running, so, 1000, MoveCost{0, {0.0, 0.0, 0.0}});
+  ASSERT_TRUE(f.has_value());
+  EXPECT_TRUE(f->has_value());
+}
+
+TEST(BalancePolicy, CooldownAfterASwitch) {
+  const Profile base = three_equal();
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  auto m = measured_as_profiled(base, k_running);
+  for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
+  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  BalancePolicy policy(BalanceOptions{0.15, 0, 2000});
+  policy.switched(0);
+  EXPECT_FALSE(policy.observe(1000, r, k_running, so, 1000, MoveCost{})->has_value());
+  EXPECT_TRUE(policy.observe(2500, r, k_running, so, 1000, MoveCost{})->has_value());
+}
+
+TEST(MoveCost, CountsOnlyUnitsNewToADeviceAndTheSlowestDevice) {
+  Profile p = three_equal();
+  const std::vector<Stage> to = {{0, 0, 3}, {1, 4, 4}, {2, 5, 7}};
+  // Device 0 gains unit 3 (1000 bytes); devices 1 and 2 keep units they held.
+  EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, to, MoveCost{5, {0.01, 1.0, 1.0}}), 5 + 10);
+  const std::vector<Stage> far = {{0, 0, 0}, {2, 1, 4}, {1, 5, 7}};
+  // Device 2 gains 1-4 (4000 bytes at 0.5 ms/byte), device 1 gains 5-7 (3000 at 1 ms/byte).
+  EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, MoveCost{0, {0, 1.0, 0.5}}), 3000);
+}
+
+TEST(BalancePolicy, AnInvalidRunningPlanIsAnError) {
+  const Profile base = three_equal();
+  BalancePolicy policy;
+  auto d = policy.observe(0, base, {{1, 0, 7}}, SolveOptions{}, 10, MoveCost{});
+  EXPECT_FALSE(d.has_value());
+}
+
+}  // namespace
+}  // namespace ll::plan

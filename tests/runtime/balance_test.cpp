@@ -1,0 +1,196 @@
+// Runtime load balancing: a worker slows down mid-generation (a hook inside its units' timed work
+// sleeps, as a device under a CPU quota does); monitoring sees it, the policy proposes a plan
+// without it, the coordinator switches between two decode steps and rebuilds the KV caches, and the
+// greedy output is still exactly the single-process output. Without a slowdown nothing moves.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/shared_files.h"
+#include "inproc_cluster.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "plan/balance.h"
+#include "runtime/coordinator.h"
+#include "runtime/split.h"
+
+namespace ll {
+namespace {
+
+using runtime::Stage;
+
+struct Fixture {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tok;
+  std::vector<runtime::Request> requests;
+};
+
+Fixture load_stories() {
+  Fixture f;
+  auto m = model::Model::load(test::shared_path("models/stories260K.gguf"));
+  EXPECT_TRUE(m.has_value());
+  if (!m) return f;
+  f.model = std::move(*m);
+  auto t = model::Tokenizer::from_gguf(f.model->file());
+  EXPECT_TRUE(t.has_value());
+  f.tok = std::make_unique<model::Tokenizer>(std::move(*t));
+  for (const char* p : {"Once upon a time", "The cat sat", "Lily and Ben went to the park. They saw a big"}) {
+    f.requests.push_back(runtime::Request{f.tok->encode(p, true)});
+  }
+  return f;
+}
+
+std::vector<model::GenerateResult> single_process(const Fixture& f, const model::GenerateOptions& gen, int64_t n_ctx) {
+  ThreadPool pool(1);
+  std::vector<model::GenerateResult> out;
+  for (const auto& r : f.requests) {
+    auto runner = model::UnitRunner::create(*f.model, 0, f.model->n_units() - 1, pool, n_ctx);
+    EXPECT_TRUE(runner.has_value());
+    auto res = model::generate(**runner, *f.tok, r.prompt_tokens, gen);
+    EXPECT_TRUE(res.has_value()) << res.error().message;
+    out.push_back(std::move(*res));
+  }
+  return out;
+}
+
+// What the planner was told at the start: the origin and three workers equally fast (1 ms per block
+// or head, the embedding nearly free), free links, plenty of memory.
+plan::Profile equal_profile(int n_units) {
+  plan::Profile p;
+  for (int u = 0; u < n_units; ++u) p.units.push_back(plan::UnitProfile{std::string("u").append(std::to_string(u)), 1000, 1024});
+  for (const char* name : {"origin", "w1", "w2", "w3"}) {
+    plan::DeviceProfile d{name, 1u << 30, std::vector<double>(static_cast<size_t>(n_units), 1.0)};
+    d.unit_ms[0] = 0.001;
+    p.devices.push_back(std::move(d));
+  }
+  p.latency_ms.assign(4, std::vector<double>(4, 0.0));
+  p.bandwidth_bytes_per_s.assign(4, std::vector<double>(4, 1e12));
+  p.origin = 0;
+  p.token_bytes = 4;
+  return p;
+}
+
+struct Outcome {
+  std::vector<model::GenerateResult> results;
+  runtime::RunStats stats;
+  std::vector<Stage> final_stages;
+  std::vector<std::string> log;
+};
+
+// Three workers whose units each sleep `base_sleep_us` per token (so timings are steady), worker 2
+// `slow_sleep_us` instead once request 0 has streamed `slow_after` pieces (never when negative).
+model::GenerateOptions greedy() {
+  model::GenerateOptions gen;
+  gen.n_predict = 90;
+  gen.sampling.temperature = 0;
+  return gen;
+}
+constexpr int64_t k_n_ctx = 128;
+
+Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_us) {
+  const model::GenerateOptions gen = greedy();
+  const int64_t n_ctx = k_n_ctx;
+  std::atomic<bool> slow{false};
+  auto customize = [&](size_t i, runtime::WorkerOptions& o) {
+    o.unit_hook = [&slow, i, base_sleep_us, slow_sleep_us](int64_t, int64_t n_tokens) {
+      const int us = (i == 1 && slow.load()) ? slow_sleep_us : base_sleep_us;
+      std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(us) * n_tokens));
+    };
+  };
+  test::InprocCluster cluster(3, {}, "inproc://w", customize);
+  const int n_units = static_cast<int>(f.model->n_units());
+  const plan::Profile profile = equal_profile(n_units);
+  plan::SolveOptions so;
+  so.objective = plan::Objective::throughput;
+  plan::BalancePolicy policy(plan::BalanceOptions{0.15, 150, 300});
+  std::vector<double> known(4, std::nan(""));
+  Outcome out;
+  runtime::CoordinatorOptions co;
+  co.n_ctx = n_ctx;
+  co.n_ubatch = 4;
+  co.monitor_interval = net::Millis(50);
+  co.log = [&out](const std::string& s) { out.log.push_back(s); };
+  co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<std::optional<runtime::Rebalance>> {
+    EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
+    EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
+    const auto now = plan::speed_factors(profile, m.stages, m.unit_ms);
+    for (size_t d = 0; d < known.size(); ++d) {
+      if (!std::isnan(now[d])) known[d] = now[d];
+    }
+    const plan::Profile fresh = plan::refresh_profile(profile, m.stages, m.unit_ms, known);
+    plan::MoveCost cost{static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token, {}};
+    LL_ASSIGN_OR_RETURN(auto p, policy.observe(m.elapsed_ms, fresh, m.stages, so, m.remaining_tokens, cost));
+    if (!p) return std::optional<runtime::Rebalance>{};
+    policy.switched(m.elapsed_ms);
+    return std::optional<runtime::Rebalance>{runtime::Rebalance{p->stages, p->reason}};
+  };
+  auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  EXPECT_TRUE(c.has_value()) << c.error().message;
+  if (!c) return out;
+  auto even = runtime::split_even(n_units, 3, false);
+  EXPECT_TRUE(even.has_value());
+  EXPECT_TRUE((*c)->load(*even).has_value());
+  int pieces = 0;
+  auto on_text = [&](size_t i, std::string_view) {
+    if (i == 0 && slow_after >= 0 && ++pieces == slow_after) slow = true;
+  };
+  auto res = (*c)->generate(*f.tok, f.requests, gen, 3, on_text);
+  EXPECT_TRUE(res.has_value()) << res.error().message;
+  if (!res) return out;
+  out.results = std::move(*res);
+  out.stats = (*c)->last_run_stats();
+  out.final_stages = (*c)->stages();
+  return out;
+}
+
+void expect_same(const std::vector<model::GenerateResult>& got, const std::vector<model::GenerateResult>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
+  }
+}
+
+TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  const auto want = single_process(f, greedy(), k_n_ctx);
+  const Outcome o = run(f, 5, 300, 3000);  // w2 becomes 10x slower after 5 pieces of text
+  expect_same(o.results, want);
+  EXPECT_GE(o.stats.n_rebalances, 1);
+  EXPECT_EQ(o.stats.n_failovers, 0);
+  int w2_units = 0;
+  for (const Stage& st : o.final_stages) {
+    if (st.device == 2) w2_units += static_cast<int>(st.last_unit - st.first_unit + 1);
+  }
+  EXPECT_LT(w2_units, 2) << "w2 held 2 units of the even split";
+  bool logged = false;
+  for (const auto& line : o.log) logged = logged || line.rfind("rebalance 1: the running plan costs", 0) == 0;
+  EXPECT_TRUE(logged) << "no rebalance line in the log";
+  // Monitoring kept an estimate for the devices of the final plan.
+  ASSERT_EQ(o.stats.device_ms_per_token.size(), 4u);
+  for (const Stage& st : o.final_stages) {
+    EXPECT_FALSE(std::isnan(o.stats.device_ms_per_token[static_cast<size_t>(st.device)])) << "device " << st.device;
+  }
+}
+
+TEST(Balancing, EqualDevicesKeepTheirPlan) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  const auto want = single_process(f, greedy(), k_n_ctx);
+  const Outcome o = run(f, -1, 300, 300);
+  expect_same(o.results, want);
+  EXPECT_EQ(o.stats.n_rebalances, 0);
+  const auto even = runtime::split_even(f.model->n_units(), 3, false);
+  ASSERT_TRUE(even.has_value());
+  EXPECT_EQ(o.final_stages, *even);
+}
+
+}  // namespace
+}  // namespace ll
