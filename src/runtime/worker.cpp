@@ -75,6 +75,7 @@ struct Worker::Impl {
   // --model: the local copy and its identity.
   std::unique_ptr<gguf::File> local_file;
   net::Sha256Digest local_identity{};
+  std::set<std::pair<std::string, net::Sha256Digest>> verified_local;  // its tensors already hashed
 
   // The segment.
   bool have_segment = false;
@@ -153,6 +154,19 @@ struct Worker::Impl {
   }
 
   Expected<net::SegmentStatus> load_segment(const net::PeerId& peer, uint64_t request_id, net::LoadSegment msg) {
+    // Tensors of the old segment that the new one uses again are kept (by content hash), so a
+    // re-plan that shifts a boundary by a few units sends only the units new to this worker.
+    std::map<net::Sha256Digest, TensorSlot> reusable;
+    uint64_t reused_bytes = 0;
+    if (!local_file) {
+      std::set<net::Sha256Digest> wanted;
+      for (const auto& t : msg.tensors) wanted.insert(t.sha256);
+      for (auto& s : tensors) {
+        if (s.data == nullptr || !wanted.count(s.desc.sha256)) continue;
+        reused_bytes += s.desc.n_bytes;
+        reusable.emplace(s.desc.sha256, std::move(s));
+      }
+    }
     drop_segment();
     // CURVE: from now on the previous stage (and no earlier one) may connect and forward to us.
     if (opt.authorized_keys) {
@@ -199,7 +213,9 @@ struct Worker::Impl {
     const uint64_t n_blocks = last_block >= first_block ? last_block - first_block + 1 : 0;
     // K and V, F16, full context.
     kv_bytes_per_sequence = n_blocks * msg.n_ctx * n_head_kv * head_dim * 2 * 2;
+    // (The kept tensors are resident already and count in weight_bytes.)
     baseline_rss = current_rss_bytes();
+    baseline_rss -= std::min(baseline_rss, reused_bytes);
     budget = opt.memory_limit_bytes > 0 ? opt.memory_limit_bytes : plan::add_sat(available_memory_bytes(), baseline_rss);
     if (budget == 0) budget = UINT64_MAX;  // unknown (no /proc/meminfo): trust the peer
     LL_TRY(check_limit(baseline_rss + weight_bytes + kv_bytes_per_sequence + k_reserve_bytes,
@@ -226,12 +242,26 @@ struct Worker::Impl {
           return make_error(ErrorCode::invalid_argument, "tensor '" + s.desc.name +
                                                              "' does not match this worker's --model file");
         }
-        if (net::sha256(std::span<const uint8_t>(t->data, t->n_bytes)) != s.desc.sha256) {
-          return make_error(ErrorCode::invalid_argument, "tensor '" + s.desc.name + "' of --model " +
-                                                             local_file->path() + " has other content (SHA-256 differs)");
+        auto key = std::make_pair(s.desc.name, s.desc.sha256);
+        if (!verified_local.count(key)) {  // (hashed once: a re-plan loads many of them again)
+          if (net::sha256(std::span<const uint8_t>(t->data, t->n_bytes)) != s.desc.sha256) {
+            return make_error(ErrorCode::invalid_argument, "tensor '" + s.desc.name + "' of --model " +
+                                                               local_file->path() + " has other content (SHA-256 differs)");
+          }
+          verified_local.insert(std::move(key));
         }
         s.data = t->data;
         s.received = t->n_bytes;
+        continue;
+      }
+      if (auto it = reusable.find(s.desc.sha256); it != reusable.end() && it->second.desc.n_bytes == s.desc.n_bytes) {
+        TensorSlot& old = it->second;
+        s.buffer = std::move(old.buffer);
+        s.mapped = std::move(old.mapped);
+        s.data = old.data;
+        s.received = s.desc.n_bytes;
+        reusable.erase(it);
+        ++counters.n_tensors_kept;
         continue;
       }
       if (!opt.cache_dir.empty()) {
@@ -300,10 +330,11 @@ struct Worker::Impl {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
     }
-    if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors (%llu received, %llu from cache)\n",
+    if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors (%llu received, %llu from cache, %llu kept from the last segment)\n",
                  opt.name.c_str(), segment.unit_first, segment.unit_last, mib(weight_bytes).c_str(), tensors.size(),
                  static_cast<unsigned long long>(counters.n_tensors_received),
-                 static_cast<unsigned long long>(counters.n_tensors_from_cache));
+                 static_cast<unsigned long long>(counters.n_tensors_from_cache),
+                 static_cast<unsigned long long>(counters.n_tensors_kept));
     return {};
   }
 

@@ -59,6 +59,7 @@ struct WorkerCounters {
   uint64_t n_tokens = 0;
   uint64_t n_tensors_received = 0;
   uint64_t n_tensors_from_cache = 0;
+  uint64_t n_tensors_kept = 0;  // reused from the previous segment
 };
 
 class Worker {

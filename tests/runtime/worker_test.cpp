@@ -258,6 +258,37 @@ TEST(Worker, CacheDirectoryAvoidsFetchingTensorsAgain) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Worker, AShiftedSegmentKeepsTheTensorsItSharesWithTheLastOne) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  const auto prompt = l.tok->encode("The cat sat", true);
+  const auto want = reference(l, prompt, 12);
+  test::InprocCluster cluster(2, {}, "inproc://shift");
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  auto coord = runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  const int last = static_cast<int>(l.model->n_units()) - 1;  // stories260K: 0 embed, 1-5 blocks, 6 head
+  ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 2}, {2, 3, last}}).has_value());
+  const uint64_t received_1 = cluster.worker(0).counters().n_tensors_received;
+  const uint64_t received_2 = cluster.worker(1).counters().n_tensors_received;
+  // The boundary moves by one block: worker 1 gains block 3, worker 2 loses it.
+  ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {2, 4, last}}).has_value());
+  const auto c1 = cluster.worker(0).counters();
+  const auto c2 = cluster.worker(1).counters();
+  EXPECT_EQ(c1.n_tensors_kept, received_1) << "blocks 1-2 stay on worker 1";
+  EXPECT_EQ(c1.n_tensors_received - received_1, received_1 / 2) << "only block 3 is sent (a block's tensors)";
+  EXPECT_EQ(c2.n_tensors_received, received_2) << "worker 2 already had blocks 4-5 and the head";
+  EXPECT_EQ(c2.n_tensors_kept, received_2 - received_1 / 2);
+  model::GenerateOptions g;
+  g.n_predict = 12;
+  g.sampling.temperature = 0;
+  auto res = (*coord)->generate(*l.tok, {runtime::Request{prompt}}, g, 1);
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  EXPECT_EQ((*res)[0].tokens, want);
+}
+
 TEST(Worker, LocalModelCopyIsUsedAfterCheckingItIsTheSameModel) {
   LL_REQUIRE_SHARED(test::shared_path(k_model));
   Loaded l = load();
