@@ -108,16 +108,14 @@ Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime:
     st.device = index_of(st.device);
     if (st.device < 0) return make_error(ErrorCode::internal, "the running plan uses a worker that was dropped");
   }
-  // Speed factors: this window's where measured, else the last one seen for that device.
+  // Speed factors by cluster device (SpeedTracker: the last measured, else how the others first ran).
   const std::vector<double> now = plan::speed_factors(base, current, m.unit_ms);
-  known_factors.resize(chosen.profile->devices.size(), std::nan(""));
-  std::vector<double> factors(keep.size(), std::nan(""));
-  for (size_t k = 0; k < keep.size(); ++k) {
-    double& known = known_factors[static_cast<size_t>(keep[k])];
-    if (!std::isnan(now[k])) known = now[k];
-    factors[k] = known;
-  }
-  const plan::Profile fresh = plan::refresh_profile(base, current, m.unit_ms, factors);
+  std::vector<double> by_device(chosen.profile->devices.size(), std::nan(""));
+  for (size_t k = 0; k < keep.size(); ++k) by_device[static_cast<size_t>(keep[k])] = now[k];
+  const std::vector<double> tracked = speeds.update(by_device);
+  std::vector<double> factors;
+  for (int d : keep) factors.push_back(tracked[static_cast<size_t>(d)]);
+  const plan::Profile fresh = plan::refresh_profile(base, factors);
   plan::MoveCost cost;
   cost.replay_ms = static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token;
   bool any_streamed = false;
@@ -131,9 +129,11 @@ Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime:
     const bool streams = keep[k] != 0 && (b ? *b > 0 : any_streamed);
     cost.load_ms_per_byte.push_back(streams ? 1000.0 / fresh.bandwidth_bytes_per_s[0][k] : 0.0);
   }
-  LL_ASSIGN_OR_RETURN(auto proposal, policy.observe(m.elapsed_ms, fresh, current, chosen.solve, m.remaining_tokens, cost));
+  // (The steady clock: `lingua serve` calls generate() once per batch, and the policy's windows and
+  // cooldown run across them.)
+  LL_ASSIGN_OR_RETURN(auto proposal, policy.observe(m.steady_ms, fresh, current, chosen.solve, m.remaining_tokens, cost));
   if (!proposal) return std::optional<runtime::Rebalance>{};
-  policy.switched(m.elapsed_ms);
+  policy.switched(m.steady_ms);
   runtime::Rebalance out;
   out.stages = proposal->stages;
   for (auto& st : out.stages) st.device = keep[static_cast<size_t>(st.device)];

@@ -57,7 +57,7 @@ struct Resplitter {
   // Balancing (--split optimal, unless --no-balance): the profile measured at the start, refreshed
   // with each monitoring window's timings, judged by plan::BalancePolicy.
   plan::BalancePolicy policy;
-  std::vector<double> known_factors;  // per device of the cluster: its last measured speed factor
+  plan::SpeedTracker speeds;  // by device of the cluster
 
   // `alive`: the surviving workers' indices (1-based, ascending).
   Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive) const;

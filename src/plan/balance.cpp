@@ -41,8 +41,7 @@ std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>&
   return factor;
 }
 
-Profile refresh_profile(const Profile& base, const std::vector<Stage>& stages,
-                        const std::vector<double>& measured_unit_ms, const std::vector<double>& factors) {
+Profile refresh_profile(const Profile& base, const std::vector<double>& factors) {
   Profile out = base;
   const int n_dev = base.n_devices();
   std::vector<double> known;
@@ -60,14 +59,34 @@ Profile refresh_profile(const Profile& base, const std::vector<Stage>& stages,
     if (!measured(f)) f = median;
     for (double& v : out.devices[static_cast<size_t>(d)].unit_ms) v *= f;
   }
-  // The units measured where they run take their measured figure as is.
-  for (const Stage& st : stages) {
-    for (int u = st.first_unit; u <= st.last_unit; ++u) {
-      if (static_cast<size_t>(u) >= measured_unit_ms.size()) continue;
-      const double m = measured_unit_ms[static_cast<size_t>(u)];
-      if (measured(m)) out.devices[static_cast<size_t>(st.device)].unit_ms[static_cast<size_t>(u)] = m;
-    }
+  return out;
+}
+
+std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
+  if (first_.size() < now.size()) {
+    first_.resize(now.size(), std::nan(""));
+    last_.resize(now.size(), std::nan(""));
   }
+  for (size_t d = 0; d < now.size(); ++d) {
+    if (!measured(now[d])) continue;
+    last_[d] = now[d];
+    if (!measured(first_[d])) first_[d] = now[d];
+  }
+  std::vector<double> firsts;
+  for (double f : first_) {
+    if (measured(f)) firsts.push_back(f);
+  }
+  double typical = std::nan("");
+  if (!firsts.empty()) {
+    std::sort(firsts.begin(), firsts.end());
+    const size_t n = firsts.size();
+    typical = n % 2 == 1 ? firsts[n / 2] : 0.5 * (firsts[n / 2 - 1] + firsts[n / 2]);
+    // ... but never slower than profiled: a device slowed before the first window must not make
+    // the others look slow too.
+    typical = std::min(typical, 1.0);
+  }
+  std::vector<double> out(now.size());
+  for (size_t d = 0; d < now.size(); ++d) out[d] = measured(last_[d]) ? last_[d] : typical;
   return out;
 }
 

@@ -2,8 +2,8 @@
 // moves them, is the coordinator's). Everything here is pure: measurements in, a decision out.
 //
 //   refresh_profile  the profile measured at the start, with what the devices of the running plan
-//                    took per token since: a device's units cost what was measured; its other units
-//                    are scaled by the same factor (measured / profiled, speed_factors). Devices that
+//                    took per token since: each device's units scale by its factor (measured /
+//                    profiled over the units it runs, speed_factors). Devices that
 //                    hold no units have nothing to measure: the caller passes the factor last seen
 //                    for them (so a device the plan left because it was slow is not taken back at
 //                    once), or the median of the measured ones is used.
@@ -34,9 +34,25 @@ std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>&
                                   const std::vector<double>& measured_unit_ms, double min_share = 0.02);
 
 // `base` with each device's unit_ms scaled by factors[d] (NaN or missing: the median of the known
-// factors, 1 without any), then the units measured in `stages` set to their measured figures.
-Profile refresh_profile(const Profile& base, const std::vector<Stage>& stages,
-                        const std::vector<double>& measured_unit_ms, const std::vector<double>& factors);
+// factors, 1 without any). The whole device scales, not each unit by its own measurement: under a
+// CPU quota the pauses land on whichever unit happens to run, so single units' figures are noise.
+Profile refresh_profile(const Profile& base, const std::vector<double>& factors);
+
+// Remembers each device's speed factor across windows: the last one measured (a device the plan
+// left because it was slow stays slow), and the first (how the devices ran against their profile
+// before anything changed: decode batches and prefill make every device faster per token than the
+// single-token steps profiled). A device never measured is taken to run as the measured ones first
+// did: the median of their first factors, or as profiled (1) if that is faster (a device that was
+// already slow in the first window must not make the others look slow too).
+class SpeedTracker {
+ public:
+  // `now`: this window's factors by device (speed_factors; NaN = not measured). Returns the factors
+  // to refresh the profile with.
+  std::vector<double> update(const std::vector<double>& now);
+
+ private:
+  std::vector<double> first_, last_;
+};
 
 struct BalanceOptions {
   double margin = 0.15;       // propose when current cost > (1 + margin) x the refreshed optimum

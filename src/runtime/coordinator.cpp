@@ -1089,6 +1089,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(why).append(
           "; old plan: " + c.describe_plan(old_stages) + "; new plan: " + c.describe_plan(*plan)));
       auto switched = adopt(*plan);
+      if (switched) c.log("failover " + std::to_string(n_failovers) + ": now running " + c.describe_plan(c.stages));
       if (!switched) {
         auto more = c.lost_plan_workers();
         if (more.empty()) {
@@ -1139,8 +1140,28 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
     }
     monitor_prev = snap_monitor;
+    {  // One line per window in the log (--verbose): progress and each device's estimate.
+      int64_t n_generated = 0;
+      for (const auto& s : seqs) n_generated += static_cast<int64_t>(s.result.tokens.size());
+      char head[96];
+      std::snprintf(head, sizeof head, "monitor: %.2f s, %lld tokens generated; compute ms/token:", ms_since(t_run) / 1000,
+                    static_cast<long long>(n_generated));
+      std::string line = head;
+      for (const Stage& st : c.stages) {
+        double ms = 0;
+        for (int64_t u = st.first_unit; u <= st.last_unit; ++u) {
+          const double e = unit_ms_estimate[static_cast<size_t>(u)];
+          if (!std::isnan(e)) ms += e;
+        }
+        char part[96];
+        std::snprintf(part, sizeof part, " %s %.3f", c.device_name(st.device).c_str(), ms);
+        line += part;
+      }
+      c.log(line);
+    }
     MonitorSample m;
     m.elapsed_ms = ms_since(t_run);
+    m.steady_ms = std::chrono::duration<double, std::milli>(Clock::now().time_since_epoch()).count();
     m.stages = c.stages;
     for (int w = 1; w < static_cast<int>(c.workers.size()); ++w) {
       if (!c.worker(w).dead) m.alive_workers.push_back(w);
@@ -1202,11 +1223,17 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     if (pending_switch && in_flight.empty()) {
       Rebalance next = std::move(*pending_switch);
       pending_switch.reset();
-      ++n_rebalances;
-      if (auto ok = adopt(next.stages); !ok) {
-        LL_TRY(recover(ok.error()));
-      } else {
+      const std::vector<Stage> old_stages = c.stages;
+      if (auto ok = adopt(next.stages); ok) {
+        ++n_rebalances;
         c.log("rebalance " + std::to_string(n_rebalances) + ": now running " + c.describe_plan(c.stages));
+      } else if (!c.lost_plan_workers().empty() || ok.error().code == ErrorCode::io) {
+        LL_TRY(recover(ok.error()));  // a worker went: fail over
+      } else {
+        // A device refused the new plan (say, memory the planner did not know was taken): an
+        // optimisation that did not work out must not end the run. Back to the plan that ran.
+        c.log("rebalance refused: " + ok.error().message + "; back to " + c.describe_plan(old_stages));
+        if (auto back = adopt(old_stages); !back) LL_TRY(recover(back.error()));
       }
       continue;
     }

@@ -34,6 +34,7 @@ namespace ll::runtime {
 // What monitoring saw in one window of a generate() call (balancing's input).
 struct MonitorSample {
   double elapsed_ms = 0;         // since generate() started
+  double steady_ms = 0;          // on the steady clock (comparable across generate() calls)
   std::vector<Stage> stages;     // the running plan
   std::vector<int> alive_workers;  // workers not dropped by a failover (1-based, ascending)
   // [n_units] moving estimate of the compute ms per token of each unit on the device that runs it

@@ -365,6 +365,109 @@ TEST(ClusterFailover, KillNineOfAWorkerMidGenerationKeepsTheGreedyOutput) {
   std::filesystem::remove(json_out);
 }
 
+// A cgroup v1 CPU quota for one process (a device slowing down: heat, battery saver, other apps).
+// Removed again on destruction, moving what is left in it back to the root group.
+class CpuQuota {
+ public:
+  static constexpr const char* k_root = "/sys/fs/cgroup/cpu";
+  static bool available() { return ::geteuid() == 0 && std::filesystem::exists(std::string(k_root) + "/cgroup.procs"); }
+  CpuQuota(pid_t pid, int percent) : dir_(std::string(k_root) + "/ll-test-" + std::to_string(::getpid())) {
+    std::filesystem::create_directory(dir_);
+    ok_ = write(dir_ + "/cpu.cfs_period_us", "100000") &&
+          write(dir_ + "/cpu.cfs_quota_us", std::to_string(percent * 1000)) &&
+          write(dir_ + "/cgroup.procs", std::to_string(pid));
+  }
+  ~CpuQuota() {
+    std::ifstream procs(dir_ + "/cgroup.procs");
+    for (std::string pid; std::getline(procs, pid);) write(std::string(k_root) + "/cgroup.procs", pid);
+    std::error_code ec;
+    std::filesystem::remove(dir_, ec);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  static bool write(const std::string& path, const std::string& value) {
+    std::ofstream f(path);
+    f << value;
+    f.flush();
+    return f.good();
+  }
+  std::string dir_;
+  bool ok_ = false;
+};
+
+TEST(ClusterBalancing, AWorkerUnderACpuQuotaLosesItsUnitsAndTheOutputStaysTheSame) {
+  const std::string model = ll::test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(model);
+  if (!CpuQuota::available()) GTEST_SKIP() << "needs root and a cgroup v1 cpu hierarchy at " << CpuQuota::k_root;
+  const std::string prompts = ::testing::TempDir() + "/ll_balance_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream p(prompts);
+    for (int i = 0; i < 4; ++i) {  // twelve sequences: still generating well after the slowdown
+      p << "Once upon a time " << i << "\nThe cat sat " << i << "\nLily and Ben went to the park. They saw a big\n";
+    }
+  }
+  const std::string common = "-m " + shell_quote(model) + " -f " + shell_quote(prompts) + " -n 200 -c 512 --temp 0 --json";
+  std::string out;
+  ASSERT_EQ(run_command(std::string(LL_LINGUA_BIN) + " run " + common, out), 0) << out;
+  const nlohmann::json want = nlohmann::json::parse(last_line(out));
+  ASSERT_EQ(want["results"].size(), 12u);
+  const std::string json_out = prompts + ".out";
+  // The origin may hold only the embedding, so the plan puts the blocks and the head on workers.
+  auto run = spawn_run(common + " --local 3 --origin-memory 200KB --objective throughput --parallel 3", json_out);
+  ASSERT_TRUE(run.has_value()) << run.error().message;
+  std::string seen;
+  ASSERT_TRUE(read_until(*run, "transmission map", 60, seen)) << seen;
+  // The worker holding the most units ("  stage 1  local-2          units   1-6 ...").
+  int victim = 0, most = 0;
+  for (size_t at = seen.find("  stage "); at != std::string::npos; at = seen.find("  stage ", at + 1)) {
+    const std::string line = seen.substr(at, seen.find('\n', at) - at);
+    int stage = 0, worker = 0, first = 0, last = 0;
+    if (std::sscanf(line.c_str(), " stage %d local-%d units %d-%d", &stage, &worker, &first, &last) == 4 &&
+        last - first + 1 > most) {
+      most = last - first + 1;
+      victim = worker;
+    }
+  }
+  ASSERT_GT(victim, 0) << "no worker holds units\n" << seen;
+  std::vector<pid_t> workers;
+  for (int i = 0; i < 100 && workers.size() < 3; ++i) {
+    workers = children_of(run->pid());
+    if (workers.size() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(workers.size(), 3u);
+  std::sort(workers.begin(), workers.end());  // local-1, local-2, local-3 in start order
+  CpuQuota quota(workers[static_cast<size_t>(victim - 1)], 2);  // 2% of a core
+  ASSERT_TRUE(quota.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(read_until(*run, "rebalance 1: now running", 120, seen)) << seen;
+  std::printf("switched %.1f s after the quota\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  read_until(*run, "total: ", 180, seen);
+  std::printf("finished %.1f s after the quota\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::optional<ll::runtime::ExitStatus> st;
+  for (int i = 0; i < 200 && !(st = run->exit_status()); ++i) read_until(*run, "never", 0.05, seen);
+  ASSERT_TRUE(st.has_value()) << "lingua run did not finish\n" << seen;
+  EXPECT_TRUE(st->success()) << st->describe() << "\n" << seen;
+  std::ifstream jf(json_out);
+  const std::string text((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
+  const nlohmann::json got = nlohmann::json::parse(last_line(text));
+  ASSERT_EQ(got["results"].size(), 12u) << seen;
+  EXPECT_GE(got["rebalances"].get<int>(), 1) << seen;
+  EXPECT_EQ(got["failovers"].get<int>(), 0) << seen;
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(got["results"][i]["tokens"], want["results"][i]["tokens"]) << i;
+  const std::string slowed = "local-" + std::to_string(victim);
+  const size_t event = seen.find("rebalance 1: the running plan costs");
+  ASSERT_NE(event, std::string::npos) << seen;
+  const std::string line = seen.substr(event, seen.find('\n', event) - event);
+  // The new plan leaves the slowed worker out, or gives it fewer units.
+  const std::string new_plan = line.substr(line.find("new plan: "));
+  EXPECT_EQ(new_plan.find(slowed + " 1-6"), std::string::npos) << line;
+  std::filesystem::remove(prompts);
+  std::filesystem::remove(json_out);
+}
+
 TEST(ClusterFailover, AnExplicitSplitCannotBeReSolvedAndFailsAtOnce) {
   const std::string model = ll::test::shared_path("models/stories260K.gguf");
   LL_REQUIRE_SHARED(model);

@@ -32,11 +32,11 @@ std::vector<double> measured_as_profiled(const Profile& p, const std::vector<Sta
   return m;
 }
 
-TEST(RefreshProfile, MeasuredUnitsTakeTheirFiguresAndTheRestOfTheDeviceScalesWithThem) {
+TEST(RefreshProfile, EveryUnitOfADeviceScalesWithWhatItsUnitsMeasured) {
   const Profile base = three_equal();
   auto m = measured_as_profiled(base, k_running);
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;  // device 1 became 4x slower
-  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[3], 40);
   EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[1], 40);   // a block it does not hold, scaled by its own factor
   EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[7], 20);   // the head too
@@ -50,7 +50,7 @@ TEST(RefreshProfile, DevicesWithoutMeasurementsScaleByTheMedianFactor) {
   const std::vector<Stage> two = {{0, 0, 3}, {1, 4, 7}};
   auto m = measured_as_profiled(base, two);
   for (double& v : m) v *= 0.8;
-  const Profile r = refresh_profile(base, two, m, speed_factors(base, two, m));
+  const Profile r = refresh_profile(base, speed_factors(base, two, m));
   EXPECT_NEAR(r.devices[2].unit_ms[3], 8.0, 1e-12);
   EXPECT_NEAR(r.devices[0].unit_ms[5], 8.0, 1e-12);
 }
@@ -60,8 +60,8 @@ TEST(RefreshProfile, AnEmbeddingAloneDoesNotSetItsDevicesFactor) {
   const std::vector<Stage> plan = {{0, 0, 0}, {1, 1, 4}, {2, 5, 7}};
   auto m = measured_as_profiled(base, plan);
   m[0] = 1.0;  // the embedding took 10x its profiled 0.1 ms (noise on a tiny figure)
-  const Profile r = refresh_profile(base, plan, m, speed_factors(base, plan, m));
-  EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[0], 1.0);
+  const Profile r = refresh_profile(base, speed_factors(base, plan, m));
+  EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[0], 0.1);
   EXPECT_DOUBLE_EQ(r.devices[0].unit_ms[3], 10);  // blocks keep the median factor (1), not 10
   EXPECT_TRUE(std::isnan(speed_factors(base, plan, m)[0]));
 }
@@ -74,9 +74,31 @@ TEST(RefreshProfile, AFactorSeenEarlierKeepsAnIdleDeviceAsSlowAsItWas) {
   auto f = speed_factors(base, now, m);
   EXPECT_TRUE(std::isnan(f[1]));
   f[1] = 4.0;  // what the caller remembers
-  const Profile r = refresh_profile(base, now, m, f);
+  const Profile r = refresh_profile(base, f);
   EXPECT_DOUBLE_EQ(r.devices[1].unit_ms[2], 40);
   EXPECT_DOUBLE_EQ(r.devices[2].unit_ms[5], 10);
+}
+
+TEST(SpeedTracker, RemembersTheLastFactorAndFillsUnmeasuredDevicesWithTheFirstOnes) {
+  SpeedTracker t;
+  const double nan = std::nan("");
+  // Window 1: devices 0 and 1 measured at 0.5 (batched decode), 2 never.
+  auto a = t.update({0.5, 0.5, nan});
+  EXPECT_DOUBLE_EQ(a[0], 0.5);
+  EXPECT_DOUBLE_EQ(a[2], 0.5);
+  // Window 2: device 1 alone, now 5x slower; device 0 left the plan.
+  auto b = t.update({nan, 2.5, nan});
+  EXPECT_DOUBLE_EQ(b[0], 0.5);  // its last
+  EXPECT_DOUBLE_EQ(b[1], 2.5);
+  EXPECT_DOUBLE_EQ(b[2], 0.5);  // as the others first ran, not as the slowed one runs now
+  // A device slow from the first window on does not make the unmeasured ones look slow.
+  SpeedTracker slow_at_once;
+  auto c = slow_at_once.update({nan, 8.0, nan});
+  EXPECT_DOUBLE_EQ(c[1], 8.0);
+  EXPECT_DOUBLE_EQ(c[2], 1.0);
+  // Nothing measured yet: NaN (refresh_profile then keeps the profile).
+  SpeedTracker empty;
+  EXPECT_TRUE(std::isnan(empty.update({nan, nan})[1]));
 }
 
 TEST(BalancePolicy, ProposesTheRefreshedOptimumOnlyAfterTheOverloadLastsTheSustainWindow) {
@@ -86,7 +108,7 @@ TEST(BalancePolicy, ProposesTheRefreshedOptimumOnlyAfterTheOverloadLastsTheSusta
   ASSERT_TRUE(evaluate(base, k_running, so).has_value());
   auto m = measured_as_profiled(base, k_running);
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
-  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 1000, 3000});
   MoveCost cost{100, {}};
   auto a = policy.observe(0, r, k_running, so, 1000, cost);
@@ -121,9 +143,9 @@ TEST(BalancePolicy, AnInterruptedOverloadStartsTheWindowAgain) {
   SolveOptions so;
   so.objective = Objective::throughput;
   auto m = measured_as_profiled(base, k_running);
-  const Profile calm = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile calm = refresh_profile(base, speed_factors(base, k_running, m));
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
-  const Profile slow = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile slow = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 1000, 0});
   MoveCost cost{};
   EXPECT_FALSE(policy.observe(0, slow, k_running, so, 1000, cost)->has_value());
@@ -138,7 +160,7 @@ TEST(BalancePolicy, WithinTheMarginNothingMoves) {
   so.objective = Objective::throughput;
   auto m = measured_as_profiled(base, k_running);
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 12;  // 20% slower, but not the slowest stage
-  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 0, 0});
   for (double t : {0.0, 1000.0, 5000.0}) {
     auto d = policy.observe(t, r, k_running, so, 1e6, MoveCost{});
@@ -153,7 +175,7 @@ TEST(BalancePolicy, AMoveThatCostsMoreThanItSavesIsNotProposed) {
   so.objective = Objective::throughput;
   auto m = measured_as_profiled(base, k_running);
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
-  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 0, 0});
   // 3 tokens left save at most 3 x 80 ms; replaying costs 10 s.
   auto d = policy.observe(0, r, k_running, so, 3, MoveCost{10000, {}});
@@ -175,7 +197,7 @@ TEST(BalancePolicy, CooldownAfterASwitch) {
   so.objective = Objective::throughput;
   auto m = measured_as_profiled(base, k_running);
   for (int u = 3; u <= 4; ++u) m[static_cast<size_t>(u)] = 40;
-  const Profile r = refresh_profile(base, k_running, m, speed_factors(base, k_running, m));
+  const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 0, 2000});
   policy.switched(0);
   EXPECT_FALSE(policy.observe(1000, r, k_running, so, 1000, MoveCost{})->has_value());

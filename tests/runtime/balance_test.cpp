@@ -109,7 +109,7 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   plan::SolveOptions so;
   so.objective = plan::Objective::throughput;
   plan::BalancePolicy policy(plan::BalanceOptions{0.15, 150, 300});
-  std::vector<double> known(4, std::nan(""));
+  plan::SpeedTracker speeds;
   Outcome out;
   runtime::CoordinatorOptions co;
   co.n_ctx = n_ctx;
@@ -119,11 +119,8 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<std::optional<runtime::Rebalance>> {
     EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
-    const auto now = plan::speed_factors(profile, m.stages, m.unit_ms);
-    for (size_t d = 0; d < known.size(); ++d) {
-      if (!std::isnan(now[d])) known[d] = now[d];
-    }
-    const plan::Profile fresh = plan::refresh_profile(profile, m.stages, m.unit_ms, known);
+    const auto factors = speeds.update(plan::speed_factors(profile, m.stages, m.unit_ms));
+    const plan::Profile fresh = plan::refresh_profile(profile, factors);
     plan::MoveCost cost{static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token, {}};
     LL_ASSIGN_OR_RETURN(auto p, policy.observe(m.elapsed_ms, fresh, m.stages, so, m.remaining_tokens, cost));
     if (!p) return std::optional<runtime::Rebalance>{};
@@ -190,6 +187,48 @@ TEST(Balancing, EqualDevicesKeepTheirPlan) {
   const auto even = runtime::split_even(f.model->n_units(), 3, false);
   ASSERT_TRUE(even.has_value());
   EXPECT_EQ(o.final_stages, *even);
+}
+
+}  // namespace
+}  // namespace ll
+
+namespace ll {
+namespace {
+
+TEST(Balancing, APlanAWorkerRefusesIsDroppedAndTheRunGoesOnWithTheOldOne) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  const auto want = single_process(f, greedy(), k_n_ctx);
+  // w1 cannot hold anything (a limit far below what this process already uses).
+  auto customize = [](size_t i, runtime::WorkerOptions& o) {
+    if (i == 0) o.memory_limit_bytes = 1u << 20;
+  };
+  test::InprocCluster cluster(3, {}, "inproc://refuse", customize);
+  std::vector<std::string> log;
+  bool proposed = false;
+  runtime::CoordinatorOptions co;
+  co.n_ctx = k_n_ctx;
+  co.n_ubatch = 4;
+  co.monitor_interval = net::Millis(1);
+  co.log = [&log](const std::string& s) { log.push_back(s); };
+  co.rebalance = [&](const runtime::MonitorSample&) -> Expected<std::optional<runtime::Rebalance>> {
+    if (proposed) return std::optional<runtime::Rebalance>{};
+    proposed = true;
+    return std::optional<runtime::Rebalance>{runtime::Rebalance{{{0, 0, 0}, {1, 1, 6}}, "test"}};
+  };
+  auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  const std::vector<Stage> start = {{0, 0, 0}, {2, 1, 3}, {3, 4, 6}};
+  ASSERT_TRUE((*c)->load(start).has_value());
+  auto res = (*c)->generate(*f.tok, f.requests, greedy(), 3);
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  expect_same(*res, want);
+  EXPECT_TRUE(proposed);
+  EXPECT_EQ((*c)->last_run_stats().n_rebalances, 0);
+  EXPECT_EQ((*c)->stages(), start);
+  bool refused = false;
+  for (const auto& line : log) refused = refused || line.rfind("rebalance refused: ", 0) == 0;
+  EXPECT_TRUE(refused);
 }
 
 }  // namespace

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Runtime load balancing and failover on the emulated phone cluster (issue 5's benchmarks).
+
+Starts bench/cluster/phones-3.toml (as assign_bench.py does: TinyLlama-1.1B Q4_0, workers map a local
+copy) and runs `lingua run --cluster` as the emulated origin, repeating:
+
+  (a) a device slows down mid-run: `--split optimal` (latency), one sequence of -n tokens. --cut-at
+      seconds after generation starts, the CPU quota of the worker holding the most units is cut to a
+      quarter (cgroup v1 cpu.cfs_quota_us of the running emulation), and restored afterwards.
+        balance   balancing on (the default)
+        static    --no-balance: the first plan to the end
+        fresh     the quota cut before the start: `--split optimal` profiles the slow device and solves
+                  for it — "a freshly optimal plan for the new speeds" (its decode tok/s)
+      Reports the time from the cut to the switch ("rebalance N: now running"), the time from the cut
+      until the decode rate (from the monitor lines, over windows of >= --window s) stays >= 90 % of
+      `fresh`, and static / balance for the time from the cut to the end and for the whole decode.
+  (b) kill -9 of a worker while 4 sequences generate (`--objective throughput --parallel 4`): the
+      worker holding the most units is killed --kill-at seconds after generation starts; all four
+      outputs must equal an undisturbed run's; reports the time from the kill to the new plan running
+      and to the end, against the undisturbed run.
+
+usage: sudo bench/cluster/balance_bench.py [--build build] [--reps 2] [-n 160] [--cut-at 5] [--json]
+Needs root (network namespaces, tc, cgroups), like emulate.py.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import assign_bench  # noqa: E402  (model generation, paths, prompts)
+
+EMULATE = assign_bench.EMULATE
+CLUSTER_FILE = assign_bench.CLUSTER_FILE
+STATE_FILE = "/tmp/ll-emulate/state.json"
+
+
+def node_cpu_cgroup(name):
+    with open(STATE_FILE) as f:
+        state = json.load(f)
+    for n in state.get("nodes", []):
+        if n["name"] == name:
+            return n["cgroups"]["cpu"]
+    sys.exit(f"no emulated device {name} in {STATE_FILE}")
+
+
+def read_int(path):
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def write_int(path, v):
+    with open(path, "w") as f:
+        f.write(str(v))
+
+
+class Run:
+    """`lingua run` as the emulated origin; stderr lines are timestamped as they arrive."""
+
+    def __init__(self, build, model, extra, prompts_file=None, n=160):
+        args = [os.path.join(build, "lingua"), "run", "-m", model, "--temp", "0", "-n", str(n), "--json", "-v",
+                "--cluster", CLUSTER_FILE, "--insecure", "--origin-memory", "320MB", "-t", "1", "-c", "512"] + extra
+        args += ["-f", prompts_file] if prompts_file else ["-p", assign_bench.PROMPT]
+        self.t_start = time.monotonic()
+        self.p = subprocess.Popen([sys.executable, EMULATE, "exec", "origin", "--"] + args, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, errors="replace")
+        self.lines = []  # (t, line)
+        self.cv = threading.Condition()
+        self.out = []
+        threading.Thread(target=self._pump_err, daemon=True).start()
+        threading.Thread(target=self._pump_out, daemon=True).start()
+
+    def _pump_err(self):
+        for line in self.p.stderr:
+            with self.cv:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self.cv.notify_all()
+        with self.cv:
+            self.cv.notify_all()
+
+    def _pump_out(self):
+        self.out.append(self.p.stdout.read())
+
+    def wait_for(self, needle, timeout=600):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for t, line in self.lines:
+                    if needle in line:
+                        return t, line
+                if self.p.poll() is not None and not any(needle in l for _, l in self.lines):
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cv.wait(min(left, 0.2))
+
+    def finish(self):
+        self.p.wait()
+        time.sleep(0.2)
+        t_end = time.monotonic()
+        if self.p.returncode != 0:
+            sys.exit("lingua run failed:\n" + "\n".join(l for _, l in self.lines[-40:]))
+        return t_end, json.loads("".join(self.out).strip().splitlines()[-1])
+
+    def busiest_worker(self):
+        best, most = None, -1
+        for _, line in self.lines:
+            m = re.match(r"\s+stage \d+\s+(\S+)\s+units\s+(\d+)-\s*(\d+)", line)
+            if m and m.group(1) != "origin":
+                n = int(m.group(3)) - int(m.group(2)) + 1
+                if n > most:
+                    best, most = m.group(1), n
+        return best
+
+    def monitor(self):
+        """[(t, tokens generated)] from the monitor lines."""
+        out = []
+        for t, line in self.lines:
+            m = re.search(r"monitor: [0-9.]+ s, (\d+) tokens generated", line)
+            if m:
+                out.append((t, int(m.group(1))))
+        return out
+
+
+def recovery_time(mon, t_cut, target_tok_s, window_s):
+    """Seconds from the cut until the rate over every later window of >= window_s stays >= target."""
+    pts = [(t, n) for t, n in mon if t >= t_cut]
+    for i in range(len(pts)):
+        ok = True
+        found = False
+        for j in range(i + 1, len(pts)):
+            if pts[j][0] - pts[i][0] < window_s:
+                continue
+            found = True
+            # rate from i to j, and on from every later start point k
+            for k in range(i, j):
+                if pts[j][0] - pts[k][0] >= window_s and (pts[j][1] - pts[k][1]) / (pts[j][0] - pts[k][0]) < target_tok_s:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if ok and found:
+            return pts[i][0] - t_cut
+    return None
+
+
+def quota_cut(build, model, a, rep):
+    res = {}
+    # fresh: the cut before the start.
+    probe = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=8)
+    probe.wait_for("transmission map")
+    victim = probe.busiest_worker()
+    probe.finish()
+    cg = node_cpu_cgroup(victim)
+    quota_path = os.path.join(cg, "cpu.cfs_quota_us")
+    full = read_int(quota_path)
+    cut = max(1000, full // 4)
+    res["victim"] = victim
+    res["quota_us"] = [full, cut, read_int(os.path.join(cg, "cpu.cfs_period_us"))]
+    try:
+        write_int(quota_path, cut)
+        r = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=a.n)
+        _, j = r.finish()
+        res["fresh_tok_s"] = j["decode_tok_s"]
+        res["fresh_plan"] = [(d["name"], d["units"]) for d in j["devices"] if d.get("units")]
+    finally:
+        write_int(quota_path, full)
+    for name, extra in (("balance", []), ("static", ["--no-balance"])):
+        r = Run(build, model, ["--split", "optimal", "--objective", "latency"] + extra, n=a.n)
+        got = r.wait_for("transmission map")
+        if got is None:
+            sys.exit("no plan:\n" + "\n".join(l for _, l in r.lines[-40:]))
+        t_gen = got[0]
+        time.sleep(max(0.0, t_gen + a.cut_at - time.monotonic()))
+        try:
+            write_int(quota_path, cut)
+            t_cut = time.monotonic()
+            t_end, j = r.finish()
+        finally:
+            write_int(quota_path, full)
+        rec = {"after_cut_s": t_end - t_cut, "decode_tok_s": j["decode_tok_s"], "rebalances": j.get("rebalances", 0),
+               "tokens": len(j["tokens"])}
+        sw = r.wait_for("rebalance 1: now running", timeout=0)
+        if sw:
+            rec["switch_s"] = sw[0] - t_cut
+            rec["new_plan"] = sw[1].split("now running ", 1)[1]
+        mon = r.monitor()
+        if name == "balance":
+            rec["recover_90_s"] = recovery_time(mon, t_cut, 0.9 * res["fresh_tok_s"], a.window)
+        res[name] = rec
+    res["speedup_after_cut"] = res["static"]["after_cut_s"] / res["balance"]["after_cut_s"]
+    res["speedup_decode"] = res["balance"]["decode_tok_s"] / res["static"]["decode_tok_s"]
+    b = res["balance"]
+    print(f"rep {rep + 1} (a) {victim} quota {full} -> {cut} us: fresh optimum {res['fresh_tok_s']:.2f} tok/s "
+          f"{res['fresh_plan']}; switch {b.get('switch_s', float('nan')):.1f} s after the cut "
+          f"(to {b.get('new_plan', '-')}); >= 90 % of fresh from {b['recover_90_s']} s; after the cut: "
+          f"balance {b['after_cut_s']:.1f} s, static {res['static']['after_cut_s']:.1f} s "
+          f"({res['speedup_after_cut']:.2f}x); decode tok/s {b['decode_tok_s']:.2f} vs "
+          f"{res['static']['decode_tok_s']:.2f} ({res['speedup_decode']:.2f}x)", file=sys.stderr, flush=True)
+    return res
+
+
+def kill_worker(build, model, a, rep, prompts_file):
+    extra = ["--split", "optimal", "--objective", "throughput", "--parallel", "4"]
+    ref = Run(build, model, extra, prompts_file=prompts_file, n=a.n)
+    t0 = ref.wait_for("transmission map")[0]
+    t_end, want = ref.finish()
+    r = Run(build, model, extra, prompts_file=prompts_file, n=a.n)
+    t_gen = r.wait_for("transmission map")[0]
+    victim = r.busiest_worker()
+    time.sleep(max(0.0, t_gen + a.kill_at - time.monotonic()))
+    pid = None
+    for line in subprocess.run(["pgrep", "-a", "-f", f"lingua worker.*--name {victim}"], capture_output=True,
+                               text=True).stdout.splitlines():
+        pid = int(line.split()[0])
+    if pid is None:
+        sys.exit(f"cannot find the process of {victim}")
+    os.kill(pid, signal.SIGKILL)
+    t_kill = time.monotonic()
+    t_done, got = r.finish()
+    back = r.wait_for("failover 1: now running", timeout=0)
+    same = [g["tokens"] == w["tokens"] for g, w in zip(got["results"], want["results"])]
+    res = {"victim": victim, "failovers": got.get("failovers", 0), "outputs_equal": same,
+           "recover_s": back[0] - t_kill if back else None, "new_plan": back[1].split("now running ", 1)[1] if back else None,
+           "run_s": t_done - t_gen, "undisturbed_run_s": t_end - t0}
+    print(f"rep {rep + 1} (b) kill -9 {victim}: {res['failovers']} failover(s), new plan running "
+          f"{res['recover_s']:.2f} s after the kill ({res['new_plan']}); outputs equal: {same}; "
+          f"run {res['run_s']:.1f} s vs {res['undisturbed_run_s']:.1f} s undisturbed", file=sys.stderr, flush=True)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(assign_bench.ROOT, "build"))
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("-n", type=int, default=160, help="tokens to generate per sequence")
+    ap.add_argument("--cut-at", type=float, default=5.0, help="seconds after generation starts")
+    ap.add_argument("--kill-at", type=float, default=5.0, help="seconds after generation starts")
+    ap.add_argument("--window", type=float, default=2.0, help="seconds of decode a rate is taken over")
+    ap.add_argument("--only", choices=["a", "b"])
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("balance_bench.py needs root (network namespaces, tc, cgroups): run it with sudo")
+    build = os.path.abspath(a.build)
+    model = assign_bench.model_path(build)
+    prompts = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+    prompts.write("\n".join(assign_bench.PROMPTS4) + "\n")
+    prompts.close()
+    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up", assign_bench.SPEC,
+                           "--worker-arg=--model", f"--worker-arg={model}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {"a": [], "b": []}
+    try:
+        t0 = time.monotonic()
+        while not os.path.exists(CLUSTER_FILE):
+            if up.poll() is not None:
+                sys.exit("emulate.py up failed:\n" + up.stdout.read())
+            if time.monotonic() - t0 > 120:
+                sys.exit("the emulated cluster did not come up within 120 s")
+            time.sleep(0.5)
+        time.sleep(1)
+        for rep in range(a.reps):
+            if a.only != "b":
+                results["a"].append(quota_cut(build, model, a, rep))
+            if a.only != "a":
+                # A killed worker is gone: bring the cluster up again for the next repetition.
+                results["b"].append(kill_worker(build, model, a, rep, prompts.name))
+                subprocess.run([sys.executable, EMULATE, "down"], capture_output=True)
+                up.wait(timeout=60)
+                if rep + 1 < a.reps:
+                    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up",
+                                           assign_bench.SPEC, "--worker-arg=--model", f"--worker-arg={model}"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    t0 = time.monotonic()
+                    time.sleep(1)
+                    while not os.path.exists(CLUSTER_FILE):
+                        if time.monotonic() - t0 > 120:
+                            sys.exit("the emulated cluster did not come up within 120 s")
+                        time.sleep(0.5)
+                    time.sleep(1)
+    finally:
+        subprocess.run([sys.executable, EMULATE, "down"], capture_output=True)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        os.unlink(prompts.name)
+    if results["a"]:
+        ra = results["a"]
+        print(f"\n(a) quota cut to a quarter, median of {len(ra)}: switch "
+              f"{statistics.median(r['balance'].get('switch_s', float('nan')) for r in ra):.1f} s after the cut; "
+              f">= 90 % of a fresh optimum after {[r['balance']['recover_90_s'] for r in ra]} s (target <= 10); "
+              f"static / balance after the cut {statistics.median(r['speedup_after_cut'] for r in ra):.2f}x, "
+              f"decode {statistics.median(r['speedup_decode'] for r in ra):.2f}x (target >= 1.3)")
+    if results["b"]:
+        rb = results["b"]
+        print(f"(b) kill -9 with 4 sequences: outputs equal {[all(r['outputs_equal']) for r in rb]}; new plan running "
+              f"{[round(r['recover_s'], 2) if r['recover_s'] is not None else None for r in rb]} s after the kill")
+    if a.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
