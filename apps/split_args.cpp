@@ -22,7 +22,7 @@ void add_split_options(CLI::App& app, SplitArgs& a) {
                  "default: throughput with several prompts and --parallel > 1, else latency")
       ->check(CLI::IsMember({"latency", "throughput"}))->group("Distributed");
   app.add_flag("--no-balance", a.no_balance,
-               "With --split optimal: keep the first plan even when a device slows down or speeds up (by default "
+               "With --split optimal: keep the first plan even when a device of it slows down or speeds up (by default "
                "the devices' timings are watched while generating and units move when a re-solved plan is "
                "faster by more than --balance-margin)")->group("Distributed");
   app.add_option("--balance-margin", a.balance_margin,

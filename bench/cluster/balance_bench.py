@@ -13,7 +13,8 @@ copy) and runs `lingua run --cluster` as the emulated origin, repeating:
                   for it — "a freshly optimal plan for the new speeds" (its decode tok/s)
       Reports the time from the cut to the switch ("rebalance N: now running"), the time from the cut
       until the decode rate (from the monitor lines, over windows of >= --window s) stays >= 90 % of
-      `fresh`, and static / balance for the time from the cut to the end and for the whole decode.
+      `fresh`'s over the same token positions (decode slows as the context grows), and static /
+      balance for the time from the cut to the end and for the whole decode.
   (b) kill -9 of a worker while 4 sequences generate (`--objective throughput --parallel 4`): the
       worker holding the most units is killed --kill-at seconds after generation starts; all four
       outputs must equal an undisturbed run's; reports the time from the kill to the new plan running
@@ -131,25 +132,35 @@ class Run:
         return out
 
 
-def recovery_time(mon, t_cut, target_tok_s, window_s):
-    """Seconds from the cut until the rate over every later window of >= window_s stays >= target."""
+def rate_at(mon, n0, n1):
+    """Tokens/s of a run (monitor points) between its token counts n0 and n1 (interpolated)."""
+    def t_of(n):
+        for (ta, na), (tb, nb) in zip(mon, mon[1:]):
+            if na <= n <= nb and nb > na:
+                return ta + (tb - ta) * (n - na) / (nb - na)
+        return None
+    ta, tb = t_of(n0), t_of(n1)
+    if ta is None or tb is None or tb <= ta:
+        return None
+    return (n1 - n0) / (tb - ta)
+
+
+def recovery_time(mon, t_cut, fresh_mon, window_s, share=0.9):
+    """Seconds from the cut until the decode rate, over every later window of >= window_s, stays
+    >= share x the fresh optimum's rate over the same token positions (decode slows as the context
+    grows, so positions must match)."""
     pts = [(t, n) for t, n in mon if t >= t_cut]
+    windows = []  # (start t, ok)
     for i in range(len(pts)):
-        ok = True
-        found = False
-        for j in range(i + 1, len(pts)):
-            if pts[j][0] - pts[i][0] < window_s:
-                continue
-            found = True
-            # rate from i to j, and on from every later start point k
-            for k in range(i, j):
-                if pts[j][0] - pts[k][0] >= window_s and (pts[j][1] - pts[k][1]) / (pts[j][0] - pts[k][0]) < target_tok_s:
-                    ok = False
-                    break
-            if not ok:
-                break
-        if ok and found:
-            return pts[i][0] - t_cut
+        j = next((j for j in range(i + 1, len(pts)) if pts[j][0] - pts[i][0] >= window_s), None)
+        if j is None:
+            break
+        rate = (pts[j][1] - pts[i][1]) / (pts[j][0] - pts[i][0])
+        ref = rate_at(fresh_mon, pts[i][1], pts[j][1])
+        windows.append((pts[i][0], ref is None or rate >= share * ref))
+    for k in range(len(windows)):
+        if all(ok for _, ok in windows[k:]):
+            return windows[k][0] - t_cut
     return None
 
 
@@ -170,6 +181,7 @@ def quota_cut(build, model, a, rep):
         write_int(quota_path, cut)
         r = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=a.n)
         _, j = r.finish()
+        fresh_mon = r.monitor()
         res["fresh_tok_s"] = j["decode_tok_s"]
         res["fresh_plan"] = [(d["name"], d["units"]) for d in j["devices"] if d.get("units")]
     finally:
@@ -195,7 +207,7 @@ def quota_cut(build, model, a, rep):
             rec["new_plan"] = sw[1].split("now running ", 1)[1]
         mon = r.monitor()
         if name == "balance":
-            rec["recover_90_s"] = recovery_time(mon, t_cut, 0.9 * res["fresh_tok_s"], a.window)
+            rec["recover_90_s"] = recovery_time(mon, t_cut, fresh_mon, a.window)
         res[name] = rec
     res["speedup_after_cut"] = res["static"]["after_cut_s"] / res["balance"]["after_cut_s"]
     res["speedup_decode"] = res["balance"]["decode_tok_s"] / res["static"]["decode_tok_s"]

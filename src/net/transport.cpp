@@ -243,6 +243,9 @@ class ZmqLink final : public Link {
         options_(std::move(options)) {}
 
   ~ZmqLink() override {
+    // Drain first: stopping the monitor waits for libzmq's I/O thread, which may be blocked sending
+    // to a full monitor queue.
+    read_monitor();
     zmq_socket_monitor(sock_.handle(), nullptr, 0);  // stop the monitor before its PAIR socket closes
   }
 
@@ -261,6 +264,9 @@ class ZmqLink final : public Link {
   }
 
   Expected<std::optional<Frame>> recv(Millis timeout) override {
+    // Keep the monitor's queue short (a peer that keeps reconnecting adds events): when it is full,
+    // libzmq's I/O thread blocks on it and every socket of the process stalls.
+    read_monitor();
     try {
       if (!poll_readable(sock_, timeout)) return std::optional<Frame>();
       zmq::message_t msg;

@@ -101,8 +101,17 @@ struct Coordinator::Impl {
   // `dead` only caches it).
   bool lost(int d) {
     WorkerConn& w = worker(d);
-    w.dead = w.dead || w.link->peer_lost();
+    if (!w.dead && w.link && w.link->peer_lost()) w.dead = true;
+    if (w.dead) close_link(d);
     return w.dead;
+  }
+  // A lost worker's link would only go on reconnecting, each attempt an event for its monitor that
+  // nobody reads any more (once the monitor's queue is full, libzmq's I/O thread blocks on it, and
+  // every other link of the process stalls): closed as soon as the worker is known to be gone.
+  void close_link(int d) {
+    WorkerConn& w = worker(d);
+    w.channel.reset();
+    w.link.reset();
   }
   // Workers of the current plan that are gone.
   std::vector<int> lost_plan_workers() {
@@ -128,7 +137,12 @@ struct Coordinator::Impl {
   // the path of every answer, and lets answers already queued from live workers be read first).
   Expected<std::pair<int, net::Envelope>> recv_any(net::Millis timeout) {
     std::vector<net::Link*> links;
-    for (size_t i = 1; i < workers.size(); ++i) links.push_back(workers[i].link.get());
+    std::vector<int> link_device;  // links[i] belongs to worker link_device[i] (lost ones have none)
+    for (size_t i = 1; i < workers.size(); ++i) {
+      if (!workers[i].link) continue;
+      links.push_back(workers[i].link.get());
+      link_device.push_back(static_cast<int>(i));
+    }
     const auto deadline = Clock::now() + timeout;
     for (;;) {
       const auto left = std::chrono::duration_cast<net::Millis>(deadline - Clock::now());
@@ -142,7 +156,7 @@ struct Coordinator::Impl {
         }
         continue;
       }
-      const int device = static_cast<int>(*ready) + 1;
+      const int device = link_device[*ready];
       auto m = worker(device).channel->recv(net::Millis(0));
       if (!m) {
         return make_error(m.error().code, "bad message from " + device_name(device) + ": " + m.error().message);
@@ -1068,6 +1082,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       std::string names;
       for (int d : lost) {
         c.worker(d).dead = true;
+        c.close_link(d);
         names.append(names.empty() ? "" : ", ").append(c.device_name(d));
       }
       ++n_failovers;
