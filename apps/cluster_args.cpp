@@ -107,9 +107,11 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
   co.should_stop = [] { return runtime::TerminationSignals::requested(); };
   auto coordinator = runtime::Coordinator::connect(model, *conn.net, endpoints, co);
   if (!coordinator) {
-    // Name the device whose address the error mentions (the user knows it by its name).
+    // Name the device whose address the error mentions (the user knows it by its name). connect()
+    // writes "worker at ENDPOINT: ...": matched with the colon, so that tcp://h:560 is not taken
+    // for tcp://h:5601.
     for (size_t i = 0; i < endpoints.size() && i < device_names.size(); ++i) {
-      if (coordinator.error().message.find(endpoints[i]) != std::string::npos) {
+      if (coordinator.error().message.find("worker at " + endpoints[i] + ": ") != std::string::npos) {
         std::string msg = "device \"";
         msg.append(device_names[i]).append("\": ").append(coordinator.error().message);
         return make_error(coordinator.error().code, std::move(msg));

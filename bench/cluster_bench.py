@@ -11,8 +11,9 @@
 
 usage: bench/cluster_bench.py speed|memory|all [--build build] [--reps 3] [--json]
 Models are generated once into BUILD/bench-models. Prints a table, and JSON with --json.
-Every --local run passes --split even: these measure the pipeline itself (the default, optimal, may
-keep every unit on the origin of a one-machine cluster; bench/cluster/assign_bench.py measures it).
+Every --local run passes --split even unless --split says otherwise: these measure the pipeline itself
+(the default, optimal, may keep every unit on the origin of a one-machine cluster;
+bench/cluster/assign_bench.py measures it).
 """
 import argparse
 import json
@@ -52,7 +53,7 @@ def run(build, args):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def speed(build, reps):
+def speed(build, reps, split):
     m = model_path(build, "tinyllama-1.1b", "q8_0")
     base = ["-m", m, "--temp", "0", "-t", "1"]
     short = "Once upon a time, in a small village by the sea, there lived"
@@ -65,14 +66,14 @@ def speed(build, reps):
     for r in range(reps):
         j = run(build, base + ["-p", short, "-n", "64"])
         samples["one_decode"].append(j["decode_tok_s"])
-        j = run(build, base + ["-p", short, "-n", "64", "--local", "2", "--split", "even"])
+        j = run(build, base + ["-p", short, "-n", "64", "--local", "2"] + split)
         samples["pipe_decode"].append(j["decode_tok_s"])
-        j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2", "--split", "even"])
+        j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2"] + split)
         samples["pipe_decode_2seq"].append(j["aggregate_decode_tok_s"])
         j = run(build, base + ["-p", long_prompt, "-n", "1"])
         samples["one_prefill"].append(j["prefill_tok_s"])
         n_prompt_long = len(j["prompt_tokens"])
-        j = run(build, base + ["-p", long_prompt, "-n", "1", "--local", "2", "--split", "even"])
+        j = run(build, base + ["-p", long_prompt, "-n", "1", "--local", "2"] + split)
         samples["pipe_prefill"].append(j["prefill_tok_s"])
         print(f"rep {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in samples.items()), file=sys.stderr)
     os.unlink(tmp.name)
@@ -155,10 +156,13 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--split", default="--split even",
+                    help="split options of the --local 2 runs (default: %(default)s; e.g. '--split optimal "
+                         "--objective throughput' splits by the measured speeds of the two vCPUs)")
     a = ap.parse_args()
     out = {}
     if a.what in ("speed", "all"):
-        out["speed"] = speed(a.build, a.reps)
+        out["speed"] = speed(a.build, a.reps, a.split.split())
     if a.what in ("memory", "all"):
         out["memory"] = memory(a.build)
     if a.json:

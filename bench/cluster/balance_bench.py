@@ -12,7 +12,7 @@ copy) and runs `lingua run --cluster` as the emulated origin, repeating:
         fresh     the quota cut before the start: `--split optimal` profiles the slow device and solves
                   for it — "a freshly optimal plan for the new speeds" (its decode tok/s)
       Reports the time from the cut to the switch ("rebalance N: now running"), the time from the cut
-      until the decode rate (from the monitor lines, over windows of >= --window s) stays >= 90 % of
+      until the decode rate (from the monitor lines, over blocks of --block tokens) stays >= 90 % of
       `fresh`'s over the same token positions (decode slows as the context grows), and static /
       balance for the time from the cut to the end and for the whole decode.
   (b) kill -9 of a worker while 4 sequences generate (`--objective throughput --parallel 4`): the
@@ -145,22 +145,29 @@ def rate_at(mon, n0, n1):
     return (n1 - n0) / (tb - ta)
 
 
-def recovery_time(mon, t_cut, fresh_mon, window_s, share=0.9):
-    """Seconds from the cut until the decode rate, over every later window of >= window_s, stays
+def recovery_time(mon, t_cut, fresh_mon, block, share=0.9):
+    """Seconds from the cut until the decode rate, over every later block of `block` tokens, stays
     >= share x the fresh optimum's rate over the same token positions (decode slows as the context
-    grows, so positions must match)."""
+    grows, so positions must match; blocks of ~25 tokens keep the quantisation of the monitor points
+    — every ~0.5 s, a token every ~0.25 s — to a few %)."""
     pts = [(t, n) for t, n in mon if t >= t_cut]
-    windows = []  # (start t, ok)
-    for i in range(len(pts)):
-        j = next((j for j in range(i + 1, len(pts)) if pts[j][0] - pts[i][0] >= window_s), None)
-        if j is None:
-            break
-        rate = (pts[j][1] - pts[i][1]) / (pts[j][0] - pts[i][0])
-        ref = rate_at(fresh_mon, pts[i][1], pts[j][1])
-        windows.append((pts[i][0], ref is None or rate >= share * ref))
-    for k in range(len(windows)):
-        if all(ok for _, ok in windows[k:]):
-            return windows[k][0] - t_cut
+    if len(pts) < 2:
+        return None
+
+    def t_of(series, n):
+        for (ta, na), (tb, nb) in zip(series, series[1:]):
+            if na <= n <= nb and nb > na:
+                return ta + (tb - ta) * (n - na) / (nb - na)
+        return None
+    starts = list(range(pts[0][1], pts[-1][1] - block + 1, block))
+    oks = []
+    for n0 in starts:
+        rate = rate_at(pts, n0, n0 + block)
+        ref = rate_at(fresh_mon, n0, n0 + block)
+        oks.append(rate is None or ref is None or rate >= share * ref)
+    for k in range(len(starts)):
+        if all(oks[k:]):
+            return t_of(pts, starts[k]) - t_cut
     return None
 
 
@@ -182,6 +189,7 @@ def quota_cut(build, model, a, rep):
         r = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=a.n)
         _, j = r.finish()
         fresh_mon = r.monitor()
+        res["fresh_monitor"] = [(round(t - fresh_mon[0][0], 3), n) for t, n in fresh_mon] if fresh_mon else []
         res["fresh_tok_s"] = j["decode_tok_s"]
         res["fresh_plan"] = [(d["name"], d["units"]) for d in j["devices"] if d.get("units")]
     finally:
@@ -206,8 +214,9 @@ def quota_cut(build, model, a, rep):
             rec["switch_s"] = sw[0] - t_cut
             rec["new_plan"] = sw[1].split("now running ", 1)[1]
         mon = r.monitor()
+        rec["monitor"] = [(round(t - t_cut, 3), n) for t, n in mon]  # (s after the cut, tokens)
         if name == "balance":
-            rec["recover_90_s"] = recovery_time(mon, t_cut, fresh_mon, a.window)
+            rec["recover_90_s"] = recovery_time(mon, t_cut, fresh_mon, a.block)
         res[name] = rec
     res["speedup_after_cut"] = res["static"]["after_cut_s"] / res["balance"]["after_cut_s"]
     res["speedup_decode"] = res["balance"]["decode_tok_s"] / res["static"]["decode_tok_s"]
@@ -257,7 +266,7 @@ def main():
     ap.add_argument("-n", type=int, default=160, help="tokens to generate per sequence")
     ap.add_argument("--cut-at", type=float, default=5.0, help="seconds after generation starts")
     ap.add_argument("--kill-at", type=float, default=5.0, help="seconds after generation starts")
-    ap.add_argument("--window", type=float, default=2.0, help="seconds of decode a rate is taken over")
+    ap.add_argument("--block", type=int, default=25, help="tokens of decode a rate is taken over")
     ap.add_argument("--only", choices=["a", "b"])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
