@@ -138,7 +138,12 @@ Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Pr
   p.stages = best->stages;
   p.current_cost_ms = current_cost;
   p.best_cost_ms = best->cost_ms;
-  p.move_ms = move_cost_ms(refreshed, current, best->stages, cost);
+  // The replay was measured on the running plan (its prefill) and runs on the proposed one, which
+  // is faster by best / current: a prefill timed on a device that has since been throttled must not
+  // make every move look too dear.
+  MoveCost scaled = cost;
+  scaled.replay_ms *= std::min(1.0, best->cost_ms / current_cost);
+  p.move_ms = move_cost_ms(refreshed, current, best->stages, scaled);
   p.gain_ms = (current_cost - best->cost_ms) * std::max(0.0, remaining_tokens);
   if (!(p.gain_ms > p.move_ms)) return std::optional<Proposal>{};  // (still over: asked again next window)
   // Why: the stages whose cost moved most from what the plan was made for.

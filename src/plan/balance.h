@@ -62,7 +62,9 @@ struct BalanceOptions {
 
 // What a switch would cost, for weighing it against the gain.
 struct MoveCost {
-  double replay_ms = 0;  // rebuilding the live sequences' KV caches on the new plan
+  // Rebuilding the live sequences' KV caches, at the prefill rate measured on the running plan
+  // (BalancePolicy scales it by the proposed plan's cost over the running one's).
+  double replay_ms = 0;
   // Per device (profile order): ms per byte of weights it would have to receive (0: it maps a local
   // copy or holds them cached). Devices load in parallel: the slowest one counts.
   std::vector<double> load_ms_per_byte;
