@@ -58,6 +58,23 @@ def model_path(build):
     return os.path.abspath(path)
 
 
+def start_cluster(build, model):
+    """`emulate.py up` phones-3 with workers mapping `model`; returns the process once the cluster
+    file exists (exits on failure or after 120 s)."""
+    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up", SPEC,
+                           "--worker-arg=--model", f"--worker-arg={model}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.monotonic()
+    while not os.path.exists(CLUSTER_FILE):
+        if up.poll() is not None:
+            sys.exit("emulate.py up failed:\n" + up.stdout.read())
+        if time.monotonic() - t0 > 120:
+            sys.exit("the emulated cluster did not come up within 120 s")
+        time.sleep(0.5)
+    time.sleep(1)
+    return up
+
+
 def run_one(build, model, name, n_predict, prompts_file):
     args = [os.path.join(build, "lingua"), "run", "-m", model, "--temp", "0", "-n", str(n_predict), "--json", "-v",
             "--cluster", CLUSTER_FILE, "--insecure", "--origin-memory", "320MB", "-t", "1"] + CONFIGS[name]
@@ -97,19 +114,9 @@ def main():
     prompts = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
     prompts.write("\n".join(PROMPTS4) + "\n")
     prompts.close()
-    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up", SPEC,
-                           "--worker-arg=--model", f"--worker-arg={model}"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = {k: [] for k in CONFIGS}
+    up = start_cluster(build, model)
     try:
-        t0 = time.monotonic()
-        while not os.path.exists(CLUSTER_FILE):
-            if up.poll() is not None:
-                sys.exit("emulate.py up failed:\n" + up.stdout.read())
-            if time.monotonic() - t0 > 120:
-                sys.exit("the emulated cluster did not come up within 120 s")
-            time.sleep(0.5)
-        time.sleep(1)
         for rep in range(a.reps):
             for name in CONFIGS:
                 rec = run_one(build, model, name, a.n, prompts.name)

@@ -277,19 +277,9 @@ def main():
     prompts = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
     prompts.write("\n".join(assign_bench.PROMPTS4) + "\n")
     prompts.close()
-    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up", assign_bench.SPEC,
-                           "--worker-arg=--model", f"--worker-arg={model}"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = {"a": [], "b": []}
+    up = assign_bench.start_cluster(build, model)
     try:
-        t0 = time.monotonic()
-        while not os.path.exists(CLUSTER_FILE):
-            if up.poll() is not None:
-                sys.exit("emulate.py up failed:\n" + up.stdout.read())
-            if time.monotonic() - t0 > 120:
-                sys.exit("the emulated cluster did not come up within 120 s")
-            time.sleep(0.5)
-        time.sleep(1)
         for rep in range(a.reps):
             if a.only != "b":
                 results["a"].append(quota_cut(build, model, a, rep))
@@ -299,16 +289,7 @@ def main():
                 subprocess.run([sys.executable, EMULATE, "down"], capture_output=True)
                 up.wait(timeout=60)
                 if rep + 1 < a.reps:
-                    up = subprocess.Popen([sys.executable, EMULATE, "--lingua", os.path.join(build, "lingua"), "up",
-                                           assign_bench.SPEC, "--worker-arg=--model", f"--worker-arg={model}"],
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                    t0 = time.monotonic()
-                    time.sleep(1)
-                    while not os.path.exists(CLUSTER_FILE):
-                        if time.monotonic() - t0 > 120:
-                            sys.exit("the emulated cluster did not come up within 120 s")
-                        time.sleep(0.5)
-                    time.sleep(1)
+                    up = assign_bench.start_cluster(build, model)
     finally:
         subprocess.run([sys.executable, EMULATE, "down"], capture_output=True)
         try:

@@ -13,6 +13,7 @@
 
 #include "common/shared_files.h"
 #include "inproc_cluster.h"
+#include "stories_fixture.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -25,39 +26,9 @@ namespace {
 
 using runtime::Stage;
 
-struct Fixture {
-  std::unique_ptr<model::Model> model;
-  std::unique_ptr<model::Tokenizer> tok;
-  std::vector<runtime::Request> requests;
-};
-
-Fixture load_stories() {
-  Fixture f;
-  auto m = model::Model::load(test::shared_path("models/stories260K.gguf"));
-  EXPECT_TRUE(m.has_value());
-  if (!m) return f;
-  f.model = std::move(*m);
-  auto t = model::Tokenizer::from_gguf(f.model->file());
-  EXPECT_TRUE(t.has_value());
-  f.tok = std::make_unique<model::Tokenizer>(std::move(*t));
-  for (const char* p : {"Once upon a time", "The cat sat", "Lily and Ben went to the park. They saw a big"}) {
-    f.requests.push_back(runtime::Request{f.tok->encode(p, true)});
-  }
-  return f;
-}
-
-std::vector<model::GenerateResult> single_process(const Fixture& f, const model::GenerateOptions& gen, int64_t n_ctx) {
-  ThreadPool pool(1);
-  std::vector<model::GenerateResult> out;
-  for (const auto& r : f.requests) {
-    auto runner = model::UnitRunner::create(*f.model, 0, f.model->n_units() - 1, pool, n_ctx);
-    EXPECT_TRUE(runner.has_value());
-    auto res = model::generate(**runner, *f.tok, r.prompt_tokens, gen);
-    EXPECT_TRUE(res.has_value()) << res.error().message;
-    out.push_back(std::move(*res));
-  }
-  return out;
-}
+using Fixture = test::StoriesFixture;
+using test::load_stories;
+using test::single_process;
 
 // What the planner was told at the start: the origin and three workers equally fast (1 ms per block
 // or head, the embedding nearly free), free links, plenty of memory.
