@@ -92,8 +92,8 @@ Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<i
   return onto_workers(std::move(stages), alive);
 }
 
-Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime::MonitorSample& m) {
-  if (!chosen.profile) return std::optional<runtime::Rebalance>{};  // even / memory / explicit: baselines
+Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorSample& m) {
+  if (!chosen.profile) return runtime::BalanceDecision{};  // even / memory / explicit: baselines
   std::vector<int> keep{0};
   keep.insert(keep.end(), m.alive_workers.begin(), m.alive_workers.end());
   const plan::Profile base = keep_devices(*chosen.profile, keep);
@@ -112,6 +112,8 @@ Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime:
   const std::vector<double> now = plan::speed_factors(base, current, m.unit_ms);
   std::vector<double> by_device(chosen.profile->devices.size(), std::nan(""));
   for (size_t k = 0; k < keep.size(); ++k) by_device[static_cast<size_t>(keep[k])] = now[k];
+  // (Windows right after a switch carry the replay's batches: no measure of speed.)
+  if (policy.settling(m.steady_ms)) std::fill(by_device.begin(), by_device.end(), std::nan(""));
   const std::vector<double> tracked = speeds.update(by_device);
   std::vector<double> factors;
   for (int d : keep) factors.push_back(tracked[static_cast<size_t>(d)]);
@@ -132,13 +134,23 @@ Expected<std::optional<runtime::Rebalance>> Resplitter::rebalance(const runtime:
   // (The steady clock: `lingua serve` calls generate() once per batch, and the policy's windows and
   // cooldown run across them.)
   LL_ASSIGN_OR_RETURN(auto proposal, policy.observe(m.steady_ms, fresh, current, chosen.solve, m.remaining_tokens, cost));
-  if (!proposal) return std::optional<runtime::Rebalance>{};
+  runtime::BalanceDecision out;
+  out.note = "speed vs profile";
+  for (size_t k = 0; k < keep.size(); ++k) {
+    char part[64];
+    std::snprintf(part, sizeof part, " %.2fx", factors[k]);
+    out.note.append(k == 0 ? " " : ", ").append(base.devices[k].name).append(part);
+    if (std::isnan(now[k])) out.note.append(" (not measured now)");
+  }
+  out.note.append("; ").append(policy.verdict());
+  if (!proposal) return out;
   policy.switched(m.steady_ms);
-  runtime::Rebalance out;
-  out.stages = proposal->stages;
-  for (auto& st : out.stages) st.device = keep[static_cast<size_t>(st.device)];
-  out.reason = proposal->reason;
-  return std::optional<runtime::Rebalance>{std::move(out)};
+  runtime::Rebalance next;
+  next.stages = proposal->stages;
+  for (auto& st : next.stages) st.device = keep[static_cast<size_t>(st.device)];
+  next.reason = proposal->reason;
+  out.next = std::move(next);
+  return out;
 }
 
 void Resplitter::install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co) {

@@ -62,7 +62,7 @@ struct Resplitter {
   // `alive`: the surviving workers' indices (1-based, ascending).
   Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive) const;
   // One monitoring window: a better plan for the measured speeds, when the policy says so.
-  Expected<std::optional<runtime::Rebalance>> rebalance(const runtime::MonitorSample& m);
+  Expected<runtime::BalanceDecision> rebalance(const runtime::MonitorSample& m);
   // Sets co.replan to call *self (unless the split is explicit), and co.rebalance unless --no-balance
   // (it proposes nothing unless the split is optimal).
   static void install(const std::shared_ptr<Resplitter>& self, runtime::CoordinatorOptions& co);

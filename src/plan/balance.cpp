@@ -21,11 +21,21 @@ std::string fmt_ms(double ms) {
 std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
                                   const std::vector<double>& measured_unit_ms, double min_share) {
   const int n_dev = base.n_devices();
-  double total_profiled = 0;  // all units on the origin: the scale "negligible" is judged against
-  for (double ms : base.devices[static_cast<size_t>(base.origin)].unit_ms) total_profiled += ms;
+  // Each unit's typical cost, the median over the devices: whether a device's units are a
+  // negligible share of the work is a matter of the units, not of one device's profile (which a
+  // busy CPU can make absurd).
+  std::vector<double> typical(base.units.size(), 0.0);
+  double total_typical = 0;
+  for (size_t u = 0; u < base.units.size(); ++u) {
+    std::vector<double> col;
+    for (const auto& dev : base.devices) col.push_back(dev.unit_ms[u]);
+    std::sort(col.begin(), col.end());
+    typical[u] = col.size() % 2 == 1 ? col[col.size() / 2] : 0.5 * (col[col.size() / 2 - 1] + col[col.size() / 2]);
+    total_typical += typical[u];
+  }
   std::vector<double> factor(static_cast<size_t>(n_dev), std::nan(""));
   for (int d = 0; d < n_dev; ++d) {
-    double prof = 0, meas = 0;
+    double prof = 0, meas = 0, share = 0;
     for (const Stage& st : stages) {
       if (st.device != d) continue;
       for (int u = st.first_unit; u <= st.last_unit; ++u) {
@@ -33,10 +43,11 @@ std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>&
                                                                             : std::nan("");
         if (!measured(m)) continue;
         prof += base.devices[static_cast<size_t>(d)].unit_ms[static_cast<size_t>(u)];
+        share += typical[static_cast<size_t>(u)];
         meas += m;
       }
     }
-    if (prof > 0 && prof >= min_share * total_profiled) factor[static_cast<size_t>(d)] = meas / prof;
+    if (prof > 0 && share > 0 && share >= min_share * total_typical) factor[static_cast<size_t>(d)] = meas / prof;
   }
   return factor;
 }
@@ -62,14 +73,26 @@ Profile refresh_profile(const Profile& base, const std::vector<double>& factors)
   return out;
 }
 
+namespace {
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
 std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
   if (first_.size() < now.size()) {
     first_.resize(now.size(), std::nan(""));
-    last_.resize(now.size(), std::nan(""));
+    recent_.resize(now.size());
   }
   for (size_t d = 0; d < now.size(); ++d) {
     if (!measured(now[d])) continue;
-    last_[d] = now[d];
+    auto& r = recent_[d];
+    r.push_back(now[d]);
+    if (r.size() > k_recent) r.erase(r.begin());
     if (!measured(first_[d])) first_[d] = now[d];
   }
   std::vector<double> firsts;
@@ -77,16 +100,13 @@ std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
     if (measured(f)) firsts.push_back(f);
   }
   double typical = std::nan("");
-  if (!firsts.empty()) {
-    std::sort(firsts.begin(), firsts.end());
-    const size_t n = firsts.size();
-    typical = n % 2 == 1 ? firsts[n / 2] : 0.5 * (firsts[n / 2 - 1] + firsts[n / 2]);
-    // ... but never slower than profiled: a device slowed before the first window must not make
-    // the others look slow too.
-    typical = std::min(typical, 1.0);
-  }
+  // ... but never slower than profiled: a device slowed before the first window must not make
+  // the others look slow too.
+  if (!firsts.empty()) typical = std::min(median_of(firsts), 1.0);
   std::vector<double> out(now.size());
-  for (size_t d = 0; d < now.size(); ++d) out[d] = measured(last_[d]) ? last_[d] : typical;
+  for (size_t d = 0; d < now.size(); ++d) {
+    out[d] = d < recent_.size() && !recent_[d].empty() ? median_of(recent_[d]) : typical;
+  }
   return out;
 }
 
@@ -118,22 +138,37 @@ double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, cons
 Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Profile& refreshed,
                                                          const std::vector<Stage>& current, const SolveOptions& solve,
                                                          double remaining_tokens, const MoveCost& cost) {
+  verdict_.clear();
   LL_ASSIGN_OR_RETURN(const double current_cost, evaluate(refreshed, current, solve));
   if (switched_at_ms_ && now_ms - *switched_at_ms_ < options_.cooldown_ms) {
     over_since_ms_.reset();
+    verdict_ = "settling after a switch (" + fmt_ms(now_ms - *switched_at_ms_) + " of " + fmt_ms(options_.cooldown_ms) +
+               ")";
     return std::optional<Proposal>{};
   }
   auto best = plan::solve(refreshed, solve);
   if (!best) {  // no plan fits the refreshed profile: the running one is all there is
     over_since_ms_.reset();
+    verdict_ = "no plan for the measured speeds: " + best.error().message;
     return std::optional<Proposal>{};
   }
-  if (!(current_cost > (1.0 + options_.margin) * best->cost_ms) || best->stages == current) {
+  const std::string costs = "running plan " + fmt_ms(current_cost) + ", optimum " + fmt_ms(best->cost_ms);
+  if (best->stages == current) {
     over_since_ms_.reset();
+    verdict_ = costs + ": the running plan is the optimum";
+    return std::optional<Proposal>{};
+  }
+  if (!(current_cost > (1.0 + options_.margin) * best->cost_ms)) {
+    over_since_ms_.reset();
+    verdict_ = costs + ": within the margin";
     return std::optional<Proposal>{};
   }
   if (!over_since_ms_) over_since_ms_ = now_ms;
-  if (now_ms - *over_since_ms_ < options_.sustain_ms) return std::optional<Proposal>{};
+  if (now_ms - *over_since_ms_ < options_.sustain_ms) {
+    verdict_ = costs + ": over the margin for " + fmt_ms(now_ms - *over_since_ms_) + " of " +
+               fmt_ms(options_.sustain_ms);
+    return std::optional<Proposal>{};
+  }
   Proposal p;
   p.stages = best->stages;
   p.current_cost_ms = current_cost;
@@ -145,7 +180,12 @@ Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Pr
   scaled.replay_ms *= std::min(1.0, best->cost_ms / current_cost);
   p.move_ms = move_cost_ms(refreshed, current, best->stages, scaled);
   p.gain_ms = (current_cost - best->cost_ms) * std::max(0.0, remaining_tokens);
-  if (!(p.gain_ms > p.move_ms)) return std::optional<Proposal>{};  // (still over: asked again next window)
+  if (!(p.gain_ms > p.move_ms)) {  // (still over: asked again next window)
+    verdict_ = costs + ": a switch would cost about " + fmt_ms(p.move_ms) + " and save about " + fmt_ms(p.gain_ms) +
+               " over the " + std::to_string(static_cast<long long>(std::lround(remaining_tokens))) +
+               " tokens to come";
+    return std::optional<Proposal>{};
+  }
   // Why: the stages whose cost moved most from what the plan was made for.
   auto now = describe(refreshed, current, solve);
   p.reason = std::string("the running plan costs ") + fmt_ms(current_cost) + " per token by " +
@@ -164,6 +204,7 @@ Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Pr
     p.reason += "; measured stage costs: " + stages;
   }
   over_since_ms_.reset();
+  verdict_ = costs + ": switch";
   return std::optional<Proposal>{std::move(p)};
 }
 

@@ -28,8 +28,9 @@ namespace ll::plan {
 // Per device, measured / profiled time over the units it runs in `stages`. `measured_unit_ms[u]`:
 // ms per token unit u took on the device that runs it over the last window (moving estimate);
 // negative or NaN = not measured. NaN for devices without measured units, and for those whose
-// measured units are a negligible share of the work (under `min_share` of the profiled cost of all
-// units on the origin, e.g. the embedding alone): their timings are too small to scale a block by.
+// measured units are a negligible share of the work (under `min_share` of all units' cost, each unit
+// at its median over the devices; e.g. the embedding alone): their timings are too small to scale a
+// block by.
 std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
                                   const std::vector<double>& measured_unit_ms, double min_share = 0.02);
 
@@ -38,20 +39,25 @@ std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>&
 // CPU quota the pauses land on whichever unit happens to run, so single units' figures are noise.
 Profile refresh_profile(const Profile& base, const std::vector<double>& factors);
 
-// Remembers each device's speed factor across windows: the last one measured (a device the plan
-// left because it was slow stays slow), and the first (how the devices ran against their profile
-// before anything changed: decode batches and prefill make every device faster per token than the
-// single-token steps profiled). A device never measured is taken to run as the measured ones first
-// did: the median of their first factors, or as profiled (1) if that is faster (a device that was
+// Remembers each device's speed factor across windows: the median of its last three measured ones
+// (one window's figure is noisy on a loaded machine, and a window that was mostly a replay's or a
+// prompt's batches makes a device look several times faster than it runs while decoding; a real
+// change shows in the median by the second window). A device the plan left because it was slow stays
+// slow. The first factor of each device tells how the devices ran against their profile before
+// anything changed (decode batches and prefill make every device faster per token than the
+// single-token steps profiled): a device never measured is taken to run as the measured ones first
+// did, the median of their first factors, or as profiled (1) if that is faster (a device that was
 // already slow in the first window must not make the others look slow too).
 class SpeedTracker {
  public:
   // `now`: this window's factors by device (speed_factors; NaN = not measured). Returns the factors
-  // to refresh the profile with.
+  // to refresh the profile with. All NaN: no new measurement (the factors as they stand).
   std::vector<double> update(const std::vector<double>& now);
 
  private:
-  std::vector<double> first_, last_;
+  static constexpr size_t k_recent = 3;
+  std::vector<double> first_;
+  std::vector<std::vector<double>> recent_;
 };
 
 struct BalanceOptions {
@@ -96,13 +102,22 @@ class BalancePolicy {
 
   // The coordinator switched plans at `now_ms` (a proposal of ours, or a failover).
   void switched(double now_ms);
+  // Within the cooldown after a switch: the windows still carry the replay's batches, and are no
+  // measure of the devices' speed.
+  bool settling(double now_ms) const {
+    return switched_at_ms_.has_value() && now_ms - *switched_at_ms_ < options_.cooldown_ms;
+  }
 
   const BalanceOptions& options() const { return options_; }
+  // What the last observe() decided and why, for the log ("running plan 3.10 ms, optimum 1.20 ms:
+  // over the margin for 500.00 ms of 1500.00 ms").
+  const std::string& verdict() const { return verdict_; }
 
  private:
   BalanceOptions options_;
   std::optional<double> over_since_ms_;  // start of the current run of windows over the margin
   std::optional<double> switched_at_ms_;
+  std::string verdict_;
 };
 
 }  // namespace ll::plan

@@ -419,6 +419,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   };
   std::vector<double> link_ms(static_cast<size_t>(W) + 1, 0.0), link_bw(static_cast<size_t>(W) + 1, 1e12);
   std::vector<double> block_ms(static_cast<size_t>(W) + 1, 0.0), head_ms(static_cast<size_t>(W) + 1, 0.0);
+  std::vector<double> full_ms(static_cast<size_t>(W) + 1, 0.0);  // block and head, one step
   std::vector<float> hidden(static_cast<size_t>(E));
   for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
   constexpr int32_t k_probe_seq = 0;
@@ -507,6 +508,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     block_ms[static_cast<size_t>(w)] = per_token(before[0], middle[0]);
     const double full_step_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
     head_ms[static_cast<size_t>(w)] = std::max(0.0, full_step_ms - block_ms[static_cast<size_t>(w)]);
+    full_ms[static_cast<size_t>(w)] = full_step_ms;
     c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
           " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
           std::to_string(link_ms[static_cast<size_t>(w)]) + " ms, " +
@@ -543,6 +545,25 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       if (t.unit == L + 1) head_ms[0] = since(probe_before, t);
     }
     for (const auto& t : embed->unit_timings()) embed_ms = since(embed_before, t);
+
+    // A worker's block and head are the difference of two sets of steps; when its CPU is shared
+    // (other programs, a quota) that split can come out absurd: a head that costs nothing, a block
+    // a hundredth of the head. Then the full step, the sturdier figure, is split as the origin's
+    // is (same model, same kernels).
+    if (block_ms[0] > 0 && head_ms[0] > 0) {
+      const double ratio = head_ms[0] / block_ms[0];
+      for (int w = 1; w <= W; ++w) {
+        const size_t i = static_cast<size_t>(w);
+        const bool odd = !(block_ms[i] > 0) || !(head_ms[i] > ratio / 4 * block_ms[i]) ||
+                         !(head_ms[i] < ratio * 4 * block_ms[i]);
+        if (!odd || !(full_ms[i] > 0)) continue;
+        block_ms[i] = full_ms[i] / (1 + ratio);
+        head_ms[i] = full_ms[i] - block_ms[i];
+        c.log("profiling " + c.device_name(w) + ": block and head apart are noise (a busy CPU?); split its " +
+              std::to_string(full_ms[i]) + " ms step as the origin's: block " + std::to_string(block_ms[i]) +
+              " ms/token, head " + std::to_string(head_ms[i]) + " ms/token");
+      }
+    }
 
     // The probes above run one block over and over, so its weights stay in the caches; a stage
     // reads many blocks in turn and streams them from memory. The origin, which has the model, also
@@ -1201,8 +1222,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       c.log("balancing: " + decision.error().message);
       return {};
     }
-    if (*decision && (*decision)->stages != c.stages) {
-      pending_switch = std::move(**decision);
+    if (!decision->note.empty()) c.log("balancing: " + decision->note);
+    if (decision->next && decision->next->stages != c.stages) {
+      pending_switch = std::move(*decision->next);
       c.log("rebalance " + std::to_string(n_rebalances + 1) + ": " + pending_switch->reason + "; old plan: " +
             c.describe_plan(c.stages) + "; new plan: " + c.describe_plan(pending_switch->stages) +
             " (switching once the batches in flight are done)");

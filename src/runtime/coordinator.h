@@ -54,6 +54,14 @@ struct Rebalance {
   std::string reason;
 };
 
+// A balancer's answer to one monitoring window: a plan to switch to, or none; and, either way, a
+// line for the log saying what it weighed ("running plan 3.1 ms, optimum 1.2 ms: over the margin
+// for 0.5 s of 1.5 s").
+struct BalanceDecision {
+  std::optional<Rebalance> next;
+  std::string note;
+};
+
 struct CoordinatorOptions {
   bool ring = false;
   int64_t n_ctx = 512;
@@ -90,7 +98,7 @@ struct CoordinatorOptions {
   // are not sent again; one with a local model copy maps them), and each live sequence's KV cache
   // is rebuilt by replaying its tokens, so no token is lost, repeated or changed. Empty: no
   // monitoring windows, no balancing.
-  std::function<Expected<std::optional<Rebalance>>(const MonitorSample&)> rebalance;
+  std::function<Expected<BalanceDecision>(const MonitorSample&)> rebalance;
   net::Millis monitor_interval{500};
 };
 

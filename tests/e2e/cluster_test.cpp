@@ -451,10 +451,11 @@ TEST(ClusterBalancing, AWorkerUnderACpuQuotaKeepsTheOutputTheSame) {
   const std::string text((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
   const nlohmann::json got = nlohmann::json::parse(last_line(text));
   ASSERT_EQ(got["results"].size(), 6u) << seen;
-  // Whether the balancer moves the units is reported, not asserted: under a loaded machine it
-  // sometimes does not within the run (an open bug; tests/runtime/balance_test.cpp holds the
-  // mechanism and the policy to it with a deterministic slowdown).
+  // The balancer moved the units off the throttled worker (the "balancing:" lines of the log say
+  // what it weighed in each window).
   std::printf("rebalances: %d\n", got["rebalances"].get<int>());
+  if (std::getenv("LL_TEST_SHOW_LOG")) std::printf("%s\n", seen.c_str());
+  EXPECT_GE(got["rebalances"].get<int>(), 1) << seen;
   EXPECT_EQ(got["failovers"].get<int>(), 0) << seen;
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(got["results"][i]["tokens"], want["results"][i]["tokens"]) << i;
   std::filesystem::remove(prompts);

@@ -66,6 +66,19 @@ TEST(RefreshProfile, AnEmbeddingAloneDoesNotSetItsDevicesFactor) {
   EXPECT_TRUE(std::isnan(speed_factors(base, plan, m)[0]));
 }
 
+TEST(RefreshProfile, ADeviceWhoseProfileCameOutTinyIsStillMeasured) {
+  Profile base = three_equal();
+  // Device 1 was profiled on a busy CPU: its blocks came out at 0.01 ms (a thousandth of the others').
+  for (int u = 1; u <= 6; ++u) base.devices[1].unit_ms[static_cast<size_t>(u)] = 0.01;
+  const std::vector<Stage> plan = {{0, 0, 0}, {1, 1, 6}, {2, 7, 7}};
+  auto m = measured_as_profiled(base, plan);
+  for (int u = 1; u <= 6; ++u) m[static_cast<size_t>(u)] = 50;  // what it really takes now
+  const auto f = speed_factors(base, plan, m);
+  ASSERT_FALSE(std::isnan(f[1])) << "six of eight units are not a negligible share";
+  const Profile r = refresh_profile(base, f);
+  EXPECT_NEAR(r.devices[1].unit_ms[3], 50, 1e-9);
+}
+
 TEST(RefreshProfile, AFactorSeenEarlierKeepsAnIdleDeviceAsSlowAsItWas) {
   const Profile base = three_equal();
   // Device 1 was measured 4x slow and left the plan; devices 0 and 2 run as profiled.
@@ -79,18 +92,25 @@ TEST(RefreshProfile, AFactorSeenEarlierKeepsAnIdleDeviceAsSlowAsItWas) {
   EXPECT_DOUBLE_EQ(r.devices[2].unit_ms[5], 10);
 }
 
-TEST(SpeedTracker, RemembersTheLastFactorAndFillsUnmeasuredDevicesWithTheFirstOnes) {
+TEST(SpeedTracker, TakesTheMedianOfTheLastThreeAndFillsUnmeasuredDevicesWithTheFirstOnes) {
   SpeedTracker t;
   const double nan = std::nan("");
   // Window 1: devices 0 and 1 measured at 0.5 (batched decode), 2 never.
   auto a = t.update({0.5, 0.5, nan});
   EXPECT_DOUBLE_EQ(a[0], 0.5);
   EXPECT_DOUBLE_EQ(a[2], 0.5);
-  // Window 2: device 1 alone, now 5x slower; device 0 left the plan.
+  // Windows 2 and 3: device 1 alone, now 5x slower; device 0 left the plan.
   auto b = t.update({nan, 2.5, nan});
-  EXPECT_DOUBLE_EQ(b[0], 0.5);  // its last
-  EXPECT_DOUBLE_EQ(b[1], 2.5);
-  EXPECT_DOUBLE_EQ(b[2], 0.5);  // as the others first ran, not as the slowed one runs now
+  EXPECT_DOUBLE_EQ(b[0], 0.5);        // its last
+  EXPECT_DOUBLE_EQ(b[1], 1.5);        // the median of 0.5 and 2.5: one window is not enough
+  EXPECT_DOUBLE_EQ(b[2], 0.5);        // as the others first ran, not as the slowed one runs now
+  auto b2 = t.update({nan, 2.5, nan});
+  EXPECT_DOUBLE_EQ(b2[1], 2.5);       // the second window shows the change
+  // One outlier (a window of replayed batches) does not move it.
+  auto b3 = t.update({nan, 0.01, nan});
+  EXPECT_DOUBLE_EQ(b3[1], 2.5);
+  auto b4 = t.update({nan, nan, nan});  // nothing new: as it stands
+  EXPECT_EQ(b4, b3);
   // A device slow from the first window on does not make the unmeasured ones look slow.
   SpeedTracker slow_at_once;
   auto c = slow_at_once.update({nan, 8.0, nan});
@@ -114,6 +134,7 @@ TEST(BalancePolicy, ProposesTheRefreshedOptimumOnlyAfterTheOverloadLastsTheSusta
   auto a = policy.observe(0, r, k_running, so, 1000, cost);
   ASSERT_TRUE(a.has_value());
   EXPECT_FALSE(a->has_value()) << "the overload has just begun";
+  EXPECT_NE(policy.verdict().find("over the margin for 0.00 ms of 1000.00 ms"), std::string::npos) << policy.verdict();
   auto b = policy.observe(500, r, k_running, so, 1000, cost);
   ASSERT_TRUE(b.has_value());
   EXPECT_FALSE(b->has_value());
@@ -125,6 +146,8 @@ TEST(BalancePolicy, ProposesTheRefreshedOptimumOnlyAfterTheOverloadLastsTheSusta
   ASSERT_TRUE(best.has_value());
   EXPECT_EQ(p.stages, best->stages);
   EXPECT_NEAR(p.current_cost_ms, 80.0, 1e-9);  // two 40 ms blocks on device 1
+  EXPECT_NE(policy.verdict().find("running plan 80.00 ms"), std::string::npos) << policy.verdict();
+  EXPECT_NE(policy.verdict().find(": switch"), std::string::npos) << policy.verdict();
   EXPECT_NEAR(p.best_cost_ms, best->cost_ms, 1e-9);
   EXPECT_LT(p.best_cost_ms, p.current_cost_ms / 1.15);
   EXPECT_NEAR(p.gain_ms, (p.current_cost_ms - p.best_cost_ms) * 1000, 1e-6);
@@ -166,6 +189,9 @@ TEST(BalancePolicy, WithinTheMarginNothingMoves) {
     auto d = policy.observe(t, r, k_running, so, 1e6, MoveCost{});
     ASSERT_TRUE(d.has_value());
     EXPECT_FALSE(d->has_value());
+    EXPECT_TRUE(policy.verdict().find("within the margin") != std::string::npos ||
+                policy.verdict().find("is the optimum") != std::string::npos)
+        << policy.verdict();
   }
 }
 
@@ -181,6 +207,7 @@ TEST(BalancePolicy, AMoveThatCostsMoreThanItSavesIsNotProposed) {
   auto d = policy.observe(0, r, k_running, so, 3, MoveCost{10000, {}});
   ASSERT_TRUE(d.has_value());
   EXPECT_FALSE(d->has_value());
+  EXPECT_NE(policy.verdict().find("over the 3 tokens to come"), std::string::npos) << policy.verdict();
   // Weight streaming counts as well: the optimum (0-3 here, 4-7 on device 2: 35 ms) saves 20 x 45 ms
   // but moves 1000-byte units at 1 ms per byte.
   auto e = policy.observe(1, r, k_running, so, 20, MoveCost{0, {1.0, 1.0, 1.0}});
@@ -200,7 +227,10 @@ TEST(BalancePolicy, CooldownAfterASwitch) {
   const Profile r = refresh_profile(base, speed_factors(base, k_running, m));
   BalancePolicy policy(BalanceOptions{0.15, 0, 2000});
   policy.switched(0);
+  EXPECT_TRUE(policy.settling(1000));
+  EXPECT_FALSE(policy.settling(2000));
   EXPECT_FALSE(policy.observe(1000, r, k_running, so, 1000, MoveCost{})->has_value());
+  EXPECT_NE(policy.verdict().find("settling after a switch"), std::string::npos) << policy.verdict();
   EXPECT_TRUE(policy.observe(2500, r, k_running, so, 1000, MoveCost{})->has_value());
 }
 

@@ -87,16 +87,16 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   co.n_ubatch = 4;
   co.monitor_interval = net::Millis(50);
   co.log = [&out](const std::string& s) { out.log.push_back(s); };
-  co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<std::optional<runtime::Rebalance>> {
+  co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<runtime::BalanceDecision> {
     EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
     const auto factors = speeds.update(plan::speed_factors(profile, m.stages, m.unit_ms));
     const plan::Profile fresh = plan::refresh_profile(profile, factors);
     plan::MoveCost cost{static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token, {}};
     LL_ASSIGN_OR_RETURN(auto p, policy.observe(m.elapsed_ms, fresh, m.stages, so, m.remaining_tokens, cost));
-    if (!p) return std::optional<runtime::Rebalance>{};
+    if (!p) return runtime::BalanceDecision{std::nullopt, policy.verdict()};
     policy.switched(m.elapsed_ms);
-    return std::optional<runtime::Rebalance>{runtime::Rebalance{p->stages, p->reason}};
+    return runtime::BalanceDecision{runtime::Rebalance{p->stages, p->reason}, policy.verdict()};
   };
   auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
   EXPECT_TRUE(c.has_value()) << c.error().message;
@@ -182,10 +182,10 @@ TEST(Balancing, APlanAWorkerRefusesIsDroppedAndTheRunGoesOnWithTheOldOne) {
   co.n_ubatch = 4;
   co.monitor_interval = net::Millis(1);
   co.log = [&log](const std::string& s) { log.push_back(s); };
-  co.rebalance = [&](const runtime::MonitorSample&) -> Expected<std::optional<runtime::Rebalance>> {
-    if (proposed) return std::optional<runtime::Rebalance>{};
+  co.rebalance = [&](const runtime::MonitorSample&) -> Expected<runtime::BalanceDecision> {
+    if (proposed) return runtime::BalanceDecision{};
     proposed = true;
-    return std::optional<runtime::Rebalance>{runtime::Rebalance{{{0, 0, 0}, {1, 1, 6}}, "test"}};
+    return runtime::BalanceDecision{runtime::Rebalance{{{0, 0, 0}, {1, 1, 6}}, "test"}, ""};
   };
   auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
   ASSERT_TRUE(c.has_value()) << c.error().message;
