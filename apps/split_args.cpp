@@ -119,7 +119,15 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
   for (int d : keep) factors.push_back(tracked[static_cast<size_t>(d)]);
   const plan::Profile fresh = plan::refresh_profile(base, factors);
   plan::MoveCost cost;
-  cost.replay_ms = static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token;
+  // The live sequences' KV caches move through the origin (out of their old holders, into the new
+  // ones): twice their bytes over the slowest link.
+  double slowest_bw = 1e12;
+  for (size_t k = 1; k < keep.size(); ++k) slowest_bw = std::min(slowest_bw, fresh.bandwidth_bytes_per_s[0][k]);
+  const double kv_bytes = model == nullptr ? 0.0
+                                          : static_cast<double>(m.n_replay_tokens) *
+                                                static_cast<double>(model->hparams().n_layer) *
+                                                static_cast<double>(model->hparams().kv_dim()) * 4;
+  cost.kv_ms = 2 * kv_bytes * 1000 / slowest_bw;
   bool any_streamed = false;
   for (int d : keep) {
     const auto& b = m.bytes_streamed[static_cast<size_t>(d)];

@@ -94,4 +94,17 @@ frame stats-request 0x0401 15
   u64 $((600 << 20)); u32 2; u32 3; u64 4096; u64 0x40934a0000000000; u32 4; u64 4096; u64 0; } >"$tmp"
 frame stats 0x0402 15
 
+{ u32 9; u32 2; u32 5; } >"$tmp"
+frame kv-request 0x0501 16
+# seq 9, unit 3, 2 positions x kv_dim 3; k, v: F16 bits [2][3], 12 bytes each
+{ u32 9; u32 3; u32 2; u32 3
+  u32 12; u16 0x3c00; u16 0xc000; u16 0x0001; u16 0x7bff; u16 0x8000; u16 0x1234
+  u32 12; u16 0xabcd; u16 0x7c00; u16 0x7e01; u16 0x3555; u16 0x0400; u16 0xfbff; } >"$tmp"
+frame kv-data 0x0502 16
+# no positions: both blobs empty
+{ u32 9; u32 0; u32 0; u32 8; u32 0; u32 0; } >"$tmp"
+frame kv-data-empty 0x0502 16
+{ u32 9; u32 3; u32 2; } >"$tmp"
+frame kv-stored 0x0503 16
+
 echo "wrote $(ls "$out" | wc -l) seeds to $out"

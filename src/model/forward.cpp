@@ -47,6 +47,61 @@ void UnitRunner::reset_unit_timings() {
   for (int64_t u = unit_first_; u <= unit_last_; ++u) timings_.push_back(UnitTiming{u, 0, 0.0});
 }
 
+Expected<UnitRunner::KvRows> UnitRunner::export_kv(int32_t seq_id, int64_t unit) const {
+  const int64_t l = unit - 1 - layer_first_;
+  if (unit < 1 || unit > model_.hparams().n_layer || l < 0 || l >= n_layers_here_) {
+    return make_error(ErrorCode::invalid_argument, "unit " + std::to_string(unit) + " is not a block of units " +
+                                                       std::to_string(unit_first_) + "-" + std::to_string(unit_last_));
+  }
+  const SequenceKv* s = kv_.find(seq_id);
+  if (s == nullptr) return make_error(ErrorCode::not_found, "no KV cache for sequence " + std::to_string(seq_id));
+  KvRows out;
+  out.n_pos = s->n_filled;
+  const size_t n = static_cast<size_t>(out.n_pos * s->kv_dim());
+  out.k.assign(s->k_layer(l), s->k_layer(l) + n);
+  out.v.assign(s->v_layer(l), s->v_layer(l) + n);
+  return out;
+}
+
+Expected<void> UnitRunner::import_kv(int32_t seq_id, int64_t unit, int64_t n_pos, std::span<const uint16_t> k,
+                                     std::span<const uint16_t> v) {
+  const int64_t l = unit - 1 - layer_first_;
+  if (unit < 1 || unit > model_.hparams().n_layer || l < 0 || l >= n_layers_here_) {
+    return make_error(ErrorCode::invalid_argument, "unit " + std::to_string(unit) + " is not a block of units " +
+                                                       std::to_string(unit_first_) + "-" + std::to_string(unit_last_));
+  }
+  if (seq_id < 0) return make_error(ErrorCode::invalid_argument, "negative sequence id");
+  if (n_pos < 0 || n_pos > kv_.n_ctx()) {
+    return make_error(ErrorCode::out_of_range, std::to_string(n_pos) + " positions do not fit the context of " +
+                                                   std::to_string(kv_.n_ctx()));
+  }
+  const size_t n = static_cast<size_t>(n_pos * kv_dim());
+  if (k.size() != n || v.size() != n) {
+    return make_error(ErrorCode::invalid_argument, "KV rows of the wrong size: " + std::to_string(k.size()) + " and " +
+                                                       std::to_string(v.size()) + " values for " +
+                                                       std::to_string(n_pos) + " positions of width " +
+                                                       std::to_string(kv_dim()));
+  }
+  SequenceKv* s = kv_.find(seq_id);
+  if (s != nullptr && s->imported.empty()) {
+    return make_error(ErrorCode::invalid_argument,
+                      "sequence " + std::to_string(seq_id) + " already has a KV cache computed here");
+  }
+  if (s == nullptr) {
+    s = &kv_.get_or_create(seq_id);
+    s->imported.assign(static_cast<size_t>(n_layers_here_), -1);
+  }
+  if (n > 0) {
+    std::memcpy(s->k(l, 0), k.data(), n * sizeof(uint16_t));
+    std::memcpy(s->v(l, 0), v.data(), n * sizeof(uint16_t));
+  }
+  s->imported[static_cast<size_t>(l)] = n_pos;
+  int64_t filled = n_pos;
+  for (int64_t got : s->imported) filled = std::min(filled, got);
+  s->n_filled = std::max<int64_t>(0, filled);
+  return {};
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;

@@ -51,6 +51,19 @@ class UnitRunner {
   bool has_head() const { return unit_last_ == model_.hparams().n_layer + 1; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
   const KvCache& kv_cache() const { return kv_; }
+  int64_t kv_dim() const { return model_.hparams().kv_dim(); }
+  // Moving a sequence's KV cache between devices (load balancing). `unit` must be a transformer
+  // block of this range. export_kv: positions 0..n-1 of that block for `seq_id`, K then V, F16 bits
+  // [n][kv_dim] (not_found for a sequence this runner does not hold). import_kv: stores them for a
+  // sequence this runner has not computed anything for (a new id); the sequence can run once
+  // every block of the range has received its positions.
+  struct KvRows {
+    int64_t n_pos = 0;
+    std::vector<uint16_t> k, v;
+  };
+  Expected<KvRows> export_kv(int32_t seq_id, int64_t unit) const;
+  Expected<void> import_kv(int32_t seq_id, int64_t unit, int64_t n_pos, std::span<const uint16_t> k,
+                           std::span<const uint16_t> v);
   // One entry per unit of the range, in order: where forward() spends its time, for profiling
   // and balancing. Timing does not touch the arithmetic, so results stay bit-identical.
   std::vector<UnitTiming> unit_timings() const { return timings_; }

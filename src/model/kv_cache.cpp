@@ -23,4 +23,9 @@ SequenceKv* KvCache::find(int32_t seq_id) {
   return it == seqs_.end() ? nullptr : it->second.get();
 }
 
+const SequenceKv* KvCache::find(int32_t seq_id) const {
+  auto it = seqs_.find(seq_id);
+  return it == seqs_.end() ? nullptr : it->second.get();
+}
+
 }  // namespace ll::model

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 
@@ -19,7 +20,13 @@ class SequenceKv {
   const uint16_t* k_layer(int64_t layer_index) const { return k_.get() + offset(layer_index, 0); }
   const uint16_t* v_layer(int64_t layer_index) const { return v_.get() + offset(layer_index, 0); }
   int64_t n_ctx() const { return n_ctx_; }
+  int64_t n_layers() const { return n_layers_; }
+  int64_t kv_dim() const { return kv_dim_; }
   int64_t n_filled = 0;  // positions 0..n_filled-1 hold valid entries
+  // A cache moved in from another device (UnitRunner::import_kv), one layer at a time: positions
+  // each layer received (-1: none yet). n_filled is their minimum, so a batch cannot run on layers
+  // still missing. Empty for a cache computed here.
+  std::vector<int64_t> imported;
 
  private:
   size_t offset(int64_t layer_index, int64_t pos) const {
@@ -34,6 +41,7 @@ class KvCache {
   KvCache(int64_t n_layers, int64_t n_ctx, int64_t kv_dim) : n_layers_(n_layers), n_ctx_(n_ctx), kv_dim_(kv_dim) {}
   SequenceKv& get_or_create(int32_t seq_id);
   SequenceKv* find(int32_t seq_id);
+  const SequenceKv* find(int32_t seq_id) const;
   void release(int32_t seq_id) { seqs_.erase(seq_id); }
   int64_t n_ctx() const { return n_ctx_; }
 

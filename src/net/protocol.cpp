@@ -207,6 +207,38 @@ void encode_payload(Writer& w, const Stats& m) {
   }
 }
 
+void encode_payload(Writer& w, const KvRequest& m) {
+  w.i32(m.seq_id);
+  w.u32(m.unit_first);
+  w.u32(m.unit_last);
+}
+
+// blob of F16 bits, 2 little-endian bytes each.
+void put_f16_bits(Writer& w, const std::vector<uint16_t>& bits) {
+  require(bits.size() <= std::numeric_limits<uint32_t>::max() / 2, "KV_DATA blob does not fit in a frame");
+  w.u32(static_cast<uint32_t>(bits.size() * 2));
+  for (uint16_t b : bits) w.u16(b);
+}
+
+void encode_payload(Writer& w, const KvData& m) {
+  const uint64_t n_elems = static_cast<uint64_t>(m.n_pos) * m.kv_dim;
+  require(m.k.size() == n_elems, "KvData: k.size() != n_pos * kv_dim");
+  require(m.v.size() == n_elems, "KvData: v.size() != n_pos * kv_dim");
+  w.reserve(w.size() + 24 + (m.k.size() + m.v.size()) * 2);
+  w.i32(m.seq_id);
+  w.u32(m.unit);
+  w.u32(m.n_pos);
+  w.u32(m.kv_dim);
+  put_f16_bits(w, m.k);
+  put_f16_bits(w, m.v);
+}
+
+void encode_payload(Writer& w, const KvStored& m) {
+  w.i32(m.seq_id);
+  w.u32(m.unit);
+  w.u32(m.n_pos);
+}
+
 // ------------------------------------------------------------------------------------------- decoders
 
 // n_tokens x token, already known to fit in the bytes left (Reader::count checked it).
@@ -270,6 +302,24 @@ Expected<std::vector<float>> get_values(Reader& r, const char* field, WireDType 
   return out;
 }
 
+// blob of exactly n_bytes = n_pos * kv_dim * 2 bytes (already computed without overflow), as the
+// u16 bits of each F16 value.
+Expected<std::vector<uint16_t>> get_f16_bits(Reader& r, const char* field, uint32_t n_pos, uint32_t kv_dim,
+                                             uint64_t n_bytes) {
+  const size_t at = r.offset();
+  LL_ASSIGN_OR_RETURN(std::span<const uint8_t> blob, r.bytes(field, r.remaining()));
+  if (blob.size() != n_bytes) {
+    return r.error_at(at, field,
+                      "length " + std::to_string(blob.size()) + " != " + std::to_string(n_pos) +
+                          " positions x kv_dim " + std::to_string(kv_dim) +
+                          " x 2 bytes = " + std::to_string(n_bytes));
+  }
+  // The blob is in the input, so this allocates no more than the frame's size.
+  std::vector<uint16_t> out(blob.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = load_u16_le(blob.data() + 2 * i);
+  return out;
+}
+
 Expected<Sha256Digest> get_hash(Reader& r, const char* field) {
   LL_ASSIGN_OR_RETURN(std::span<const uint8_t> raw, r.raw(field, 32));
   Sha256Digest d;
@@ -319,6 +369,12 @@ std::string message_type_name(uint16_t type) {
       return "STATS_REQUEST";
     case MessageType::stats:
       return "STATS";
+    case MessageType::kv_request:
+      return "KV_REQUEST";
+    case MessageType::kv_data:
+      return "KV_DATA";
+    case MessageType::kv_stored:
+      return "KV_STORED";
   }
   return "type " + hex16(type);
 }
@@ -809,6 +865,82 @@ Expected<Stats> decode_stats(std::span<const uint8_t> payload, const Limits& lim
   return m;
 }
 
+// KV_REQUEST, KV_DATA and KV_STORED have no decode_* in protocol.h (added within version 1 after
+// the per-type decoders were published); decode_payload reaches them.
+namespace {
+
+Expected<KvRequest> decode_kv_request(std::span<const uint8_t> payload, const Limits& limits) {
+  Reader r(payload, "KV_REQUEST");
+  KvRequest m;
+  LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
+  if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
+  LL_ASSIGN_OR_RETURN(m.unit_first, r.u32("unit_first"));
+  LL_ASSIGN_OR_RETURN(m.unit_last, r.u32("unit_last"));
+  if (m.unit_last >= limits.max_units) {
+    return r.error_at(
+        8, "unit_last",
+        std::to_string(m.unit_last) + " exceeds the limit " + std::to_string(limits.max_units - 1));
+  }
+  if (m.unit_first > m.unit_last) {
+    return r.error_at(4, "unit_first",
+                      std::to_string(m.unit_first) + " > unit_last " + std::to_string(m.unit_last));
+  }
+  LL_TRY(r.expect_end());
+  return m;
+}
+
+Expected<KvData> decode_kv_data(std::span<const uint8_t> payload, const Limits& limits) {
+  Reader r(payload, "KV_DATA");
+  KvData m;
+  LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
+  if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
+  LL_ASSIGN_OR_RETURN(m.unit, r.u32("unit"));
+  if (m.unit >= limits.max_units)
+    return r.error_at(4, "unit", std::to_string(m.unit) + " exceeds the unit limit");
+  LL_ASSIGN_OR_RETURN(m.n_pos, r.u32("n_pos"));
+  if (m.n_pos > limits.max_ctx) {
+    return r.error_at(
+        8, "n_pos", std::to_string(m.n_pos) + " exceeds the context limit " + std::to_string(limits.max_ctx));
+  }
+  LL_ASSIGN_OR_RETURN(m.kv_dim, r.u32("kv_dim"));
+  if (m.kv_dim == 0 || m.kv_dim > limits.max_hidden) {
+    return r.error_at(12, "kv_dim",
+                      std::to_string(m.kv_dim) + " is outside 1.." + std::to_string(limits.max_hidden));
+  }
+  uint64_t n_elems = 0, n_bytes = 0;
+  if (!checked_mul(m.n_pos, m.kv_dim, n_elems) || !checked_mul(n_elems, 2, n_bytes)) {
+    return r.error_at(8, "n_pos", "n_pos x kv_dim x 2 bytes overflows");
+  }
+  if (n_bytes > limits.max_frame_bytes) {
+    return r.error_at(8, "n_pos",
+                      std::to_string(m.n_pos) + " positions x kv_dim " + std::to_string(m.kv_dim) +
+                          " x 2 bytes exceed the frame limit " + std::to_string(limits.max_frame_bytes));
+  }
+  LL_ASSIGN_OR_RETURN(m.k, get_f16_bits(r, "k", m.n_pos, m.kv_dim, n_bytes));
+  LL_ASSIGN_OR_RETURN(m.v, get_f16_bits(r, "v", m.n_pos, m.kv_dim, n_bytes));
+  LL_TRY(r.expect_end());
+  return m;
+}
+
+Expected<KvStored> decode_kv_stored(std::span<const uint8_t> payload, const Limits& limits) {
+  Reader r(payload, "KV_STORED");
+  KvStored m;
+  LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
+  if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
+  LL_ASSIGN_OR_RETURN(m.unit, r.u32("unit"));
+  if (m.unit >= limits.max_units)
+    return r.error_at(4, "unit", std::to_string(m.unit) + " exceeds the unit limit");
+  LL_ASSIGN_OR_RETURN(m.n_pos, r.u32("n_pos"));
+  if (m.n_pos > limits.max_ctx) {
+    return r.error_at(
+        8, "n_pos", std::to_string(m.n_pos) + " exceeds the context limit " + std::to_string(limits.max_ctx));
+  }
+  LL_TRY(r.expect_end());
+  return m;
+}
+
+}  // namespace
+
 Expected<Message> decode_payload(uint16_t type, std::span<const uint8_t> payload, const Limits& limits) {
   auto lift = [](auto&& e) -> Expected<Message> {
     if (!e) return e.error();
@@ -839,6 +971,12 @@ Expected<Message> decode_payload(uint16_t type, std::span<const uint8_t> payload
       return lift(decode_stats_request(payload, limits));
     case MessageType::stats:
       return lift(decode_stats(payload, limits));
+    case MessageType::kv_request:
+      return lift(decode_kv_request(payload, limits));
+    case MessageType::kv_data:
+      return lift(decode_kv_data(payload, limits));
+    case MessageType::kv_stored:
+      return lift(decode_kv_stored(payload, limits));
   }
   return make_error(ErrorCode::parse, "unknown message type " + hex16(type));
 }

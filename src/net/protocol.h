@@ -41,6 +41,10 @@
 //   0x0303 RELEASE_SEQUENCE i32 seq_id
 //   0x0304 SAMPLING         i32 seq_id | f32 temperature | i32 top_k | f32 top_p | f32 min_p | u64 seed
 //   0x0401 STATS_REQUEST    (empty payload)
+//   0x0501 KV_REQUEST       i32 seq_id | u32 unit_first | u32 unit_last
+//   0x0502 KV_DATA          i32 seq_id | u32 unit | u32 n_pos | u32 kv_dim | blob k | blob v
+//                           k, v: F16 bits [n_pos][kv_dim], each exactly n_pos * kv_dim * 2 bytes
+//   0x0503 KV_STORED        i32 seq_id | u32 unit | u32 n_pos
 //   0x0402 STATS            u64 uptime_ms | u64 bytes_in | u64 bytes_out | u64 n_messages_in
 //                           | u64 n_messages_out | u64 n_bad_messages | u64 n_tokens | u64 rss_bytes
 //                           | u64 peak_rss_bytes
@@ -56,6 +60,12 @@
 //     (RELEASE_SEQUENCE: drop the sequence's KV cache and sampler; SAMPLING: only the stage that runs
 //     the output head keeps it) and forwards them to next_endpoint, if any. One ordered link per hop
 //     keeps them in order with the ACTIVATION_BATCHes of the same sequence.
+//   - KV_REQUEST, KV_DATA and KV_STORED move a sequence's KV cache when the coordinator switches
+//     plans (load balancing): they go straight to one worker, never along the pipeline. KV_REQUEST
+//     asks for positions 0..n-1 of every transformer block in [unit_first, unit_last] that the
+//     worker runs; it answers with one KV_DATA per such block (same request_id), in unit order.
+//     A KV_DATA from the coordinator stores positions 0..n_pos-1 of one block the worker runs for
+//     a sequence (replacing what it held); the worker answers KV_STORED. Failures answer ERROR.
 //   - An error while processing a batch (or a SAMPLING / RELEASE_SEQUENCE) goes to the coordinator
 //     (the LOAD_SEGMENT sender) as ERROR with that frame's request_id, whichever stage it happens
 //     on. Frames that fail validation are still answered to the peer that sent them (channel.h).
@@ -120,9 +130,12 @@ enum class MessageType : uint16_t {
   sampling = 0x0304,
   stats_request = 0x0401,
   stats = 0x0402,
+  kv_request = 0x0501,
+  kv_data = 0x0502,
+  kv_stored = 0x0503,
 };
 
-inline constexpr std::array<MessageType, 12> k_message_types = {
+inline constexpr std::array<MessageType, 15> k_message_types = {
     MessageType::hello,
     MessageType::heartbeat,
     MessageType::error,
@@ -135,6 +148,9 @@ inline constexpr std::array<MessageType, 12> k_message_types = {
     MessageType::sampling,
     MessageType::stats_request,
     MessageType::stats,
+    MessageType::kv_request,
+    MessageType::kv_data,
+    MessageType::kv_stored,
 };
 
 namespace detail {
@@ -353,8 +369,38 @@ struct Stats {
   bool operator==(const Stats&) const = default;
 };
 
+// Asks a worker for a sequence's KV cache (see the pipeline semantics above).
+struct KvRequest {
+  static constexpr MessageType k_type = MessageType::kv_request;
+  int32_t seq_id = 0;       // >= 0
+  uint32_t unit_first = 0;  // unit_first <= unit_last < max_units
+  uint32_t unit_last = 0;
+  bool operator==(const KvRequest&) const = default;
+};
+
+// One transformer block's KV cache for one sequence, positions 0..n_pos-1.
+struct KvData {
+  static constexpr MessageType k_type = MessageType::kv_data;
+  int32_t seq_id = 0;          // >= 0
+  uint32_t unit = 0;           // < max_units
+  uint32_t n_pos = 0;          // 0..max_ctx
+  uint32_t kv_dim = 0;         // 1..max_hidden
+  std::vector<uint16_t> k, v;  // F16 bits [n_pos][kv_dim] each
+  bool operator==(const KvData&) const = default;
+};
+
+// A worker stored a KV_DATA.
+struct KvStored {
+  static constexpr MessageType k_type = MessageType::kv_stored;
+  int32_t seq_id = 0;  // >= 0
+  uint32_t unit = 0;   // < max_units
+  uint32_t n_pos = 0;  // <= max_ctx
+  bool operator==(const KvStored&) const = default;
+};
+
 using Message = std::variant<Hello, Heartbeat, ErrorMessage, LoadSegment, SegmentStatus, TensorChunk,
-                             ActivationBatch, Result, ReleaseSequence, Sampling, StatsRequest, Stats>;
+                             ActivationBatch, Result, ReleaseSequence, Sampling, StatsRequest, Stats, KvRequest,
+                             KvData, KvStored>;
 static_assert(std::variant_size_v<Message> == k_message_types.size(), "every message type has a struct");
 
 MessageType message_type(const Message& m);

@@ -132,7 +132,7 @@ double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, cons
     }
     slowest = std::max(slowest, bytes * per_byte);
   }
-  return cost.replay_ms + slowest;
+  return cost.replay_ms + cost.kv_ms + slowest;
 }
 
 Expected<std::optional<Proposal>> BalancePolicy::observe(double now_ms, const Profile& refreshed,

@@ -74,6 +74,8 @@ struct MoveCost {
   // Per device (profile order): ms per byte of weights it would have to receive (0: it maps a local
   // copy or holds them cached). Devices load in parallel: the slowest one counts.
   std::vector<double> load_ms_per_byte;
+  // Moving the live sequences' KV caches over the links (instead of replaying them; not scaled).
+  double kv_ms = 0;
 };
 
 struct Proposal {
@@ -85,8 +87,8 @@ struct Proposal {
   std::string reason;          // "stage on phone-c costs 41.2 ms against 12.0 ms profiled; ..."
 };
 
-// The estimated cost of switching from `from` to `to`: replay plus the slowest device's weight load
-// (units it does not hold in `from`).
+// The estimated cost of switching from `from` to `to`: replay and KV moves plus the slowest device's
+// weight load (units it does not hold in `from`).
 double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, const std::vector<Stage>& to,
                     const MoveCost& cost);
 

@@ -1053,7 +1053,135 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   const int64_t n_units = c.model->n_units();
   std::vector<double> unit_ms_estimate(static_cast<size_t>(n_units), std::nan(""));
   bool monitor_outstanding = false;  // a monitoring window's STATS are on their way
-  auto adopt = [&](const std::vector<Stage>& plan) -> Expected<void> {
+  // Moving KV caches instead of replaying (a rebalance, where every holder of the old plan is alive):
+  // before the new plan loads, each decoding sequence's cache of every block is fetched from its
+  // holder (KV_REQUEST; the origin's own runners directly), and once it has loaded, handed to the new
+  // holder (KV_DATA, answered KV_STORED) under the sequence's new id. Fetching and storing cost a
+  // few bytes per token and block over the links; a replay recomputes every token on the new plan.
+  using KvByUnit = std::vector<model::UnitRunner::KvRows>;  // [unit], blocks 1..L filled
+  const int64_t n_layer = c.model->hparams().n_layer;
+  auto origin_runner = [&](int64_t unit) -> model::UnitRunner* {
+    for (auto* r : {c.head_runner.get(), c.tail_runner.get()}) {
+      if (r != nullptr && unit >= r->unit_first() && unit <= r->unit_last()) return r;
+    }
+    return nullptr;
+  };
+  // Waits for `n` answers of type T to the requests in `rids` (from the device each is mapped to).
+  auto collect = [&](std::map<uint64_t, int>& rids, size_t n, auto&& take) -> Expected<void> {
+    for (size_t got = 0; got < n;) {
+      LL_ASSIGN_OR_RETURN(auto msg, c.recv_any(c.opt.timeout));
+      auto it = rids.find(msg.second.request_id);
+      if (it == rids.end() || it->second != msg.first) continue;  // (nothing else is in flight)
+      LL_TRY(take(msg.second));
+      ++got;
+    }
+    return {};
+  };
+  // nullopt: the caches could not be fetched (say, a worker that predates KV_REQUEST): replay.
+  auto fetch_kv = [&](const std::vector<size_t>& idxs) -> Expected<std::optional<std::map<size_t, KvByUnit>>> {
+    std::map<size_t, KvByUnit> out;
+    std::map<uint64_t, int> rids;
+    std::map<uint64_t, size_t> rid_seq;
+    size_t n_expected = 0;
+    for (size_t idx : idxs) {
+      const Sequence& s = seqs[idx];
+      KvByUnit& rows = out[idx];
+      rows.resize(static_cast<size_t>(n_units));
+      for (const Stage& st : c.stages) {
+        const int64_t first = std::max<int64_t>(1, st.first_unit), last = std::min<int64_t>(n_layer, st.last_unit);
+        if (first > last) continue;
+        if (st.device == 0) {
+          for (int64_t u = first; u <= last; ++u) {
+            model::UnitRunner* r = origin_runner(u);
+            if (r == nullptr) return std::optional<std::map<size_t, KvByUnit>>{};
+            auto got = r->export_kv(s.seq_id, u);
+            if (!got || got->n_pos != s.pos) return std::optional<std::map<size_t, KvByUnit>>{};
+            rows[static_cast<size_t>(u)] = std::move(*got);
+          }
+          continue;
+        }
+        net::KvRequest q;
+        q.seq_id = s.seq_id;
+        q.unit_first = static_cast<uint32_t>(st.first_unit);
+        q.unit_last = static_cast<uint32_t>(st.last_unit);
+        const uint64_t rid = c.next_request_id++;
+        LL_TRY(c.worker(st.device).channel->send(q, rid));
+        rids[rid] = st.device;
+        rid_seq[rid] = idx;
+        n_expected += static_cast<size_t>(last - first + 1);
+      }
+    }
+    auto ok = collect(rids, n_expected, [&](const net::Envelope& env) -> Expected<void> {
+      const auto* d = std::get_if<net::KvData>(&env.message);
+      const Sequence& s = seqs[rid_seq[env.request_id]];
+      if (d == nullptr || d->seq_id != s.seq_id || d->unit < 1 || d->unit > static_cast<uint32_t>(n_layer) ||
+          static_cast<int64_t>(d->n_pos) != s.pos || static_cast<int64_t>(d->kv_dim) != c.model->hparams().kv_dim()) {
+        return make_error(ErrorCode::parse, "an answer to KV_REQUEST that does not fit the request");
+      }
+      auto& slot = out[rid_seq[env.request_id]][d->unit];
+      slot.n_pos = d->n_pos;
+      slot.k = d->k;
+      slot.v = d->v;
+      return {};
+    });
+    if (!ok) {
+      if (ok.error().code == ErrorCode::io || !c.lost_plan_workers().empty()) return ok.error();
+      c.log("rebalance: the KV caches cannot be moved (" + ok.error().message + "); replaying the tokens instead");
+      c.stale_below = c.next_request_id;  // (answers still on their way)
+      return std::optional<std::map<size_t, KvByUnit>>{};
+    }
+    for (auto& [idx, rows] : out) {
+      for (int64_t u = 1; u <= n_layer; ++u) {
+        if (rows[static_cast<size_t>(u)].n_pos != seqs[idx].pos) return std::optional<std::map<size_t, KvByUnit>>{};
+      }
+    }
+    return std::optional<std::map<size_t, KvByUnit>>{std::move(out)};
+  };
+  // After the new plan loaded and the sequences got their new ids. false: not every cache could be
+  // stored (say, a worker's memory limit): the caller replays (which rewrites what was stored).
+  auto store_kv = [&](std::map<size_t, KvByUnit>& moved) -> Expected<bool> {
+    std::map<uint64_t, int> rids;
+    for (auto& [idx, rows] : moved) {
+      const Sequence& s = seqs[idx];
+      for (const Stage& st : c.stages) {
+        const int64_t first = std::max<int64_t>(1, st.first_unit), last = std::min<int64_t>(n_layer, st.last_unit);
+        for (int64_t u = first; u <= last; ++u) {
+          auto& r = rows[static_cast<size_t>(u)];
+          if (st.device == 0) {
+            model::UnitRunner* runner = origin_runner(u);
+            if (runner == nullptr || !runner->import_kv(s.seq_id, u, r.n_pos, r.k, r.v)) return false;
+            continue;
+          }
+          net::KvData d;
+          d.seq_id = s.seq_id;
+          d.unit = static_cast<uint32_t>(u);
+          d.n_pos = static_cast<uint32_t>(r.n_pos);
+          d.kv_dim = static_cast<uint32_t>(c.model->hparams().kv_dim());
+          d.k = std::move(r.k);
+          d.v = std::move(r.v);
+          const uint64_t rid = c.next_request_id++;
+          LL_TRY(c.worker(st.device).channel->send(d, rid));
+          rids[rid] = st.device;
+        }
+      }
+    }
+    auto ok = collect(rids, rids.size(), [&](const net::Envelope& env) -> Expected<void> {
+      if (std::get_if<net::KvStored>(&env.message) == nullptr) {
+        return make_error(ErrorCode::parse, "an answer to KV_DATA that is not KV_STORED");
+      }
+      return {};
+    });
+    if (!ok) {
+      if (ok.error().code == ErrorCode::io || !c.lost_plan_workers().empty()) return ok.error();
+      c.log("rebalance: the KV caches could not all be stored (" + ok.error().message + "); replaying the tokens instead");
+      c.stale_below = c.next_request_id;
+      return false;
+    }
+    return true;
+  };
+  int64_t n_kv_moved_tokens = 0;  // positions moved instead of replayed, over all switches
+
+  auto adopt = [&](const std::vector<Stage>& plan, bool move_kv) -> Expected<void> {
     ++n_switches;
     c.stale_below = c.next_request_id;
     in_flight.clear();
@@ -1062,6 +1190,20 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     monitor_outstanding = false;
     monitor_prev.clear();
     std::fill(unit_ms_estimate.begin(), unit_ms_estimate.end(), std::nan(""));
+    std::optional<std::map<size_t, KvByUnit>> moved;
+    if (move_kv) {
+      std::vector<size_t> decoding;
+      for (size_t idx : active) {
+        const Sequence& s = seqs[idx];
+        if (!s.done && !s.result.tokens.empty() && s.pos > 0 && !s.in_flight &&
+            s.pos + 1 == static_cast<int64_t>(s.history.size())) {
+          decoding.push_back(idx);
+        }
+      }
+      if (!decoding.empty()) {
+        LL_ASSIGN_OR_RETURN(moved, fetch_kv(decoding));
+      }
+    }
     LL_TRY(load(plan));
     n_worker_stages = c.n_worker_stages();
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
@@ -1074,10 +1216,25 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       if (!seqs[idx].done) live.push_back(idx);
     }
     active.swap(live);
+    for (size_t idx : active) seqs[idx].seq_id = static_cast<int32_t>(seqs[idx].index) + n_switches * n_seqs;
+    if (moved) {
+      LL_ASSIGN_OR_RETURN(const bool stored, store_kv(*moved));
+      if (!stored) moved.reset();
+    }
     for (size_t idx : active) {
       Sequence& s = seqs[idx];
-      s.seq_id = static_cast<int32_t>(s.index) + n_switches * n_seqs;
       s.in_flight = false;
+      if (moved && moved->count(idx)) {  // its caches moved: on with the decode step it was at
+        n_kv_moved_tokens += s.pos;
+        s.replay.clear();
+        s.n_replayed = 0;
+        s.next_token = s.history.back();
+        s.decode_ready = true;
+        if (auto ok = start_sampling(s); !ok) {
+          return make_error(ok.error().code, "cannot reach the new plan's first worker: " + ok.error().message);
+        }
+        continue;
+      }
       if (s.result.tokens.empty()) {  // still in its prompt: prefill it again
         s.n_dispatched = 0;
         s.n_chunks = 0;
@@ -1124,7 +1281,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       }
       c.log(std::string("failover ").append(std::to_string(n_failovers)).append(": dropped ").append(why).append(
           "; old plan: " + c.describe_plan(old_stages) + "; new plan: " + c.describe_plan(*plan)));
-      auto switched = adopt(*plan);
+      auto switched = adopt(*plan, false);  // (the lost worker's caches are gone: replay)
       if (switched) c.log("failover " + std::to_string(n_failovers) + ": now running " + c.describe_plan(c.stages));
       if (!switched) {
         auto more = c.lost_plan_workers();
@@ -1261,16 +1418,20 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       Rebalance next = std::move(*pending_switch);
       pending_switch.reset();
       const std::vector<Stage> old_stages = c.stages;
-      if (auto ok = adopt(next.stages); ok) {
+      const int64_t moved_before = n_kv_moved_tokens;
+      if (auto ok = adopt(next.stages, true); ok) {
         ++n_rebalances;
-        c.log("rebalance " + std::to_string(n_rebalances) + ": now running " + c.describe_plan(c.stages));
+        c.log("rebalance " + std::to_string(n_rebalances) + ": now running " + c.describe_plan(c.stages) +
+              (n_kv_moved_tokens > moved_before
+                   ? "; moved the KV caches of " + std::to_string(n_kv_moved_tokens - moved_before) + " positions"
+                   : std::string("; KV caches rebuilt by replay")));
       } else if (!c.lost_plan_workers().empty() || ok.error().code == ErrorCode::io) {
         LL_TRY(recover(ok.error()));  // a worker went: fail over
       } else {
         // A device refused the new plan (say, memory the planner did not know was taken): an
         // optimisation that did not work out must not end the run. Back to the plan that ran.
         c.log("rebalance refused: " + ok.error().message + "; back to " + c.describe_plan(old_stages));
-        if (auto back = adopt(old_stages); !back) LL_TRY(recover(back.error()));
+        if (auto back = adopt(old_stages, false); !back) LL_TRY(recover(back.error()));
       }
       continue;
     }

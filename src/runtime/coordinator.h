@@ -41,7 +41,8 @@ struct MonitorSample {
   // (from the devices' own unit timings); NaN where no token went through it yet.
   std::vector<double> unit_ms;
   double remaining_tokens = 0;      // still to generate, over live and queued sequences
-  int64_t n_replay_tokens = 0;      // tokens a switch of plans would replay (the live KV caches)
+  int64_t n_replay_tokens = 0;      // positions in the live KV caches (a switch moves them; a
+                                    // failover, or a switch that cannot move them, replays them)
   double replay_ms_per_token = 0;   // this run's prefill time per token (0: not measured yet)
   // [n_workers + 1] weight bytes streamed to each worker when its segment was last loaded (0: it
   // maps a local copy or had them cached, so moving units to it costs no transfer; none: never

@@ -392,6 +392,62 @@ struct Worker::Impl {
     return true;
   }
 
+  // ------------------------------------------------------------------------- KV cache moves
+  // KV_REQUEST: one KV_DATA per block of the range this worker runs, in unit order.
+  Expected<void> kv_request(const net::PeerId& peer, uint64_t rid, const net::KvRequest& m) {
+    if (!runner) return make_error(ErrorCode::invalid_argument, "KV_REQUEST before the segment is ready");
+    const int64_t L = model->hparams().n_layer;
+    const int64_t first = std::max<int64_t>({static_cast<int64_t>(m.unit_first), runner->unit_first(), 1});
+    const int64_t last = std::min<int64_t>({static_cast<int64_t>(m.unit_last), runner->unit_last(), L});
+    if (first > last) {
+      return make_error(ErrorCode::invalid_argument, "units " + std::to_string(m.unit_first) + "-" +
+                                                         std::to_string(m.unit_last) + " hold no block of units " +
+                                                         std::to_string(runner->unit_first()) + "-" +
+                                                         std::to_string(runner->unit_last()));
+    }
+    if (!sequences.count(m.seq_id)) {
+      return make_error(ErrorCode::not_found, "no KV cache for sequence " + std::to_string(m.seq_id));
+    }
+    for (int64_t u = first; u <= last; ++u) {
+      LL_ASSIGN_OR_RETURN(auto rows, runner->export_kv(m.seq_id, u));
+      net::KvData d;
+      d.seq_id = m.seq_id;
+      d.unit = static_cast<uint32_t>(u);
+      d.n_pos = static_cast<uint32_t>(rows.n_pos);
+      d.kv_dim = static_cast<uint32_t>(runner->kv_dim());
+      d.k = std::move(rows.k);
+      d.v = std::move(rows.v);
+      LL_TRY(server->send(peer, d, rid));
+    }
+    return {};
+  }
+
+  // KV_DATA from the coordinator: store one block's cache for a (new) sequence; answer KV_STORED.
+  Expected<void> kv_data(const net::PeerId& peer, uint64_t rid, const net::KvData& m) {
+    if (!runner) return make_error(ErrorCode::invalid_argument, "KV_DATA before the segment is ready");
+    if (static_cast<int64_t>(m.kv_dim) != runner->kv_dim()) {
+      return make_error(ErrorCode::invalid_argument, "KV width " + std::to_string(m.kv_dim) +
+                                                         " does not match the model's " +
+                                                         std::to_string(runner->kv_dim()));
+    }
+    const bool fresh = !sequences.count(m.seq_id);
+    if (fresh) {
+      if (sequences.size() + 1 > k_max_sequences) {
+        return make_error(ErrorCode::resource, "more than " + std::to_string(k_max_sequences) + " sequences at once");
+      }
+      const uint64_t need = baseline_rss + weight_bytes + (sequences.size() + 1) * kv_bytes_per_sequence +
+                            k_reserve_bytes;
+      LL_TRY(check_limit(need, std::to_string(sequences.size() + 1) + " sequences"));
+    }
+    LL_TRY(runner->import_kv(m.seq_id, m.unit, m.n_pos, m.k, m.v));
+    if (fresh) sequences.insert(m.seq_id);
+    net::KvStored ack;
+    ack.seq_id = m.seq_id;
+    ack.unit = m.unit;
+    ack.n_pos = m.n_pos;
+    return server->send(peer, ack, rid);
+  }
+
   // -------------------------------------------------------------------------- ACTIVATION_BATCH
   Expected<void> activation_batch(uint64_t request_id, const net::ActivationBatch& b) {
     if (!runner) return make_error(ErrorCode::invalid_argument, "ACTIVATION_BATCH before the segment is ready");
@@ -552,6 +608,10 @@ struct Worker::Impl {
             }
           } else if constexpr (std::is_same_v<T, net::StatsRequest>) {
             (void)server->send(peer, stats(), rid);
+          } else if constexpr (std::is_same_v<T, net::KvRequest>) {
+            if (auto ok = kv_request(peer, rid, m); !ok) fail_peer(ok.error());
+          } else if constexpr (std::is_same_v<T, net::KvData>) {
+            if (auto ok = kv_data(peer, rid, m); !ok) fail_peer(ok.error());
           } else {
             fail_peer(make_error(ErrorCode::invalid_argument,
                                  net::message_type_name(type) + " is not something a worker accepts"));

@@ -130,6 +130,73 @@ TEST(Forward, SequencesBatchedTogetherMatchSequencesAlone) {
   EXPECT_FALSE(mixed->forward({&late, 1}, nullptr, out).has_value());
 }
 
+// Load balancing moves a sequence's KV cache between devices: prefill on one split, move every
+// block's cache to runners of another split, decode there — the logits are those of never moving.
+TEST(Forward, AKvCacheMovedToAnotherSplitDecodesIdentically) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  auto model = load_stories();
+  ASSERT_TRUE(model);
+  ThreadPool pool(1);
+  const int64_t U = model->n_units();  // embed, 5 blocks, head
+  auto whole = UnitRunner::create(*model, 0, U - 1, pool, 32).value();
+  auto a1 = UnitRunner::create(*model, 0, 2, pool, 32).value();
+  auto a2 = UnitRunner::create(*model, 3, U - 1, pool, 32).value();
+  std::vector<float> out, hid, want, got;
+  const size_t n_pre = 8;
+  for (size_t i = 0; i < k_prompt.size(); ++i) {
+    BatchToken bt{3, static_cast<int32_t>(i), k_prompt[i], true};
+    ASSERT_TRUE(whole->forward({&bt, 1}, nullptr, out).has_value());
+    if (i >= n_pre) want.insert(want.end(), out.begin(), out.end());
+    if (i < n_pre) {  // the first n_pre positions on the old split
+      ASSERT_TRUE(a1->forward({&bt, 1}, nullptr, hid).has_value());
+      ASSERT_TRUE(a2->forward({&bt, 1}, hid.data(), out).has_value());
+    }
+  }
+  // The new split: 0-3 and 4-6, fed the caches of sequence 3 as sequence 11.
+  auto b1 = UnitRunner::create(*model, 0, 3, pool, 32).value();
+  auto b2 = UnitRunner::create(*model, 4, U - 1, pool, 32).value();
+  for (int64_t u = 1; u <= U - 2; ++u) {
+    const UnitRunner& from = u <= 2 ? *a1 : *a2;
+    UnitRunner& to = u <= 3 ? *b1 : *b2;
+    auto rows = from.export_kv(3, u);
+    ASSERT_TRUE(rows.has_value()) << rows.error().message;
+    EXPECT_EQ(rows->n_pos, static_cast<int64_t>(n_pre));
+    BatchToken early{11, static_cast<int32_t>(n_pre), k_prompt[n_pre], true};
+    if (u == 4) {  // b1 has all its blocks; b2 still misses block 5's: it cannot run yet
+      ASSERT_TRUE(b1->forward({&early, 1}, nullptr, hid).has_value());
+      b1->release_sequence(11);
+      for (int64_t v = 1; v <= 3; ++v) {  // (released: import b1's again)
+        const UnitRunner& f = v <= 2 ? *a1 : *a2;
+        auto r = f.export_kv(3, v).value();
+        ASSERT_TRUE(b1->import_kv(11, v, r.n_pos, r.k, r.v).has_value());
+      }
+    }
+    auto ok = to.import_kv(11, u, rows->n_pos, rows->k, rows->v);
+    ASSERT_TRUE(ok.has_value()) << ok.error().message;
+    if (u == 4) {
+      EXPECT_FALSE(b2->forward({&early, 1}, hid.data(), out).has_value()) << "block 5's cache is still missing";
+    }
+  }
+  for (size_t i = n_pre; i < k_prompt.size(); ++i) {
+    BatchToken bt{11, static_cast<int32_t>(i), k_prompt[i], true};
+    ASSERT_TRUE(b1->forward({&bt, 1}, nullptr, hid).has_value());
+    ASSERT_TRUE(b2->forward({&bt, 1}, hid.data(), out).has_value());
+    got.insert(got.end(), out.begin(), out.end());
+  }
+  expect_bit_identical(want, got, "decoded after the move");
+  // Bad moves are refused: not a block here, wrong sizes, past the context, a sequence computed here.
+  auto rows = a1->export_kv(3, 1).value();
+  EXPECT_FALSE(b2->import_kv(12, 1, rows.n_pos, rows.k, rows.v).has_value());
+  EXPECT_FALSE(b1->import_kv(12, 0, rows.n_pos, rows.k, rows.v).has_value());
+  EXPECT_FALSE(b1->import_kv(12, 1, rows.n_pos + 1, rows.k, rows.v).has_value());
+  std::vector<uint16_t> big(static_cast<size_t>(33 * b1->kv_dim()));
+  EXPECT_FALSE(b1->import_kv(12, 1, 33, big, big).has_value());
+  EXPECT_FALSE(b1->import_kv(-1, 1, rows.n_pos, rows.k, rows.v).has_value());
+  EXPECT_FALSE(a1->import_kv(3, 1, rows.n_pos, rows.k, rows.v).has_value());
+  EXPECT_FALSE(a1->export_kv(99, 1).has_value());
+  EXPECT_FALSE(a1->export_kv(3, 3).has_value());
+}
+
 TEST(Forward, RejectsBadInput) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   auto model = load_stories();

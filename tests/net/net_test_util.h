@@ -75,6 +75,19 @@ inline Sampling sample_sampling() {
   return m;
 }
 
+// Two positions of one block, kv_dim 3; F16 bits, each with two different bytes (any bits travel,
+// NaN and infinity included).
+inline KvData sample_kv_data() {
+  KvData m;
+  m.seq_id = 9;
+  m.unit = 3;
+  m.n_pos = 2;
+  m.kv_dim = 3;
+  m.k = {0x3C00, 0xC000, 0x0001, 0x7BFF, 0x8000, 0x1234};
+  m.v = {0xABCD, 0x7C00, 0x7E01, 0x3555, 0x0400, 0xFBFF};
+  return m;
+}
+
 inline std::vector<Message> sample_messages() {
   std::vector<Message> out;
   out.push_back(sample_hello());
@@ -128,6 +141,10 @@ inline std::vector<Message> sample_messages() {
   s.peak_rss_bytes = 600ull << 20;
   s.units = {{3, 4096, 1234.5}, {4, 4096, 0.0}};
   out.push_back(s);
+  out.push_back(KvRequest{9, 2, 5});
+  out.push_back(sample_kv_data());
+  out.push_back(KvData{9, 0, 0, 8, {}, {}});  // no positions: empty blobs
+  out.push_back(KvStored{9, 3, 2});
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <set>
 #include <string>
 
 #include "net/net_test_util.h"
@@ -50,6 +51,15 @@ TEST(Protocol, MessageIdsAreUniqueAndNamed) {
   EXPECT_FALSE(is_known_message_type(0));
   EXPECT_FALSE(is_known_message_type(0x0104));
   EXPECT_EQ(message_type_name(0x7777), "type 0x7777");
+  EXPECT_EQ(message_type_name(MessageType::kv_request), "KV_REQUEST");
+  EXPECT_EQ(message_type_name(MessageType::kv_data), "KV_DATA");
+  EXPECT_EQ(message_type_name(MessageType::kv_stored), "KV_STORED");
+}
+
+TEST(Protocol, SampleMessagesCoverEveryType) {
+  std::set<MessageType> seen;
+  for (const Message& m : sample_messages()) seen.insert(message_type(m));
+  EXPECT_EQ(seen.size(), k_message_types.size()) << "a message type has no sample";
 }
 
 TEST(Protocol, EveryMessageRoundTrips) {
@@ -215,6 +225,48 @@ TEST(Protocol, GoldenSampling) {
       0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,              // seed
   };
   EXPECT_EQ(to_bytes(encode(m, 5).bytes()), expect);
+}
+
+TEST(Protocol, GoldenKvMessages) {
+  const Bytes expect_request = {
+      'L', 'L', 'N', 'K', 0x01, 0x00, 0x01, 0x05, 0, 0, 0, 0,  // type 0x0501 KV_REQUEST
+      21,  0,   0,   0,   0,    0,    0,    0,                 // request id 21
+      12,  0,   0,   0,                                        // payload_bytes
+      3,   0,   0,   0,                                        // seq_id
+      1,   0,   0,   0,                                        // unit_first
+      4,   0,   0,   0,                                        // unit_last
+  };
+  EXPECT_EQ(to_bytes(encode(KvRequest{3, 1, 4}, 21).bytes()), expect_request);
+
+  KvData d;
+  d.seq_id = 3;
+  d.unit = 2;
+  d.n_pos = 1;
+  d.kv_dim = 2;
+  d.k = {0x3C00, 0xC000};
+  d.v = {0x1234, 0xABCD};
+  const Bytes expect_data = {
+      'L', 'L', 'N', 'K', 0x01, 0x00, 0x02, 0x05, 0, 0, 0, 0,  // type 0x0502 KV_DATA
+      21,  0,   0,   0,   0,    0,    0,    0,                 // request id 21
+      32,  0,   0,   0,                                        // payload_bytes
+      3,   0,   0,   0,                                        // seq_id
+      2,   0,   0,   0,                                        // unit
+      1,   0,   0,   0,                                        // n_pos
+      2,   0,   0,   0,                                        // kv_dim
+      4,   0,   0,   0,   0x00, 0x3C, 0x00, 0xC0,              // k: 1.0, -2.0 as half bits
+      4,   0,   0,   0,   0x34, 0x12, 0xCD, 0xAB,              // v: 0x1234, 0xABCD
+  };
+  EXPECT_EQ(to_bytes(encode(d, 21).bytes()), expect_data);
+
+  const Bytes expect_stored = {
+      'L', 'L', 'N', 'K', 0x01, 0x00, 0x03, 0x05, 0, 0, 0, 0,  // type 0x0503 KV_STORED
+      21,  0,   0,   0,   0,    0,    0,    0,                 // request id 21
+      12,  0,   0,   0,                                        // payload_bytes
+      3,   0,   0,   0,                                        // seq_id
+      2,   0,   0,   0,                                        // unit
+      1,   0,   0,   0,                                        // n_pos
+  };
+  EXPECT_EQ(to_bytes(encode(KvStored{3, 2, 1}, 21).bytes()), expect_stored);
 }
 
 // ---------------------------------------------------------------------------------------- frame header
@@ -662,6 +714,152 @@ TEST(ProtocolStats, Checks) {
                   "units[1].unit: units must be strictly increasing");
   s.units = {{70000, 0, 1.0}};
   EXPECT_CONTAINS(error_of(decode_stats(encode(s, 0).payload(), Limits{})), "exceeds the unit limit");
+}
+
+// KV_DATA payload with the blobs as given (lengths need not match n_pos and kv_dim).
+Bytes kv_data_payload(int32_t seq_id, uint32_t unit, uint32_t n_pos, uint32_t kv_dim, const Bytes& k,
+                      const Bytes& v) {
+  Writer w;
+  w.i32(seq_id);
+  w.u32(unit);
+  w.u32(n_pos);
+  w.u32(kv_dim);
+  w.bytes(k);
+  w.bytes(v);
+  return w.take();
+}
+
+std::string kv_error(const Message& m, const Limits& l = {}) {
+  const Frame f = encode(m, 0);
+  return error_of(decode_payload(static_cast<uint16_t>(f.type()), f.payload(), l));
+}
+
+std::string kv_data_error(const Bytes& payload, const Limits& l = {}) {
+  return error_of(decode_payload_of(MessageType::kv_data, payload, l));
+}
+
+TEST(ProtocolKv, RoundTrips) {
+  const std::vector<Message> ok = {
+      KvRequest{0, 0, 0},
+      KvRequest{std::numeric_limits<int32_t>::max(), 65535, 65535},
+      KvRequest{4, 0, 65535},
+      testing::sample_kv_data(),
+      KvData{1, 0, 0, 1, {}, {}},  // no positions: empty blobs
+      KvData{1, 65535, 1, 1, {0xFFFF}, {0x0000}},
+      KvStored{0, 0, 0},
+      KvStored{5, 65535, 1u << 24},
+  };
+  for (const Message& m : ok) {
+    SCOPED_TRACE(message_type_name(message_type(m)));
+    const Frame f = encode(m, 77);
+    auto env = decode(f.bytes(), Limits{});
+    ASSERT_TRUE(env) << env.error().message;
+    EXPECT_EQ(env->request_id, 77u);
+    EXPECT_TRUE(env->message == m);
+    EXPECT_EQ(to_bytes(encode(env->message, 77).bytes()), to_bytes(f.bytes()));
+  }
+  // Blobs are exactly n_pos * kv_dim * 2 bytes; the values are the bits as sent.
+  const KvData d = testing::sample_kv_data();
+  EXPECT_EQ(encode(d, 0).payload().size(), 16 + 4 + 12 + 4 + 12);
+  auto back = decode_payload_of(MessageType::kv_data, to_bytes(encode(d, 0).payload()));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(std::get<KvData>(*back).k, d.k);
+  EXPECT_EQ(std::get<KvData>(*back).v, d.v);
+  EXPECT_EQ(encode(KvData{1, 0, 0, 1, {}, {}}, 0).payload().size(), 24u);
+}
+
+TEST(ProtocolKv, RequestChecks) {
+  EXPECT_CONTAINS(kv_error(KvRequest{-1, 0, 0}), "KV_REQUEST: seq_id: -1 is negative (at byte 0)");
+  EXPECT_CONTAINS(kv_error(KvRequest{0, 5, 4}), "KV_REQUEST: unit_first: 5 > unit_last 4 (at byte 4)");
+  EXPECT_CONTAINS(kv_error(KvRequest{0, 0, 65536}),
+                  "KV_REQUEST: unit_last: 65536 exceeds the limit 65535 (at byte 8)");
+  Limits l;
+  l.max_units = 4;
+  EXPECT_CONTAINS(kv_error(KvRequest{0, 4, 4}, l), "unit_last: 4 exceeds the limit 3");
+  EXPECT_CONTAINS(kv_error(KvRequest{0, 5, 0xFFFFFFFF}), "unit_last: 4294967295 exceeds");
+  const Bytes p = to_bytes(encode(KvRequest{1, 2, 3}, 0).payload());
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::kv_request, Bytes(p.begin(), p.end() - 1))),
+                  "KV_REQUEST: unit_last: truncated");
+  Bytes trailing = p;
+  trailing.push_back(0);
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::kv_request, trailing)),
+                  "KV_REQUEST: end: 1 trailing bytes");
+}
+
+TEST(ProtocolKv, StoredChecks) {
+  EXPECT_CONTAINS(kv_error(KvStored{-5, 0, 0}), "KV_STORED: seq_id: -5 is negative (at byte 0)");
+  EXPECT_CONTAINS(kv_error(KvStored{0, 65536, 0}),
+                  "KV_STORED: unit: 65536 exceeds the unit limit (at byte 4)");
+  EXPECT_CONTAINS(kv_error(KvStored{0, 0, (1u << 24) + 1}),
+                  "KV_STORED: n_pos: 16777217 exceeds the context limit 16777216 (at byte 8)");
+  const Bytes p = to_bytes(encode(KvStored{1, 2, 3}, 0).payload());
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::kv_stored, Bytes(p.begin(), p.begin() + 5))),
+                  "KV_STORED: unit: truncated");
+  Bytes trailing = p;
+  trailing.push_back(0);
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::kv_stored, trailing)), "trailing");
+}
+
+TEST(ProtocolKv, DataChecks) {
+  const Bytes four(4, 0x11), three(3, 0x11), six(6, 0x11);
+  EXPECT_TRUE(decode_payload_of(MessageType::kv_data, kv_data_payload(0, 0, 1, 2, four, four)));
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(-1, 0, 1, 2, four, four)),
+                  "KV_DATA: seq_id: -1 is negative (at byte 0)");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 65536, 1, 2, four, four)),
+                  "KV_DATA: unit: 65536 exceeds the unit limit (at byte 4)");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 0, 0, {}, {})),
+                  "KV_DATA: kv_dim: 0 is outside 1..1048576 (at byte 12)");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 0, (1u << 20) + 1, {}, {})),
+                  "kv_dim: 1048577 is outside 1..1048576");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, (1u << 24) + 1, 1, {}, {})),
+                  "KV_DATA: n_pos: 16777217 exceeds the context limit 16777216 (at byte 8)");
+  // Blob lengths must be exactly n_pos x kv_dim x 2, each.
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 1, 2, six, four)),
+                  "KV_DATA: k: length 6 != 1 positions x kv_dim 2 x 2 bytes = 4 (at byte 16)");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 1, 2, four, three)),
+                  "KV_DATA: v: length 3 != 1 positions x kv_dim 2 x 2 bytes = 4 (at byte 24)");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 0, 2, four, {})), "k: length 4 != 0 positions");
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 2, 1, four, {})), "v: length 0 != 2 positions");
+  // Within the limits but far more than a frame: rejected before any blob is read.
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 1u << 24, 1u << 20, {}, {})),
+                  "x 2 bytes exceed the frame limit");
+  // A blob that claims more bytes than are left.
+  Writer w;
+  w.i32(0);
+  w.u32(0);
+  w.u32(1000);
+  w.u32(64);
+  w.u32(128000);
+  w.u32(0);
+  EXPECT_CONTAINS(kv_data_error(w.buffer()), "KV_DATA: k: length 128000 exceeds the limit 8 (at byte 16)");
+  // Truncated anywhere, and trailing bytes.
+  const Bytes p = to_bytes(encode(testing::sample_kv_data(), 0).payload());
+  for (size_t n = 0; n < p.size(); ++n) {
+    EXPECT_FALSE(
+        decode_payload_of(MessageType::kv_data, Bytes(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(n))))
+        << "cut at " << n;
+  }
+  EXPECT_CONTAINS(kv_data_error(Bytes(p.begin(), p.end() - 1)),
+                  "KV_DATA: v: length 12 exceeds the 11 bytes left");
+  Bytes trailing = p;
+  trailing.push_back(0);
+  EXPECT_CONTAINS(kv_data_error(trailing), "KV_DATA: end: 1 trailing bytes");
+}
+
+TEST(ProtocolKv, DataSizeOverflow) {
+  // With limits raised as far as they go, n_pos x kv_dim x 2 no longer fits in 64 bits.
+  Limits huge;
+  huge.max_ctx = std::numeric_limits<uint32_t>::max();
+  huge.max_hidden = std::numeric_limits<uint32_t>::max();
+  huge.max_frame_bytes = std::numeric_limits<uint32_t>::max();
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 0xFFFFFFFF, 0xFFFFFFFF, {}, {}), huge),
+                  "KV_DATA: n_pos: n_pos x kv_dim x 2 bytes overflows");
+  // Just below: fits in 64 bits, but not in a frame.
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 0xFFFFFFFF, 0x7FFFFFFF, {}, {}), huge),
+                  "exceed the frame limit");
+  // And with the same limits a blob must still match.
+  EXPECT_CONTAINS(kv_data_error(kv_data_payload(0, 0, 256, 256, {}, {}), huge),
+                  "k: length 0 != 256 positions x kv_dim 256 x 2 bytes = 131072");
 }
 
 Sampling sampling_with(std::function<void(Sampling&)> edit) {

@@ -242,6 +242,8 @@ TEST(MoveCost, CountsOnlyUnitsNewToADeviceAndTheSlowestDevice) {
   const std::vector<Stage> far = {{0, 0, 0}, {2, 1, 4}, {1, 5, 7}};
   // Device 2 gains 1-4 (4000 bytes at 0.5 ms/byte), device 1 gains 5-7 (3000 at 1 ms/byte).
   EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, MoveCost{0, {0, 1.0, 0.5}}), 3000);
+  // Moving KV caches adds their transfer, as given.
+  EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, MoveCost{0, {0, 1.0, 0.5}, 250}), 3250);
 }
 
 TEST(BalancePolicy, AnInvalidRunningPlanIsAnError) {

@@ -141,6 +141,10 @@ TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
   bool logged = false;
   for (const auto& line : o.log) logged = logged || line.rfind("rebalance 1: the running plan costs", 0) == 0;
   EXPECT_TRUE(logged) << "no rebalance line in the log";
+  // The live sequences' KV caches moved to their new holders (KV_REQUEST / KV_DATA), not replayed.
+  bool moved = false;
+  for (const auto& line : o.log) moved = moved || line.find("moved the KV caches of") != std::string::npos;
+  EXPECT_TRUE(moved) << "no KV move in the log";
   // Monitoring kept an estimate for the devices of the final plan.
   ASSERT_EQ(o.stats.device_ms_per_token.size(), 4u);
   for (const Stage& st : o.final_stages) {

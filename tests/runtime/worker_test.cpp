@@ -201,6 +201,90 @@ TEST(Worker, OutOfOrderPositionsAreRefusedAndTheSequenceCanContinue) {
   EXPECT_GE(cluster.worker(0).counters().n_bad_messages, 1u);
 }
 
+// KV_REQUEST / KV_DATA (load balancing moves KV caches with them): a stored cache comes back
+// as it went in; bad requests get errors and the worker keeps serving.
+TEST(Worker, StoresAndReturnsKvCachesAndRefusesBadOnes) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  test::InprocCluster cluster(1);
+  auto link0 = cluster.net().connect(cluster.endpoints()[0]);
+  ASSERT_TRUE(link0.has_value());
+  {
+    net::Channel early(**link0);
+    ASSERT_TRUE(early.handshake(coordinator_hello(), net::Role::worker, net::Millis(5000)).has_value());
+    ASSERT_TRUE(early.send(net::KvRequest{0, 1, 1}, 3).has_value());
+    auto e = next_error(early);
+    ASSERT_TRUE(e.has_value()) << "KV_REQUEST before a segment must be refused";
+    EXPECT_NE(e->message.find("before the segment is ready"), std::string::npos) << e->message;
+  }
+  const auto prompt = l.tok->encode("Once upon a time", true);
+  ASSERT_TRUE(run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 4).has_value());  // worker: units 1-6
+  auto link = cluster.net().connect(cluster.endpoints()[0]);
+  ASSERT_TRUE(link.has_value());
+  net::Channel ch(**link);
+  ASSERT_TRUE(ch.handshake(coordinator_hello(), net::Role::worker, net::Millis(5000)).has_value());
+  const uint32_t kv_dim = static_cast<uint32_t>(l.model->hparams().kv_dim());
+  net::KvData d;
+  d.seq_id = 40;
+  d.unit = 2;
+  d.n_pos = 3;
+  d.kv_dim = kv_dim;
+  for (uint32_t i = 0; i < 3 * kv_dim; ++i) {
+    d.k.push_back(static_cast<uint16_t>(0x3c00 + i % 97));
+    d.v.push_back(static_cast<uint16_t>(0x3800 + i % 89));
+  }
+  // Every block it runs (units 1-5) gets the cache; until then the sequence has no positions.
+  for (uint32_t u : {2u, 1u, 3u, 4u, 5u}) {
+    net::KvData one = d;
+    one.unit = u;
+    ASSERT_TRUE(ch.send(one, 10 + u).has_value());
+    auto ack = ch.recv(net::Millis(5000));
+    ASSERT_TRUE(ack.has_value() && ack->has_value());
+    const auto* stored = std::get_if<net::KvStored>(&(*ack)->message);
+    ASSERT_NE(stored, nullptr) << net::message_type_name(net::message_type((*ack)->message));
+    EXPECT_EQ(stored->seq_id, 40);
+    EXPECT_EQ(stored->unit, u);
+    EXPECT_EQ(stored->n_pos, 3u);
+    EXPECT_EQ((*ack)->request_id, 10u + u);
+  }
+  ASSERT_TRUE(ch.send(net::KvRequest{40, 2, 2}, 11).has_value());
+  auto back = ch.recv(net::Millis(5000));
+  ASSERT_TRUE(back.has_value() && back->has_value());
+  const auto* got = std::get_if<net::KvData>(&(*back)->message);
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(*got, d);
+  // Refused: a unit it does not run (the embedding is the origin's), a width that is not the
+  // model's, sizes that do not match, a sequence it does not hold, positions past its context.
+  std::vector<net::KvData> bad(5, d);
+  bad[0].unit = 0;
+  bad[1].kv_dim = kv_dim + 1;
+  bad[1].k.resize(3 * (kv_dim + 1));
+  bad[1].v.resize(3 * (kv_dim + 1));
+  bad[2].seq_id = 41;
+  bad[2].unit = 7;
+  bad[3].seq_id = 42;
+  bad[3].n_pos = 65;
+  bad[3].k.assign(65 * kv_dim, 0);
+  bad[3].v.assign(65 * kv_dim, 0);
+  bad[4].unit = 6;  // the head: no KV cache
+  uint64_t rid = 20;
+  for (const auto& b : bad) {
+    ASSERT_TRUE(ch.send(b, rid).has_value());
+    auto e = next_error(ch);
+    EXPECT_TRUE(e.has_value()) << "KV_DATA " << rid << " was not refused";
+    ++rid;
+  }
+  ASSERT_TRUE(ch.send(net::KvRequest{99, 1, 5}, rid).has_value());
+  auto e = next_error(ch);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_NE(e->message.find("no KV cache for sequence 99"), std::string::npos) << e->message;
+  // Still serving.
+  auto again = run_pipeline(l, cluster.net(), cluster.endpoints(), prompt, 8);
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(*again, reference(l, prompt, 8));
+}
+
 TEST(Worker, RefusesASegmentOverItsMemoryLimitWithAClearError) {
   LL_REQUIRE_SHARED(test::shared_path(k_model));
   Loaded l = load();
