@@ -1149,7 +1149,10 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
           auto& r = rows[static_cast<size_t>(u)];
           if (st.device == 0) {
             model::UnitRunner* runner = origin_runner(u);
-            if (runner == nullptr || !runner->import_kv(s.seq_id, u, r.n_pos, r.k, r.v)) return false;
+            if (runner == nullptr || !runner->import_kv(s.seq_id, u, r.n_pos, r.k, r.v)) {
+              c.stale_below = c.next_request_id;  // (answers to what was sent already)
+              return false;
+            }
             continue;
           }
           net::KvData d;

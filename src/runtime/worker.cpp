@@ -608,10 +608,18 @@ struct Worker::Impl {
             }
           } else if constexpr (std::is_same_v<T, net::StatsRequest>) {
             (void)server->send(peer, stats(), rid);
-          } else if constexpr (std::is_same_v<T, net::KvRequest>) {
-            if (auto ok = kv_request(peer, rid, m); !ok) fail_peer(ok.error());
-          } else if constexpr (std::is_same_v<T, net::KvData>) {
-            if (auto ok = kv_data(peer, rid, m); !ok) fail_peer(ok.error());
+          } else if constexpr (std::is_same_v<T, net::KvRequest> || std::is_same_v<T, net::KvData>) {
+            if (!opt.kv_moves) {
+              fail_peer(make_error(ErrorCode::parse, "unknown message type " + net::message_type_name(type)));
+              return;
+            }
+            Expected<void> ok;
+            if constexpr (std::is_same_v<T, net::KvRequest>) {
+              ok = kv_request(peer, rid, m);
+            } else {
+              ok = kv_data(peer, rid, m);
+            }
+            if (!ok) fail_peer(ok.error());
           } else {
             fail_peer(make_error(ErrorCode::invalid_argument,
                                  net::message_type_name(type) + " is not something a worker accepts"));

@@ -50,6 +50,9 @@ struct WorkerOptions {
   // Installed on every segment the worker builds (model::UnitRunner::set_unit_hook): tests slow a
   // device down with it. Empty: none.
   std::function<void(int64_t unit, int64_t n_tokens)> unit_hook;
+  // false: answer KV_REQUEST and KV_DATA as a worker that predates them does (ERROR), so tests can
+  // check that the coordinator then rebuilds the caches by replay.
+  bool kv_moves = true;
 };
 
 struct WorkerCounters {

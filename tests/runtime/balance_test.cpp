@@ -64,11 +64,13 @@ model::GenerateOptions greedy() {
 }
 constexpr int64_t k_n_ctx = 128;
 
-Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_us) {
+// kv_moves: false makes the workers answer KV_REQUEST / KV_DATA as ones that predate them.
+Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_us, bool kv_moves = true) {
   const model::GenerateOptions gen = greedy();
   const int64_t n_ctx = k_n_ctx;
   std::atomic<bool> slow{false};
   auto customize = [&](size_t i, runtime::WorkerOptions& o) {
+    o.kv_moves = kv_moves;
     o.unit_hook = [&slow, i, base_sleep_us, slow_sleep_us](int64_t, int64_t n_tokens) {
       const int us = (i == 1 && slow.load()) ? slow_sleep_us : base_sleep_us;
       std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(us) * n_tokens));
@@ -150,6 +152,22 @@ TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
   for (const Stage& st : o.final_stages) {
     EXPECT_FALSE(std::isnan(o.stats.device_ms_per_token[static_cast<size_t>(st.device)])) << "device " << st.device;
   }
+}
+
+TEST(Balancing, WorkersThatCannotMoveKvCachesGetThemRebuiltByReplay) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  const auto want = single_process(f, greedy(), k_n_ctx);
+  const Outcome o = run(f, 5, 300, 3000, false);
+  expect_same(o.results, want);
+  EXPECT_GE(o.stats.n_rebalances, 1);
+  bool fell_back = false, replayed = false;
+  for (const auto& line : o.log) {
+    fell_back = fell_back || line.find("the KV caches cannot be moved") != std::string::npos;
+    replayed = replayed || line.find("KV caches rebuilt by replay") != std::string::npos;
+  }
+  EXPECT_TRUE(fell_back) << "no fallback in the log";
+  EXPECT_TRUE(replayed) << "no replay in the log";
 }
 
 TEST(Balancing, EqualDevicesKeepTheirPlan) {
