@@ -165,7 +165,7 @@ void Resplitter::install(const std::shared_ptr<Resplitter>& self, runtime::Coord
   if (!self->args.split_units.empty()) return;
   co.replan = [self](const std::vector<int>& alive) { return (*self)(alive); };
   if (self->args.no_balance) return;
-  self->policy = plan::BalancePolicy(plan::BalanceOptions{self->args.balance_margin, 1500, 3000});
+  self->policy = plan::BalancePolicy(plan::BalanceOptions{self->args.balance_margin, 1000, 3000});
   co.rebalance = [self](const runtime::MonitorSample& m) { return self->rebalance(m); };
 }
 

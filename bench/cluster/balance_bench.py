@@ -104,6 +104,12 @@ class Run:
                     return None
                 self.cv.wait(min(left, 0.2))
 
+    def save(self, path):
+        """The run's stderr, each line with its seconds since the start."""
+        with open(path, "w") as f:
+            for t, line in self.lines:
+                f.write(f"{t - self.t_start:9.3f} {line}\n")
+
     def finish(self):
         self.p.wait()
         time.sleep(0.2)
@@ -207,6 +213,9 @@ def quota_cut(build, model, a, rep):
             t_end, j = r.finish()
         finally:
             write_int(quota_path, full)
+        if a.save_logs:
+            os.makedirs(a.save_logs, exist_ok=True)
+            r.save(os.path.join(a.save_logs, f"a-rep{rep + 1}-{name}.log"))
         rec = {"after_cut_s": t_end - t_cut, "decode_tok_s": j["decode_tok_s"], "rebalances": j.get("rebalances", 0),
                "tokens": len(j["tokens"])}
         sw = r.wait_for("rebalance 1: now running", timeout=0)
@@ -269,6 +278,7 @@ def main():
     ap.add_argument("--block", type=int, default=25, help="tokens of decode a rate is taken over")
     ap.add_argument("--only", choices=["a", "b"])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--save-logs", metavar="DIR", help="write each run's timestamped stderr (--verbose) to DIR")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("balance_bench.py needs root (network namespaces, tc, cgroups): run it with sudo")

@@ -62,7 +62,8 @@ class SpeedTracker {
 
 struct BalanceOptions {
   double margin = 0.15;       // propose when current cost > (1 + margin) x the refreshed optimum
-  double sustain_ms = 1500;   // ... for this long without a break
+  double sustain_ms = 1000;   // ... for this long without a break (the factors are already a
+                              // median of three windows)
   double cooldown_ms = 3000;  // no new proposal this soon after a switch (measurements settle)
 };
 
