@@ -109,7 +109,10 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
     if (st.device < 0) return make_error(ErrorCode::internal, "the running plan uses a worker that was dropped");
   }
   // Speed factors by cluster device (SpeedTracker: the last measured, else how the others first ran).
-  const std::vector<double> now = plan::speed_factors(base, current, m.unit_ms);
+  // (The window's own timings: SpeedTracker's median of three is the smoothing; the moving estimate
+  // on top of it would only delay a real change.)
+  const std::vector<double> now =
+      plan::speed_factors(base, current, m.window_unit_ms.empty() ? m.unit_ms : m.window_unit_ms);
   std::vector<double> by_device(chosen.profile->devices.size(), std::nan(""));
   for (size_t k = 0; k < keep.size(); ++k) by_device[static_cast<size_t>(keep[k])] = now[k];
   // (Windows right after a switch carry the replay's batches: no measure of speed.)

@@ -1322,6 +1322,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   auto close_window = [&]() -> Expected<void> {
     monitor_outstanding = false;
     next_monitor = Clock::now() + c.opt.monitor_interval;
+    std::vector<double> window_ms(static_cast<size_t>(n_units), std::nan(""));  // this window alone
     for (const Stage& st : c.stages) {
       for (int64_t u = st.first_unit; u <= st.last_unit; ++u) {
         const auto& now = snap_monitor[st.device][u];
@@ -1331,6 +1332,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         }
         if (now.first <= before.first) continue;
         const double ms = (now.second - before.second) / static_cast<double>(now.first - before.first);
+        window_ms[static_cast<size_t>(u)] = ms;
         double& est = unit_ms_estimate[static_cast<size_t>(u)];
         est = std::isnan(est) ? ms : 0.5 * est + 0.5 * ms;
       }
@@ -1363,6 +1365,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       if (!c.worker(w).dead) m.alive_workers.push_back(w);
     }
     m.unit_ms = unit_ms_estimate;
+    m.window_unit_ms = std::move(window_ms);
     for (const auto& s : seqs) {
       if (s.done) continue;
       const int64_t made = static_cast<int64_t>(s.result.tokens.size());

@@ -40,6 +40,9 @@ struct MonitorSample {
   // [n_units] moving estimate of the compute ms per token of each unit on the device that runs it
   // (from the devices' own unit timings); NaN where no token went through it yet.
   std::vector<double> unit_ms;
+  // [n_units] the same for this window alone (NaN where no token went through the unit in it): for
+  // a balancer that smooths on its own (plan::SpeedTracker takes a median of windows).
+  std::vector<double> window_unit_ms;
   double remaining_tokens = 0;      // still to generate, over live and queued sequences
   int64_t n_replay_tokens = 0;      // positions in the live KV caches (a switch moves them; a
                                     // failover, or a switch that cannot move them, replays them)
