@@ -27,7 +27,7 @@ void add_split_options(CLI::App& app, SplitArgs& a) {
                "faster by more than --balance-margin)")->group("Distributed");
   app.add_option("--balance-margin", a.balance_margin,
                  "Move units only when the running plan costs more than the optimum for the measured speeds by "
-                 "this fraction, for 1.5 s on end")
+                 "this fraction, for 1 s on end")
       ->check(CLI::Range(0.0, 10.0))->capture_default_str()->group("Distributed");
   app.add_option("--split-units", a.split_units,
                  "Explicit unit ranges per stage, e.g. 0-0,1-3,4-6: the origin's first (and last with --ring), "

@@ -113,7 +113,7 @@ class BalancePolicy {
 
   const BalanceOptions& options() const { return options_; }
   // What the last observe() decided and why, for the log ("running plan 3.10 ms, optimum 1.20 ms:
-  // over the margin for 500.00 ms of 1500.00 ms").
+  // over the margin for 500.00 ms of 1000.00 ms").
   const std::string& verdict() const { return verdict_; }
 
  private:
