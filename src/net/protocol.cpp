@@ -889,9 +889,9 @@ Expected<KvRequest> decode_kv_request(std::span<const uint8_t> payload, const Li
   return m;
 }
 
-Expected<KvData> decode_kv_data(std::span<const uint8_t> payload, const Limits& limits) {
-  Reader r(payload, "KV_DATA");
-  KvData m;
+// i32 seq_id | u32 unit | u32 n_pos: the fields KV_DATA and KV_STORED begin with.
+template <typename M>
+Expected<void> get_kv_head(Reader& r, M& m, const Limits& limits) {
   LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
   if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
   LL_ASSIGN_OR_RETURN(m.unit, r.u32("unit"));
@@ -902,6 +902,13 @@ Expected<KvData> decode_kv_data(std::span<const uint8_t> payload, const Limits& 
     return r.error_at(
         8, "n_pos", std::to_string(m.n_pos) + " exceeds the context limit " + std::to_string(limits.max_ctx));
   }
+  return {};
+}
+
+Expected<KvData> decode_kv_data(std::span<const uint8_t> payload, const Limits& limits) {
+  Reader r(payload, "KV_DATA");
+  KvData m;
+  LL_TRY(get_kv_head(r, m, limits));
   LL_ASSIGN_OR_RETURN(m.kv_dim, r.u32("kv_dim"));
   if (m.kv_dim == 0 || m.kv_dim > limits.max_hidden) {
     return r.error_at(12, "kv_dim",
@@ -925,16 +932,7 @@ Expected<KvData> decode_kv_data(std::span<const uint8_t> payload, const Limits& 
 Expected<KvStored> decode_kv_stored(std::span<const uint8_t> payload, const Limits& limits) {
   Reader r(payload, "KV_STORED");
   KvStored m;
-  LL_ASSIGN_OR_RETURN(m.seq_id, r.i32("seq_id"));
-  if (m.seq_id < 0) return r.error_at(0, "seq_id", std::to_string(m.seq_id) + " is negative");
-  LL_ASSIGN_OR_RETURN(m.unit, r.u32("unit"));
-  if (m.unit >= limits.max_units)
-    return r.error_at(4, "unit", std::to_string(m.unit) + " exceeds the unit limit");
-  LL_ASSIGN_OR_RETURN(m.n_pos, r.u32("n_pos"));
-  if (m.n_pos > limits.max_ctx) {
-    return r.error_at(
-        8, "n_pos", std::to_string(m.n_pos) + " exceeds the context limit " + std::to_string(limits.max_ctx));
-  }
+  LL_TRY(get_kv_head(r, m, limits));
   LL_TRY(r.expect_end());
   return m;
 }
