@@ -105,6 +105,7 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
   co.n_threads = origin_threads;
   co.connect_timeout = net::Millis(static_cast<int64_t>(a.connect_timeout_s * 1000));
   co.should_stop = [] { return runtime::TerminationSignals::requested(); };
+  if (a.local > 0) co.late_workers = false;  // (ours: one that does not answer is broken)
   auto coordinator = runtime::Coordinator::connect(model, *conn.net, endpoints, co);
   if (!coordinator) {
     // Name the device whose address the error mentions (the user knows it by its name). connect()
@@ -120,6 +121,15 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
     return coordinator.error();
   }
   conn.coordinator = std::move(*coordinator);
+  // Devices of the cluster file that are not up yet (co.late_workers): said even without --verbose.
+  for (const std::string& e : conn.coordinator->joining()) {
+    std::string name;
+    for (size_t i = 0; i < endpoints.size() && i < device_names.size(); ++i) {
+      if (endpoints[i] == e) name = device_names[i];
+    }
+    std::fprintf(stderr, "lingua: device \"%s\" (%s) did not answer within %.1f s: going on without it; it joins when it "
+                 "answers\n", name.c_str(), e.c_str(), a.connect_timeout_s);
+  }
   return conn;
 }
 

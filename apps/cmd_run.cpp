@@ -200,6 +200,7 @@ Runner add_run_command(CLI::App& app) {
       auto resplit = std::make_shared<Resplitter>();
       resplit->args = o->split;
       Resplitter::install(resplit, co);
+      co.late_workers = true;  // (--cluster: a device not up yet joins when it answers)
       auto conn = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!conn) return report_error(conn.error());
       cluster_conn = std::move(*conn);

@@ -137,6 +137,7 @@ Runner add_serve_command(CLI::App& app) {
       auto resplit = std::make_shared<Resplitter>();  // a lost worker: re-plan over the survivors
       resplit->args = o->split;
       Resplitter::install(resplit, co);
+      co.late_workers = true;  // (--cluster: a device not up yet joins when it answers)
       auto c = connect_cluster(o->cluster, **model, o->threads, o->verbose, co);
       if (!c) return report_error(c.error());
       conn = std::move(*c);

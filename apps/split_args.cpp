@@ -76,7 +76,20 @@ plan::Profile keep_devices(const plan::Profile& p, const std::vector<int>& keep)
 
 }  // namespace
 
-Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<int>& alive) const {
+Expected<void> Resplitter::take_joined() {
+  if (!chosen.profile || coordinator == nullptr) return {};
+  for (const runtime::JoinedDevice& j : coordinator->joined()) {
+    if (j.device < chosen.profile->n_devices()) continue;  // taken already
+    if (j.device != chosen.profile->n_devices()) {
+      return make_error(ErrorCode::internal, "worker " + std::to_string(j.device) + " joined out of order");
+    }
+    LL_TRY(plan::add_device(*chosen.profile, j.profile, j.link_latency_ms, j.link_bandwidth_bytes_per_s));
+  }
+  return {};
+}
+
+Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<int>& alive) {
+  LL_TRY(take_joined());
   if (chosen.profile) {  // --split optimal
     std::vector<int> keep{0};
     keep.insert(keep.end(), alive.begin(), alive.end());
@@ -94,6 +107,7 @@ Expected<std::vector<runtime::Stage>> Resplitter::operator()(const std::vector<i
 
 Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorSample& m) {
   if (!chosen.profile) return runtime::BalanceDecision{};  // even / memory / explicit: baselines
+  LL_TRY(take_joined());
   std::vector<int> keep{0};
   keep.insert(keep.end(), m.alive_workers.begin(), m.alive_workers.end());
   const plan::Profile base = keep_devices(*chosen.profile, keep);

@@ -60,7 +60,10 @@ struct Resplitter {
   plan::SpeedTracker speeds;  // by device of the cluster
 
   // `alive`: the surviving workers' indices (1-based, ascending).
-  Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive) const;
+  Expected<std::vector<runtime::Stage>> operator()(const std::vector<int>& alive);
+  // Adds the workers that joined since (Coordinator::joined) to the measured profile, so plans can
+  // use them (optimal only; even and memory read the coordinator's workers as they are).
+  Expected<void> take_joined();
   // One monitoring window: a better plan for the measured speeds, when the policy says so.
   Expected<runtime::BalanceDecision> rebalance(const runtime::MonitorSample& m);
   // Sets co.replan to call *self (unless the split is explicit), and co.rebalance unless --no-balance

@@ -313,4 +313,32 @@ std::string format_bytes_exact(uint64_t bytes) {
   return format_bytes(bytes) + " (" + std::to_string(bytes) + " bytes)";
 }
 
+Expected<void> add_device(Profile& profile, DeviceProfile device, double link_latency_ms,
+                          double link_bandwidth_bytes_per_s) {
+  if (profile.n_devices() == 0 || profile.origin < 0 || profile.origin >= profile.n_devices()) {
+    return make_error(ErrorCode::invalid_argument, "a device can only join a profile that has an origin");
+  }
+  Profile p = profile;
+  const size_t o = static_cast<size_t>(p.origin);
+  const size_t n = p.devices.size();
+  p.devices.push_back(std::move(device));
+  for (size_t a = 0; a < n; ++a) {
+    const double lat = a == o ? link_latency_ms : link_latency_ms + p.latency_ms[o][a];
+    const double bw = a == o ? link_bandwidth_bytes_per_s : std::min(link_bandwidth_bytes_per_s, p.bandwidth_bytes_per_s[o][a]);
+    p.latency_ms[a].push_back(lat);
+    p.bandwidth_bytes_per_s[a].push_back(bw);
+  }
+  p.latency_ms.emplace_back();
+  p.bandwidth_bytes_per_s.emplace_back();
+  for (size_t a = 0; a < n; ++a) {
+    p.latency_ms[n].push_back(p.latency_ms[a][n]);
+    p.bandwidth_bytes_per_s[n].push_back(p.bandwidth_bytes_per_s[a][n]);
+  }
+  p.latency_ms[n].push_back(0.0);
+  p.bandwidth_bytes_per_s[n].push_back(1e12);  // (the diagonal is unused)
+  LL_TRY(validate(p));
+  profile = std::move(p);
+  return {};
+}
+
 }  // namespace ll::plan

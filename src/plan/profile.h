@@ -60,6 +60,14 @@ inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 53;  // exactly repre
 // "devices[2].unit_ms has 30 entries, expected 24".
 Expected<void> validate(const Profile& profile);
 
+// Appends a device that joined later: `link_latency_ms` and `link_bandwidth_bytes_per_s` are its
+// link to the origin; to every other device it is reached through the origin's network, as the
+// coordinator's own profiles assume (latency: both links' one-way latencies; bandwidth: the slower
+// link's). Fails (leaving `profile` as it was) when the result does not validate, e.g. unit_ms of
+// the wrong length or a name already taken.
+Expected<void> add_device(Profile& profile, DeviceProfile device, double link_latency_ms,
+                          double link_bandwidth_bytes_per_s);
+
 // Parses and validates a profile from JSON text (no I/O). Errors are ErrorCode::parse.
 Expected<Profile> parse_profile(std::string_view json_text);
 

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -63,6 +65,143 @@ struct WorkerConn {
   std::optional<uint64_t> bytes_streamed;  // weight bytes sent to it when its segment was last loaded
 };
 
+// What profiling measured on one worker, before the corrections relative to the origin.
+struct WorkerProbe {
+  double block_ms = 0, head_ms = 0;
+  double full_ms = 0;  // block and head, one step
+  double link_ms = 0;  // one way
+  double link_bw = 1e12;
+};
+
+// A LOAD_SEGMENT about to be sent, with the tensors it names.
+struct SegmentRequest {
+  int device;
+  uint64_t request_id;
+  net::LoadSegment msg;
+  std::vector<const gguf::TensorInfo*> infos;
+};
+
+// Waits for the answer to request `rid` on one link, skipping anything else.
+using AwaitAnswer = std::function<Expected<net::Envelope>(uint64_t rid)>;
+
+// Steps each device runs before its timed ones.
+constexpr int kProfileWarmupSteps = 2;
+// Tokens of hidden state in the batch that measures a link's bandwidth (when no weights streamed).
+constexpr int kBandwidthProbeTokens = 32;
+
+// Profiles one worker that holds the model's last block and its head (units L and L+1), over its
+// own channel: link latency (HEARTBEAT round trips), its compute per token on block-only and full
+// steps, and, when no weights streamed to it (`ts`), its link's bandwidth with one batch of hidden
+// states. `next_rid` numbers the requests.
+Expected<WorkerProbe> probe_worker(net::Channel& ch, const AwaitAnswer& await, uint64_t& next_rid,
+                                   const TransferStats& ts, int n_steps, int64_t E, int64_t L, int64_t n_ctx,
+                                   const std::string& name) {
+  WorkerProbe out;
+  std::vector<float> hidden(static_cast<size_t>(E));
+  for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
+  constexpr int32_t k_probe_seq = 0;
+  double best_rtt = 1e30;
+  for (int k = 0; k < 7; ++k) {
+    const uint64_t rid = next_rid++;
+    const auto t0 = Clock::now();
+    LL_TRY(ch.send(net::Heartbeat{0, static_cast<uint64_t>(k)}, rid));
+    LL_TRY(await(rid));
+    best_rtt = std::min(best_rtt, ms_since(t0));
+  }
+  out.link_ms = best_rtt / 2;
+  if (ts.bytes >= (1u << 20) && ts.ms > 0) out.link_bw = ts.bytes * 1000.0 / ts.ms;
+  // Per-unit compute totals so far (ms, tokens) of the probed block and head.
+  auto unit_totals = [&]() -> Expected<std::array<std::pair<double, uint64_t>, 2>> {
+    const uint64_t rid = next_rid++;
+    LL_TRY(ch.send(net::StatsRequest{}, rid));
+    LL_ASSIGN_OR_RETURN(net::Envelope env, await(rid));
+    auto* st = std::get_if<net::Stats>(&env.message);
+    if (st == nullptr) return make_error(ErrorCode::parse, name + " answered STATS_REQUEST with something else");
+    std::array<std::pair<double, uint64_t>, 2> t{};
+    for (const auto& u : st->units) {
+      if (u.unit == static_cast<uint32_t>(L)) t[0] = {u.compute_ms, u.n_tokens};
+      if (u.unit == static_cast<uint32_t>(L + 1)) t[1] = {u.compute_ms, u.n_tokens};
+    }
+    return t;
+  };
+  // Steps k_first..k_last-1, sent back to back so that the worker runs them without a pause: a
+  // device under a CPU quota (a phone that throttles, a cgroup) runs a short burst after a pause
+  // at full speed, and would look far faster than it is over a whole segment.
+  auto steps = [&](int k_first, int k_last, bool want_output) -> Expected<void> {
+    std::vector<uint64_t> rids;
+    for (int k = k_first; k < k_last; ++k) {
+      net::ActivationBatch ab;
+      ab.tokens = {net::TokenMeta{k_probe_seq, k, want_output}};
+      ab.n_embd = static_cast<uint32_t>(E);
+      ab.hidden = hidden;
+      rids.push_back(next_rid++);
+      LL_TRY(ch.send(ab, rids.back()));
+    }
+    for (uint64_t rid : rids) LL_TRY(await(rid));
+    return {};
+  };
+  // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
+  // Then n_steps that run the block alone (no output wanted: the head is skipped), then n_steps
+  // that run both. Under a CPU quota the pauses fall on whichever unit is running, so a step's
+  // split between block and head is noise; the block-only steps give the block's sustained rate,
+  // and the head is what the full steps take beyond it.
+  LL_TRY(steps(0, kProfileWarmupSteps, true));
+  LL_ASSIGN_OR_RETURN(auto before, unit_totals());
+  LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps, false));
+  LL_ASSIGN_OR_RETURN(auto middle, unit_totals());
+  LL_TRY(steps(kProfileWarmupSteps + n_steps, kProfileWarmupSteps + 2 * n_steps, true));
+  LL_ASSIGN_OR_RETURN(auto after, unit_totals());
+  // No weights streamed to measure the link by (the worker maps its own copy, or had them
+  // cached): one batch of hidden states is the probe. Its round trip less the worker's compute for
+  // it (from its totals) less the latency both ways is the time the bytes took.
+  const int k_next = kProfileWarmupSteps + 2 * n_steps;
+  const int n_probe = static_cast<int>(std::min<int64_t>(kBandwidthProbeTokens, n_ctx - 1 - k_next));
+  if (out.link_bw >= 1e12 && n_probe >= 8) {
+    net::ActivationBatch ab;
+    for (int k = 0; k < n_probe; ++k) ab.tokens.push_back(net::TokenMeta{k_probe_seq, k_next + k, k + 1 == n_probe});
+    ab.n_embd = static_cast<uint32_t>(E);
+    for (int k = 0; k < n_probe; ++k) ab.hidden.insert(ab.hidden.end(), hidden.begin(), hidden.end());
+    const uint64_t rid = next_rid++;
+    const auto t0 = Clock::now();
+    LL_TRY(ch.send(ab, rid));
+    LL_TRY(await(rid));
+    const double rtt = ms_since(t0);
+    LL_ASSIGN_OR_RETURN(auto probed, unit_totals());
+    const double compute = (probed[0].first - after[0].first) + (probed[1].first - after[1].first);
+    const double bytes = static_cast<double>(n_probe) * static_cast<double>(E) * 4;
+    const double transfer_ms = rtt - compute - 2 * out.link_ms;
+    // Below a tenth of a millisecond the figure is noise: the link is as good as unlimited.
+    if (transfer_ms > 0.1) out.link_bw = bytes * 1000.0 / transfer_ms;
+  }
+  LL_TRY(ch.send(net::ReleaseSequence{k_probe_seq}, next_rid++));
+  auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
+    return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
+  };
+  out.block_ms = per_token(before[0], middle[0]);
+  out.full_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
+  out.head_ms = std::max(0.0, out.full_ms - out.block_ms);
+  return out;
+}
+
+std::string describe_probe(const std::string& name, const WorkerProbe& p) {
+  return "profiling " + name + ": block " + std::to_string(p.block_ms) + " ms/token, head " + std::to_string(p.head_ms) +
+         " ms/token, link " + std::to_string(p.link_ms) + " ms, " +
+         (p.link_bw >= 1e12 ? std::string("bandwidth not measured") : std::to_string(p.link_bw * 8e-6) + " Mbit/s");
+}
+
+// A worker's block and head are the difference of two sets of steps; when its CPU is shared (other
+// programs, a quota) that split can come out absurd: a head that costs nothing, a block a hundredth
+// of the head. Then the full step, the sturdier figure, is split as the origin's is (`ratio`: the
+// origin's head / block; same model, same kernels). Returns whether it did.
+bool fix_odd_split(WorkerProbe& p, double ratio) {
+  if (!(ratio > 0)) return false;
+  const bool odd = !(p.block_ms > 0) || !(p.head_ms > ratio / 4 * p.block_ms) || !(p.head_ms < ratio * 4 * p.block_ms);
+  if (!odd || !(p.full_ms > 0)) return false;
+  p.block_ms = p.full_ms / (1 + ratio);
+  p.head_ms = p.full_ms - p.block_ms;
+  return true;
+}
+
 }  // namespace
 
 struct Coordinator::Impl {
@@ -79,8 +218,39 @@ struct Coordinator::Impl {
   // (results, and errors such as "cannot forward to the next stage" from the survivors).
   uint64_t stale_below = 0;
   RunStats last_stats;
-  // SHA-256 of every tensor sent to a worker so far (a re-plan loads many of them again).
+  // SHA-256 of every tensor sent to a worker so far (a re-plan loads many of them again). Guarded by
+  // hash_mu: a joining worker's thread computes some too.
   std::map<std::string, net::Sha256Digest> tensor_hashes;
+  std::mutex hash_mu;
+
+  // Membership: one background attempt per worker being added (add_worker, late workers).
+  struct Joiner {
+    std::string endpoint, public_key;
+    std::thread thread;
+    // Written by the thread before it sets `finished`:
+    std::optional<WorkerConn> conn;
+    WorkerProbe probe;
+    std::optional<Error> error;
+    std::vector<std::string> notes;  // for the log, written out by poll_joins (opt.log is not thread-safe)
+    std::atomic<bool> finished{false};
+  };
+  mutable std::mutex join_mu;  // joiners
+  std::vector<std::unique_ptr<Joiner>> joiners;
+  std::atomic<bool> stop_joining{false};
+  std::atomic<int> n_join_finished{0};
+  std::vector<JoinedDevice> joined;
+  net::Hello mine;  // our HELLO
+  // From the last measure_profile(), to place a joining worker's figures beside the others': the
+  // origin's head / block ratio (0: not measured), the streaming correction, the embedding's ms.
+  double profile_head_ratio = 0, profile_stream_ratio = 1, profile_embed_ms = 0;
+
+  ~Impl() {
+    stop_joining = true;
+    std::lock_guard<std::mutex> lock(join_mu);
+    for (auto& j : joiners) {
+      if (j->thread.joinable()) j->thread.join();
+    }
+  }
 
   void log(const std::string& s) const {
     if (opt.log) opt.log(s);
@@ -178,6 +348,19 @@ struct Coordinator::Impl {
   // and how long that took.
   Expected<std::map<int, TransferStats>> load_segments(const std::vector<SegmentJob>& jobs,
                                                        const std::set<std::string>& origin_tensors);
+  // The LOAD_SEGMENT for a job (tensor hashes computed once; `hashed` adds the bytes hashed now).
+  Expected<SegmentRequest> segment_request(const SegmentJob& job, uint64_t request_id,
+                                           const std::set<std::string>& origin_tensors, uint64_t& hashed);
+  // Streams the tensors a worker's SEGMENT_STATUS says it lacks, over `ch`.
+  Expected<TransferStats> stream_missing(net::Channel& ch, const SegmentRequest& p, const net::SegmentStatus& st,
+                                         const std::set<std::string>& origin_tensors, const std::string& name,
+                                         const std::function<void(const std::string&)>& say);
+  // The planner's row for a device from its (corrected) block and head figures.
+  plan::DeviceProfile device_row(int device, double block_ms, double head_ms) const;
+  uint64_t unit_memory(int device) const;
+  // A joiner's thread: reach the worker, say HELLO, profile it.
+  void run_joiner(Joiner& j);
+  void start_joiner(const std::string& endpoint, const std::string& public_key);
 };
 
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -216,20 +399,55 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
     WorkerConn& w = impl->workers[i + 1];
     w.endpoint = worker_endpoints[i];
     if (!keys.empty()) w.public_key = keys[i];
-    LL_ASSIGN_OR_RETURN(w.link, net.connect(w.endpoint, w.public_key));
+    auto link = net.connect(w.endpoint, w.public_key);
+    // (In-process: nobody listens there yet. A late worker, when those are allowed.)
+    if (!link && link.error().code == ErrorCode::not_found && impl->opt.late_workers) continue;
+    if (!link) return link.error();
+    w.link = std::move(*link);
     w.channel = std::make_unique<net::Channel>(*w.link);
   }
+  std::vector<size_t> late;  // (with opt.late_workers) no HELLO in time: tried in the background
+  std::optional<Error> first_timeout;
   for (size_t i = 1; i < impl->workers.size(); ++i) {
     WorkerConn& w = impl->workers[i];
+    if (!w.channel) {
+      if (!first_timeout) first_timeout = make_error(ErrorCode::io, "worker at " + w.endpoint + ": nobody listens there");
+      late.push_back(i);
+      continue;
+    }
     auto h = w.channel->handshake(mine, net::Role::worker, impl->opt.connect_timeout);
     if (!h) {
       if (std::optional<std::string> why = w.link->security_failure()) {
         return make_error(ErrorCode::invalid_argument, "could not authenticate worker at " + w.endpoint + ": " + *why);
       }
-      return make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
+      Error e = make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
+      const bool timed_out = h.error().code == ErrorCode::resource || h.error().code == ErrorCode::io;
+      if (!impl->opt.late_workers || !timed_out) return e;
+      if (!first_timeout) first_timeout = e;
+      late.push_back(i);
+      continue;
     }
     w.hello = *h;
   }
+  if (!late.empty()) {
+    if (late.size() + 1 == impl->workers.size()) return *first_timeout;  // nobody answered
+    std::vector<WorkerConn> present;
+    present.emplace_back();
+    for (size_t i = 1; i < impl->workers.size(); ++i) {
+      if (std::find(late.begin(), late.end(), i) == late.end()) present.push_back(std::move(impl->workers[i]));
+    }
+    std::vector<std::pair<std::string, std::string>> retry;
+    for (size_t i : late) retry.emplace_back(impl->workers[i].endpoint, impl->workers[i].public_key);
+    impl->workers = std::move(present);
+    impl->mine = mine;
+    for (const auto& [endpoint, key] : retry) {
+      impl->log("worker at " + endpoint + " did not answer within " +
+                std::to_string(impl->opt.connect_timeout.count() / 1000.0).substr(0, 4) +
+                " s: going on without it; it joins when it answers");
+      impl->start_joiner(endpoint, key);
+    }
+  }
+  impl->mine = mine;
   std::set<std::string> names;
   for (size_t i = 1; i < impl->workers.size(); ++i) {
     if (!names.insert(impl->workers[i].hello.name).second) {
@@ -240,10 +458,177 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
 }
 
+// ------------------------------------------------------------------------------------- membership
+
+void Coordinator::add_worker(const std::string& endpoint, const std::string& public_key) {
+  impl_->start_joiner(endpoint, public_key);
+}
+
+std::vector<std::string> Coordinator::joining() const {
+  std::lock_guard<std::mutex> lock(impl_->join_mu);
+  std::vector<std::string> out;
+  for (const auto& j : impl_->joiners) out.push_back(j->endpoint);
+  return out;
+}
+
+const std::vector<JoinedDevice>& Coordinator::joined() const { return impl_->joined; }
+
+void Coordinator::Impl::start_joiner(const std::string& endpoint, const std::string& public_key) {
+  std::lock_guard<std::mutex> lock(join_mu);
+  for (const auto& j : joiners) {
+    if (j->endpoint == endpoint) return;  // already being tried
+  }
+  auto j = std::make_unique<Joiner>();
+  j->endpoint = endpoint;
+  j->public_key = public_key;
+  Joiner* jp = j.get();
+  joiners.push_back(std::move(j));
+  jp->thread = std::thread([this, jp] { run_joiner(*jp); });
+}
+
+void Coordinator::Impl::run_joiner(Joiner& j) {
+  auto finish = [&] {
+    j.finished = true;
+    ++n_join_finished;
+  };
+  // Reach it: a fresh link per attempt (a HELLO queued on a link that never connected would arrive
+  // twice otherwise).
+  std::unique_ptr<net::Link> link;
+  std::unique_ptr<net::Channel> ch;
+  net::Hello hello;
+  for (;;) {
+    if (stop_joining) return finish();
+    auto l = net->connect(j.endpoint, j.public_key);
+    if (!l) {
+      if (l.error().code != ErrorCode::not_found) {  // (in-process: nobody listens there yet)
+        j.error = l.error();
+        return finish();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    auto c = std::make_unique<net::Channel>(**l);
+    auto h = c->handshake(mine, net::Role::worker, net::Millis(1000));
+    if (h) {
+      link = std::move(*l);
+      ch = std::move(c);
+      hello = *h;
+      break;
+    }
+    if (std::optional<std::string> why = (*l)->security_failure()) {
+      j.error = make_error(ErrorCode::invalid_argument, "could not authenticate the worker: " + *why);
+      return finish();
+    }
+    if (h.error().code != ErrorCode::resource && h.error().code != ErrorCode::io) {
+      j.error = h.error();
+      return finish();
+    }
+  }
+  // Profile it on its own link: the last block and the head, as measure_profile() does.
+  const model::HParams& hp = model->hparams();
+  const int64_t L = hp.n_layer;
+  uint64_t rid = 1;
+  auto await = [&](uint64_t want) -> Expected<net::Envelope> {
+    const auto deadline = Clock::now() + opt.timeout;
+    for (;;) {
+      if (stop_joining) return make_error(ErrorCode::resource, "stopped");
+      if (link->peer_lost()) return make_error(ErrorCode::io, "its connection closed or its heartbeats stopped");
+      if (Clock::now() > deadline) return make_error(ErrorCode::resource, "no answer in time");
+      LL_ASSIGN_OR_RETURN(auto m, ch->recv(net::Millis(200)));
+      if (!m) continue;
+      if (auto* e = std::get_if<net::ErrorMessage>(&m->message)) return net::to_error(*e);
+      if (m->request_id == want) return std::move(*m);
+    }
+  };
+  auto profile = [&]() -> Expected<void> {
+    uint64_t hashed = 0;
+    LL_ASSIGN_OR_RETURN(SegmentRequest req, segment_request(SegmentJob{0, L, L + 1, ""}, rid++, {}, hashed));
+    LL_TRY(ch->send(req.msg, req.request_id));
+    TransferStats ts;
+    for (;;) {
+      LL_ASSIGN_OR_RETURN(net::Envelope env, await(req.request_id));
+      auto* st = std::get_if<net::SegmentStatus>(&env.message);
+      if (st == nullptr) return make_error(ErrorCode::parse, "answered LOAD_SEGMENT with something else");
+      if (st->state == net::SegmentState::ready) break;
+      LL_ASSIGN_OR_RETURN(ts, stream_missing(*ch, req, *st, {}, hello.name,
+                                             [&](const std::string& m) { j.notes.push_back(m); }));
+    }
+    LL_ASSIGN_OR_RETURN(j.probe, probe_worker(*ch, await, rid, ts, opt.join_profile_steps, hp.n_embd, L, opt.n_ctx,
+                                              hello.name));
+    return {};
+  };
+  if (auto ok = profile(); !ok) {
+    j.error = make_error(ok.error().code, "it answered, but profiling it failed: " + ok.error().message);
+    return finish();
+  }
+  WorkerConn conn;
+  conn.endpoint = j.endpoint;
+  conn.public_key = j.public_key;
+  conn.hello = hello;
+  conn.link = std::move(link);
+  conn.channel = std::move(ch);
+  j.conn = std::move(conn);
+  finish();
+}
+
+int Coordinator::poll_joins() {
+  Impl& c = *impl_;
+  if (c.n_join_finished.load() == 0) return 0;
+  std::vector<std::unique_ptr<Impl::Joiner>> done;
+  {
+    std::lock_guard<std::mutex> lock(c.join_mu);
+    for (auto it = c.joiners.begin(); it != c.joiners.end();) {
+      if ((*it)->finished) {
+        done.push_back(std::move(*it));
+        it = c.joiners.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  int n = 0;
+  for (auto& j : done) {
+    --c.n_join_finished;
+    if (j->thread.joinable()) j->thread.join();
+    for (const auto& note : j->notes) c.log(note);
+    if (!j->conn) {
+      if (j->error && !c.stop_joining) c.log("worker at " + j->endpoint + " cannot join: " + j->error->message);
+      continue;
+    }
+    const int device = static_cast<int>(c.workers.size());
+    c.workers.push_back(std::move(*j->conn));
+    WorkerConn& w = c.workers.back();
+    for (size_t i = 0; i + 1 < c.workers.size(); ++i) {
+      if ((i == 0 ? c.opt.origin_name : c.workers[i].hello.name) == w.hello.name) {
+        w.hello.name += "#" + std::to_string(device);  // keep reports unambiguous
+        break;
+      }
+    }
+    WorkerProbe p = j->probe;
+    c.log(describe_probe(w.hello.name, p));
+    if (fix_odd_split(p, c.profile_head_ratio)) {
+      c.log("profiling " + w.hello.name + ": block and head apart are noise; its step split as the origin's");
+    }
+    p.block_ms *= c.profile_stream_ratio;
+    p.head_ms *= c.profile_stream_ratio;
+    JoinedDevice jd;
+    jd.device = device;
+    jd.profile = c.device_row(device, p.block_ms, p.head_ms);
+    jd.link_latency_ms = p.link_ms;
+    jd.link_bandwidth_bytes_per_s = p.link_bw;
+    c.joined.push_back(std::move(jd));
+    c.log(w.hello.name + " (" + w.endpoint + ") joined as worker " + std::to_string(device) +
+          ": offered units at the next re-plan");
+    ++n;
+  }
+  return n;
+}
+
 // ---------------------------------------------------------------------------------------- loading
 
 Expected<void> Coordinator::load(std::vector<Stage> stages) {
   Impl& c = *impl_;
+  poll_joins();
   LL_TRY(validate_split(stages, c.model->n_units(), n_workers(), c.opt.ring));
   c.stages = std::move(stages);
   c.head_runner.reset();
@@ -284,53 +669,95 @@ Expected<void> Coordinator::Impl::load_workers() {
   return {};
 }
 
-Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const std::vector<SegmentJob>& jobs,
-                                                                        const std::set<std::string>& origin_tensors) {
-  std::map<int, TransferStats> transfer;
+Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& job, uint64_t request_id,
+                                                             const std::set<std::string>& origin_tensors,
+                                                             uint64_t& hashed) {
   LL_ASSIGN_OR_RETURN(net::Sha256Digest identity, model_identity(model->file()));
   LL_ASSIGN_OR_RETURN(std::vector<uint8_t> metadata, model::segment_metadata(*model));
   const gguf::File& file = model->file();
-  struct Pending {
-    int device;
-    uint64_t request_id;
-    net::LoadSegment msg;
-    std::vector<const gguf::TensorInfo*> infos;
-  };
-  std::vector<Pending> pending;
-  uint64_t total_hash_bytes = 0;
+  SegmentRequest p{job.device, request_id, {}, {}};
+  p.msg.model_hash = identity;
+  p.msg.unit_first = static_cast<uint32_t>(job.unit_first);
+  p.msg.unit_last = static_cast<uint32_t>(job.unit_last);
+  p.msg.n_ctx = static_cast<uint32_t>(opt.n_ctx);
+  p.msg.next_endpoint = job.next_endpoint;
+  if (job.next_device != 0) p.msg.next_public_key = worker(job.next_device).public_key;
+  if (job.upstream_device != 0) p.msg.upstream_public_key = worker(job.upstream_device).public_key;
+  p.msg.metadata = std::move(metadata);
   // Tensors the origin's own stages use stay resident; the workers' are dropped from our RSS after use.
-  for (const SegmentJob& job : jobs) {
-    Pending p{job.device, next_request_id++, {}, {}};
-    p.msg.model_hash = identity;
-    p.msg.unit_first = static_cast<uint32_t>(job.unit_first);
-    p.msg.unit_last = static_cast<uint32_t>(job.unit_last);
-    p.msg.n_ctx = static_cast<uint32_t>(opt.n_ctx);
-    p.msg.next_endpoint = job.next_endpoint;
-    if (job.next_device != 0) p.msg.next_public_key = worker(job.next_device).public_key;
-    if (job.upstream_device != 0) p.msg.upstream_public_key = worker(job.upstream_device).public_key;
-    p.msg.metadata = metadata;
-    for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) {
-      const gguf::TensorInfo* t = file.find_tensor(name);
-      if (t == nullptr) return make_error(ErrorCode::internal, "tensor " + name + " vanished");
-      net::TensorDesc d;
-      d.name = t->name;
-      d.dtype = t->type;
-      d.shape = t->shape;
-      d.n_bytes = t->n_bytes;
+  for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) {
+    const gguf::TensorInfo* t = file.find_tensor(name);
+    if (t == nullptr) return make_error(ErrorCode::internal, "tensor " + name + " vanished");
+    net::TensorDesc d;
+    d.name = t->name;
+    d.dtype = t->type;
+    d.shape = t->shape;
+    d.n_bytes = t->n_bytes;
+    {
+      std::lock_guard<std::mutex> lock(hash_mu);
       auto it = tensor_hashes.find(name);
       if (it == tensor_hashes.end()) {
         it = tensor_hashes.emplace(name, net::sha256(std::span<const uint8_t>(t->data, t->n_bytes))).first;
-        total_hash_bytes += t->n_bytes;
+        hashed += t->n_bytes;
         if (!origin_tensors.count(name)) drop_resident_pages(t->data, t->n_bytes);
       }
       d.sha256 = it->second;
-      p.msg.tensors.push_back(std::move(d));
-      p.infos.push_back(t);
     }
+    p.msg.tensors.push_back(std::move(d));
+    p.infos.push_back(t);
+  }
+  return p;
+}
+
+Expected<TransferStats> Coordinator::Impl::stream_missing(net::Channel& ch, const SegmentRequest& p,
+                                                          const net::SegmentStatus& st,
+                                                          const std::set<std::string>& origin_tensors,
+                                                          const std::string& name,
+                                                          const std::function<void(const std::string&)>& say) {
+  uint64_t total = 0;
+  for (uint32_t idx : st.missing) {
+    if (idx >= p.infos.size()) {
+      return make_error(ErrorCode::parse, name + " asked for tensor " + std::to_string(idx) + " of " +
+                                              std::to_string(p.infos.size()));
+    }
+    total += p.infos[idx]->n_bytes;
+  }
+  say("sending " + mib(total) + " of weights to " + name);
+  uint64_t sent = 0, next_report = 256u << 20;
+  const auto t_send = Clock::now();
+  for (uint32_t idx : st.missing) {
+    const gguf::TensorInfo* t = p.infos[idx];
+    for (uint64_t off = 0; off < t->n_bytes; off += k_chunk_bytes) {
+      net::TensorChunk chunk;
+      chunk.tensor_index = idx;
+      chunk.offset = off;
+      chunk.total_bytes = t->n_bytes;
+      const uint64_t n = std::min<uint64_t>(k_chunk_bytes, t->n_bytes - off);
+      chunk.data.assign(t->data + off, t->data + off + n);
+      auto ok = ch.send(chunk, p.request_id);
+      if (!ok) return make_error(ok.error().code, "sending weights to " + name + ": " + ok.error().message);
+      sent += n;
+      if (!origin_tensors.count(t->name)) drop_resident_pages(t->data + off, n);
+      if (sent >= next_report) {
+        say("  " + name + ": " + mib(sent) + " / " + mib(total));
+        next_report += 256u << 20;
+      }
+    }
+  }
+  return TransferStats{sent, ms_since(t_send)};
+}
+
+Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const std::vector<SegmentJob>& jobs,
+                                                                        const std::set<std::string>& origin_tensors) {
+  std::map<int, TransferStats> transfer;
+  std::vector<SegmentRequest> pending;
+  uint64_t total_hash_bytes = 0;
+  for (const SegmentJob& job : jobs) {
+    LL_ASSIGN_OR_RETURN(SegmentRequest p, segment_request(job, next_request_id++, origin_tensors, total_hash_bytes));
     pending.push_back(std::move(p));
   }
   if (total_hash_bytes > 0) log("hashed " + mib(total_hash_bytes) + " of weights for the workers");
-  for (Pending& p : pending) {
+  for (SegmentRequest& p : pending) {
     WorkerConn& w = worker(p.device);
     uint64_t bytes = 0;
     for (const auto& d : p.msg.tensors) bytes += d.n_bytes;
@@ -339,62 +766,58 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
   }
   // Collect every status; stream what is missing; wait until all are ready.
   std::set<int> waiting;
-  for (const Pending& p : pending) waiting.insert(p.device);
-  std::map<int, const Pending*> by_device;
-  for (const Pending& p : pending) by_device[p.device] = &p;
+  for (const SegmentRequest& p : pending) waiting.insert(p.device);
+  std::map<int, const SegmentRequest*> by_device;
+  for (const SegmentRequest& p : pending) by_device[p.device] = &p;
   while (!waiting.empty()) {
     LL_ASSIGN_OR_RETURN(auto got, recv_any(opt.timeout));
     auto [device, env] = std::move(got);
     auto* st = std::get_if<net::SegmentStatus>(&env.message);
     if (st == nullptr) continue;  // e.g. a late heartbeat answer
-    const Pending& p = *by_device.at(device);
+    auto pit = by_device.find(device);
+    if (pit == by_device.end()) continue;  // (not one we are loading)
+    const SegmentRequest& p = *pit->second;
     if (st->state == net::SegmentState::ready) {
       waiting.erase(device);
       log(device_name(device) + " ready: units " + std::to_string(p.msg.unit_first) + "-" +
           std::to_string(p.msg.unit_last));
       continue;
     }
-    uint64_t total = 0;
-    for (uint32_t idx : st->missing) {
-      if (idx >= p.infos.size()) return make_error(ErrorCode::parse, device_name(device) + " asked for tensor " + std::to_string(idx) + " of " + std::to_string(p.infos.size()));
-      total += p.infos[idx]->n_bytes;
-    }
-    log("sending " + mib(total) + " of weights to " + device_name(device));
-    uint64_t sent = 0, next_report = 256u << 20;
-    const auto t_send = Clock::now();
-    for (uint32_t idx : st->missing) {
-      const gguf::TensorInfo* t = p.infos[idx];
-      for (uint64_t off = 0; off < t->n_bytes; off += k_chunk_bytes) {
-        net::TensorChunk chunk;
-        chunk.tensor_index = idx;
-        chunk.offset = off;
-        chunk.total_bytes = t->n_bytes;
-        const uint64_t n = std::min<uint64_t>(k_chunk_bytes, t->n_bytes - off);
-        chunk.data.assign(t->data + off, t->data + off + n);
-        auto ok = worker(device).channel->send(chunk, p.request_id);
-        if (!ok) return make_error(ok.error().code, "sending weights to " + device_name(device) + ": " + ok.error().message);
-        sent += n;
-        if (!origin_tensors.count(t->name)) drop_resident_pages(t->data + off, n);
-        if (sent >= next_report) {
-          log("  " + device_name(device) + ": " + mib(sent) + " / " + mib(total));
-          next_report += 256u << 20;
-        }
-      }
-    }
-    transfer[device] = TransferStats{sent, ms_since(t_send)};
+    LL_ASSIGN_OR_RETURN(transfer[device], stream_missing(*worker(device).channel, p, *st, origin_tensors,
+                                                         device_name(device), [this](const std::string& m) { log(m); }));
   }
   return transfer;
 }
 
 // -------------------------------------------------------------------------------------- profiling
 
-// Steps each device runs before its timed ones.
-constexpr int kProfileWarmupSteps = 2;
-// Tokens of hidden state in the batch that measures a link's bandwidth (when no weights streamed).
-constexpr int kBandwidthProbeTokens = 32;
+uint64_t Coordinator::Impl::unit_memory(int device) const {
+  constexpr uint64_t k_runtime_reserve = 128u << 20;
+  // A budget given for the origin is what its units may take: the user's word, no reserve taken off.
+  if (device == 0 && opt.origin_memory_bytes > 0) return std::min(plan::kMaxMemoryBytes, opt.origin_memory_bytes);
+  uint64_t mem = available_memory_bytes();
+  if (device != 0) {
+    const net::Hello& h = workers[static_cast<size_t>(device)].hello;
+    mem = h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes;
+  }
+  return std::min(plan::kMaxMemoryBytes, mem > k_runtime_reserve ? mem - k_runtime_reserve : 0);
+}
+
+plan::DeviceProfile Coordinator::Impl::device_row(int device, double block_ms, double head_ms) const {
+  plan::DeviceProfile dp;
+  dp.name = device_name(device);
+  dp.memory_bytes = unit_memory(device);
+  const int64_t U = model->n_units();
+  for (int64_t u = 0; u < U; ++u) {
+    const double ms = u == 0 ? profile_embed_ms : (u == U - 1 ? head_ms : block_ms);
+    dp.unit_ms.push_back(std::max(0.0, ms));
+  }
+  return dp;
+}
 
 Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   Impl& c = *impl_;
+  poll_joins();
   if (n_steps < 1) return make_error(ErrorCode::invalid_argument, "profiling needs at least one step");
   const model::HParams& hp = c.model->hparams();
   const int64_t E = hp.n_embd, L = hp.n_layer, U = c.model->n_units();
@@ -407,113 +830,28 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   c.tail_runner.reset();
   c.log("profiling: loading the last block and the head on every worker");
   std::vector<SegmentJob> jobs;
-  for (int w = 1; w <= W; ++w) jobs.push_back(SegmentJob{w, L, L + 1, ""});
+  for (int w = 1; w <= W; ++w) {
+    if (!c.lost(w)) jobs.push_back(SegmentJob{w, L, L + 1, ""});
+  }
   LL_ASSIGN_OR_RETURN(auto transfer, c.load_segments(jobs, {}));
 
-  // Waits for the answer to request `rid` from `device`, skipping anything else.
-  auto await = [&](int device, uint64_t rid) -> Expected<net::Envelope> {
-    for (;;) {
-      LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
-      if (got.first == device && got.second.request_id == rid) return std::move(got.second);
-    }
-  };
-  std::vector<double> link_ms(static_cast<size_t>(W) + 1, 0.0), link_bw(static_cast<size_t>(W) + 1, 1e12);
-  std::vector<double> block_ms(static_cast<size_t>(W) + 1, 0.0), head_ms(static_cast<size_t>(W) + 1, 0.0);
-  std::vector<double> full_ms(static_cast<size_t>(W) + 1, 0.0);  // block and head, one step
+  std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
   std::vector<float> hidden(static_cast<size_t>(E));
   for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
   constexpr int32_t k_probe_seq = 0;
   for (int w = 1; w <= W; ++w) {
-    WorkerConn& wc = c.worker(w);
-    double best_rtt = 1e30;
-    for (int k = 0; k < 7; ++k) {
-      const uint64_t rid = c.next_request_id++;
-      const auto t0 = Clock::now();
-      LL_TRY(wc.channel->send(net::Heartbeat{0, static_cast<uint64_t>(k)}, rid));
-      LL_TRY(await(w, rid));
-      best_rtt = std::min(best_rtt, ms_since(t0));
-    }
-    link_ms[static_cast<size_t>(w)] = best_rtt / 2;
-    const TransferStats& ts = transfer[w];
-    if (ts.bytes >= (1u << 20) && ts.ms > 0) link_bw[static_cast<size_t>(w)] = ts.bytes * 1000.0 / ts.ms;
-    // Per-unit compute totals so far (ms, tokens) of the probed block and head.
-    auto unit_totals = [&]() -> Expected<std::array<std::pair<double, uint64_t>, 2>> {
-      const uint64_t rid = c.next_request_id++;
-      LL_TRY(wc.channel->send(net::StatsRequest{}, rid));
-      LL_ASSIGN_OR_RETURN(net::Envelope env, await(w, rid));
-      auto* st = std::get_if<net::Stats>(&env.message);
-      if (st == nullptr) {
-        return make_error(ErrorCode::parse, c.device_name(w) + " answered STATS_REQUEST with something else");
+    if (c.lost(w)) continue;  // (dropped by a failover: in no plan)
+    // Waits for the answer to request `rid` from this worker, skipping anything else.
+    auto await = [&](uint64_t rid) -> Expected<net::Envelope> {
+      for (;;) {
+        LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+        if (got.first == w && got.second.request_id == rid) return std::move(got.second);
       }
-      std::array<std::pair<double, uint64_t>, 2> t{};
-      for (const auto& u : st->units) {
-        if (u.unit == static_cast<uint32_t>(L)) t[0] = {u.compute_ms, u.n_tokens};
-        if (u.unit == static_cast<uint32_t>(L + 1)) t[1] = {u.compute_ms, u.n_tokens};
-      }
-      return t;
     };
-    // Steps k_first..k_last-1, sent back to back so that the worker runs them without a pause: a
-    // device under a CPU quota (a phone that throttles, a cgroup) runs a short burst after a pause
-    // at full speed, and would look far faster than it is over a whole segment.
-    auto steps = [&](int k_first, int k_last, bool want_output) -> Expected<void> {
-      std::vector<uint64_t> rids;
-      for (int k = k_first; k < k_last; ++k) {
-        net::ActivationBatch ab;
-        ab.tokens = {net::TokenMeta{k_probe_seq, k, want_output}};
-        ab.n_embd = static_cast<uint32_t>(E);
-        ab.hidden = hidden;
-        rids.push_back(c.next_request_id++);
-        LL_TRY(wc.channel->send(ab, rids.back()));
-      }
-      for (uint64_t rid : rids) LL_TRY(await(w, rid));
-      return {};
-    };
-    // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
-    // Then n_steps that run the block alone (no output wanted: the head is skipped), then n_steps
-    // that run both. Under a CPU quota the pauses fall on whichever unit is running, so a step's
-    // split between block and head is noise; the block-only steps give the block's sustained rate,
-    // and the head is what the full steps take beyond it.
-    LL_TRY(steps(0, kProfileWarmupSteps, true));
-    LL_ASSIGN_OR_RETURN(auto before, unit_totals());
-    LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps, false));
-    LL_ASSIGN_OR_RETURN(auto middle, unit_totals());
-    LL_TRY(steps(kProfileWarmupSteps + n_steps, kProfileWarmupSteps + 2 * n_steps, true));
-    LL_ASSIGN_OR_RETURN(auto after, unit_totals());
-    // No weights streamed to measure the link by (the worker maps its own copy, or had them
-    // cached): one batch of hidden states is the probe. Its round trip less the worker's compute for
-    // it (from its totals) less the latency both ways is the time the bytes took.
-    const int k_next = kProfileWarmupSteps + 2 * n_steps;
-    const int n_probe = static_cast<int>(std::min<int64_t>(kBandwidthProbeTokens, c.opt.n_ctx - 1 - k_next));
-    if (link_bw[static_cast<size_t>(w)] >= 1e12 && n_probe >= 8) {
-      net::ActivationBatch ab;
-      for (int k = 0; k < n_probe; ++k) ab.tokens.push_back(net::TokenMeta{k_probe_seq, k_next + k, k + 1 == n_probe});
-      ab.n_embd = static_cast<uint32_t>(E);
-      for (int k = 0; k < n_probe; ++k) ab.hidden.insert(ab.hidden.end(), hidden.begin(), hidden.end());
-      const uint64_t rid = c.next_request_id++;
-      const auto t0 = Clock::now();
-      LL_TRY(wc.channel->send(ab, rid));
-      LL_TRY(await(w, rid));
-      const double rtt = ms_since(t0);
-      LL_ASSIGN_OR_RETURN(auto probed, unit_totals());
-      const double compute = (probed[0].first - after[0].first) + (probed[1].first - after[1].first);
-      const double bytes = static_cast<double>(n_probe) * static_cast<double>(E) * 4;
-      const double transfer_ms = rtt - compute - 2 * link_ms[static_cast<size_t>(w)];
-      // Below a tenth of a millisecond the figure is noise: the link is as good as unlimited.
-      if (transfer_ms > 0.1) link_bw[static_cast<size_t>(w)] = bytes * 1000.0 / transfer_ms;
-    }
-    LL_TRY(wc.channel->send(net::ReleaseSequence{k_probe_seq}, c.next_request_id++));
-    auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
-      return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
-    };
-    block_ms[static_cast<size_t>(w)] = per_token(before[0], middle[0]);
-    const double full_step_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
-    head_ms[static_cast<size_t>(w)] = std::max(0.0, full_step_ms - block_ms[static_cast<size_t>(w)]);
-    full_ms[static_cast<size_t>(w)] = full_step_ms;
-    c.log("profiling " + c.device_name(w) + ": block " + std::to_string(block_ms[static_cast<size_t>(w)]) +
-          " ms/token, head " + std::to_string(head_ms[static_cast<size_t>(w)]) + " ms/token, link " +
-          std::to_string(link_ms[static_cast<size_t>(w)]) + " ms, " +
-          (link_bw[static_cast<size_t>(w)] >= 1e12 ? std::string("bandwidth not measured")
-                                                     : std::to_string(link_bw[static_cast<size_t>(w)] * 8e-6) + " Mbit/s"));
+    LL_ASSIGN_OR_RETURN(probes[static_cast<size_t>(w)],
+                        probe_worker(*c.worker(w).channel, await, c.next_request_id, transfer[w], n_steps, E, L,
+                                     c.opt.n_ctx, c.device_name(w)));
+    c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]));
   }
   // The origin, on the same units, in this process.
   double embed_ms = 0;
@@ -541,28 +879,20 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       return 0.0;
     };
     for (const auto& t : probe->unit_timings()) {
-      if (t.unit == L) block_ms[0] = since(probe_before, t);
-      if (t.unit == L + 1) head_ms[0] = since(probe_before, t);
+      if (t.unit == L) probes[0].block_ms = since(probe_before, t);
+      if (t.unit == L + 1) probes[0].head_ms = since(probe_before, t);
     }
     for (const auto& t : embed->unit_timings()) embed_ms = since(embed_before, t);
 
-    // A worker's block and head are the difference of two sets of steps; when its CPU is shared
-    // (other programs, a quota) that split can come out absurd: a head that costs nothing, a block
-    // a hundredth of the head. Then the full step, the sturdier figure, is split as the origin's
-    // is (same model, same kernels).
-    if (block_ms[0] > 0 && head_ms[0] > 0) {
-      const double ratio = head_ms[0] / block_ms[0];
-      for (int w = 1; w <= W; ++w) {
-        const size_t i = static_cast<size_t>(w);
-        const bool odd = !(block_ms[i] > 0) || !(head_ms[i] > ratio / 4 * block_ms[i]) ||
-                         !(head_ms[i] < ratio * 4 * block_ms[i]);
-        if (!odd || !(full_ms[i] > 0)) continue;
-        block_ms[i] = full_ms[i] / (1 + ratio);
-        head_ms[i] = full_ms[i] - block_ms[i];
-        c.log("profiling " + c.device_name(w) + ": block and head apart are noise (a busy CPU?); split its " +
-              std::to_string(full_ms[i]) + " ms step as the origin's: block " + std::to_string(block_ms[i]) +
-              " ms/token, head " + std::to_string(head_ms[i]) + " ms/token");
-      }
+    // An absurd block/head split of a worker (a busy CPU) is replaced by its full step split as the
+    // origin's is (fix_odd_split).
+    c.profile_head_ratio = probes[0].block_ms > 0 && probes[0].head_ms > 0 ? probes[0].head_ms / probes[0].block_ms : 0;
+    for (int w = 1; w <= W; ++w) {
+      WorkerProbe& pw = probes[static_cast<size_t>(w)];
+      if (!fix_odd_split(pw, c.profile_head_ratio)) continue;
+      c.log("profiling " + c.device_name(w) + ": block and head apart are noise (a busy CPU?); split its " +
+            std::to_string(pw.full_ms) + " ms step as the origin's: block " + std::to_string(pw.block_ms) +
+            " ms/token, head " + std::to_string(pw.head_ms) + " ms/token");
     }
 
     // The probes above run one block over and over, so its weights stay in the caches; a stage
@@ -588,17 +918,21 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       double total = 0;
       for (const auto& t : sweep->unit_timings()) total += since(sweep_before, t);
       const double streamed_block_ms = total / static_cast<double>(n_sweep);
-      if (block_ms[0] > 0 && streamed_block_ms > block_ms[0]) {
-        const double ratio = streamed_block_ms / block_ms[0];
+      c.profile_stream_ratio = 1;
+      if (probes[0].block_ms > 0 && streamed_block_ms > probes[0].block_ms) {
+        const double ratio = streamed_block_ms / probes[0].block_ms;
+        c.profile_stream_ratio = ratio;
         c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(streamed_block_ms) +
               " ms/token each, " + std::to_string(ratio) + "x one block repeated: every device's figures are scaled");
-        for (size_t d = 0; d < block_ms.size(); ++d) {
-          block_ms[d] *= ratio;
-          head_ms[d] *= ratio;
+        for (WorkerProbe& pd : probes) {
+          pd.block_ms *= ratio;
+          pd.head_ms *= ratio;
         }
       }
     }
   }
+
+  c.profile_embed_ms = embed_ms;
 
   plan::Profile p;
   const uint64_t kv_per_block = static_cast<uint64_t>(c.opt.n_ctx) * static_cast<uint64_t>(hp.kv_dim()) * 2 * 2;
@@ -609,26 +943,8 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     up.out_bytes = u == U - 1 ? 4.0 : static_cast<double>(E) * 4;
     p.units.push_back(std::move(up));
   }
-  constexpr uint64_t k_runtime_reserve = 128u << 20;
   for (int d = 0; d <= W; ++d) {
-    plan::DeviceProfile dp;
-    uint64_t mem = 0;
-    if (d == 0) {
-      dp.name = c.opt.origin_name;
-      mem = available_memory_bytes();
-    } else {
-      const net::Hello& h = c.worker(d).hello;
-      dp.name = h.name;
-      mem = h.memory_limit_bytes > 0 ? h.memory_limit_bytes : h.free_memory_bytes;
-    }
-    dp.memory_bytes = std::min(plan::kMaxMemoryBytes, mem > k_runtime_reserve ? mem - k_runtime_reserve : 0);
-    // A budget given for the origin is what its units may take: the user's word, no reserve taken off.
-    if (d == 0 && c.opt.origin_memory_bytes > 0) dp.memory_bytes = std::min(plan::kMaxMemoryBytes, c.opt.origin_memory_bytes);
-    for (int64_t u = 0; u < U; ++u) {
-      const double ms = u == 0 ? embed_ms : (u == U - 1 ? head_ms[static_cast<size_t>(d)] : block_ms[static_cast<size_t>(d)]);
-      dp.unit_ms.push_back(std::max(0.0, ms));
-    }
-    p.devices.push_back(std::move(dp));
+    p.devices.push_back(c.device_row(d, probes[static_cast<size_t>(d)].block_ms, probes[static_cast<size_t>(d)].head_ms));
   }
   const size_t D = static_cast<size_t>(W) + 1;
   p.latency_ms.assign(D, std::vector<double>(D, 0.0));
@@ -638,8 +954,8 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       if (a == b) continue;
       // Workers reach each other through the same network they reach the origin by: a hop between
       // two workers costs both their links' latency, and runs at the slower link's rate.
-      p.latency_ms[a][b] = link_ms[a] + link_ms[b];
-      p.bandwidth_bytes_per_s[a][b] = std::min(link_bw[a], link_bw[b]);
+      p.latency_ms[a][b] = probes[a].link_ms + probes[b].link_ms;
+      p.bandwidth_bytes_per_s[a][b] = std::min(probes[a].link_bw, probes[b].link_bw);
     }
   }
   p.origin = 0;
@@ -702,6 +1018,7 @@ std::string Coordinator::describe(const model::GenerateOptions& gen) const {
 
 Expected<std::vector<DeviceReport>> Coordinator::devices() {
   Impl& c = *impl_;
+  poll_joins();
   std::vector<DeviceReport> out(c.workers.size());
   out[0].name = c.opt.origin_name;
   out[0].address = "local";
@@ -1410,6 +1727,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   while (n_done < seqs.size()) {
     // (Waiting for workers checks too; a plan on the origin alone never waits.)
     if (c.opt.should_stop && c.opt.should_stop()) return make_error(ErrorCode::resource, "interrupted");
+    poll_joins();  // (workers that joined become part of the cluster between two steps)
     // Admit new sequences.
     while (!queued.empty() && active.size() < static_cast<size_t>(parallel)) {
       Sequence& s = seqs[queued.front()];

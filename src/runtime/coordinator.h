@@ -53,6 +53,16 @@ struct MonitorSample {
   std::vector<std::optional<uint64_t>> bytes_streamed;
 };
 
+// A worker that joined after connect() (a late device of the cluster file, or one that asked to join):
+// what probing it measured, in the planner's terms, so a balancer can add it to its profile
+// (plan::add_device) and offer it units at the next re-plan.
+struct JoinedDevice {
+  int device = 0;                 // its number in this cluster (1-based, as the other workers)
+  plan::DeviceProfile profile;    // name, memory for units, ms per token of each unit
+  double link_latency_ms = 0;     // to the origin, one way
+  double link_bandwidth_bytes_per_s = 1e12;
+};
+
 struct Rebalance {
   std::vector<Stage> stages;
   std::string reason;
@@ -104,6 +114,13 @@ struct CoordinatorOptions {
   // monitoring windows, no balancing.
   std::function<Expected<BalanceDecision>(const MonitorSample&)> rebalance;
   net::Millis monitor_interval{500};
+  // Late workers: with this set, connect() does not fail when some workers do not answer HELLO
+  // within connect_timeout (as long as one does, and none fails to authenticate): it goes on without
+  // them and keeps trying them in the background, as it does for add_worker(). Each that answers is
+  // profiled on its own link (the running pipeline is not paused) and becomes a worker of the
+  // cluster: in failover re-plans from then on, and in joined() for a balancer.
+  bool late_workers = false;
+  int join_profile_steps = 8;  // timed steps of each kind when profiling a worker that joins
 };
 
 // One device of the running pipeline, for reports (`--json` devices).
@@ -170,6 +187,19 @@ class Coordinator {
   const std::string& worker_endpoint(int worker) const;
   // False once the worker was dropped by a failover (it is then left out of plans and reports).
   bool worker_alive(int worker) const;
+
+  // Membership. add_worker() starts trying to reach a worker at `endpoint` in the background (HELLO,
+  // then profiling it); it becomes worker n_workers() + 1 between two steps of generate() (or at the
+  // next call that polls: load(), measure_profile(), devices()). Thread-safe (a listener for joining
+  // workers calls it from its own thread). `public_key`: its CURVE key, as in worker_public_keys.
+  void add_worker(const std::string& endpoint, const std::string& public_key = {});
+  // Endpoints still being tried (late, or profiling).
+  std::vector<std::string> joining() const;
+  // Every worker that joined after connect(), in order (device numbers ascending).
+  const std::vector<JoinedDevice>& joined() const;
+  // Takes in the workers that finished joining since the last call (generate() calls it between
+  // steps); returns how many did.
+  int poll_joins();
 
   // Builds the origin's stages and loads every worker's segment (streaming the tensors they lack).
   Expected<void> load(std::vector<Stage> stages);

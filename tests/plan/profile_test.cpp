@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -208,6 +209,45 @@ TEST(Profile, FormatsBytes) {
   EXPECT_EQ(format_bytes(3ull << 30), "3.00 GiB");
   EXPECT_EQ(format_bytes_exact(5ull << 20), "5.0 MiB (5242880 bytes)");
   EXPECT_EQ(format_bytes_exact(999), "999 bytes");
+}
+
+}  // namespace
+}  // namespace ll::plan
+
+namespace ll::plan {
+namespace {
+
+TEST(Profile, ADeviceThatJoinsIsReachedThroughTheOriginsNetwork) {
+  auto p = parse_profile(good_json().dump());
+  ASSERT_TRUE(p) << p.error().message;
+  ASSERT_TRUE(add_device(*p, DeviceProfile{"tablet", 8000, {0.02, 0.3, 0.2}}, 2.0, 5e6));
+  ASSERT_EQ(p->n_devices(), 3);
+  EXPECT_EQ(p->devices[2].name, "tablet");
+  // To the origin (phone): its own link. To the laptop: both links' latency, the slower rate.
+  EXPECT_DOUBLE_EQ(p->latency_ms[0][2], 2.0);
+  EXPECT_DOUBLE_EQ(p->latency_ms[2][0], 2.0);
+  EXPECT_DOUBLE_EQ(p->bandwidth_bytes_per_s[2][0], 5e6);
+  EXPECT_DOUBLE_EQ(p->latency_ms[1][2], 7.0);
+  EXPECT_DOUBLE_EQ(p->latency_ms[2][1], 7.0);
+  EXPECT_DOUBLE_EQ(p->bandwidth_bytes_per_s[1][2], 5e6);
+  EXPECT_TRUE(validate(*p));
+  // The plan may now use it: the tablet is the fastest device for the block.
+  SolveOptions so;
+  so.objective = Objective::throughput;
+  auto solved = solve(*p, so);
+  ASSERT_TRUE(solved) << solved.error().message;
+  bool uses_tablet = false;
+  for (const auto& st : solved->stages) uses_tablet = uses_tablet || st.device == 2;
+  EXPECT_TRUE(uses_tablet);
+  // Refused, and the profile left as it was: a taken name, the wrong number of unit timings, a
+  // link that is not a number.
+  const Profile before = *p;
+  EXPECT_FALSE(add_device(*p, DeviceProfile{"laptop", 1000, {0.1, 0.1, 0.1}}, 1.0, 1e6));
+  EXPECT_FALSE(add_device(*p, DeviceProfile{"watch", 1000, {0.1, 0.1}}, 1.0, 1e6));
+  EXPECT_FALSE(add_device(*p, DeviceProfile{"watch", 1000, {0.1, 0.1, 0.1}}, std::nan(""), 1e6));
+  EXPECT_FALSE(add_device(*p, DeviceProfile{"watch", 1000, {0.1, 0.1, 0.1}}, 1.0, 0.0));
+  EXPECT_EQ(p->n_devices(), before.n_devices());
+  EXPECT_EQ(p->latency_ms, before.latency_ms);
 }
 
 }  // namespace
