@@ -106,5 +106,9 @@ frame kv-data 0x0502 16
 frame kv-data-empty 0x0502 16
 { u32 9; u32 3; u32 2; } >"$tmp"
 frame kv-stored 0x0503 16
+{ str "tcp://192.0.2.14:5601"; str ""; } >"$tmp"
+frame join 0x0601 17
+{ str "tcp://192.0.2.14:5601"; str "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"; } >"$tmp"
+frame join-curve 0x0601 17
 
 echo "wrote $(ls "$out" | wc -l) seeds to $out"

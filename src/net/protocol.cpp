@@ -233,6 +233,11 @@ void encode_payload(Writer& w, const KvData& m) {
   put_f16_bits(w, m.v);
 }
 
+void encode_payload(Writer& w, const Join& m) {
+  w.string(m.endpoint);
+  w.string(m.public_key);
+}
+
 void encode_payload(Writer& w, const KvStored& m) {
   w.i32(m.seq_id);
   w.u32(m.unit);
@@ -375,6 +380,8 @@ std::string message_type_name(uint16_t type) {
       return "KV_DATA";
     case MessageType::kv_stored:
       return "KV_STORED";
+    case MessageType::join:
+      return "JOIN";
   }
   return "type " + hex16(type);
 }
@@ -937,6 +944,35 @@ Expected<KvStored> decode_kv_stored(std::span<const uint8_t> payload, const Limi
   return m;
 }
 
+constexpr size_t k_max_join_endpoint = 256;
+
+Expected<Join> decode_join(std::span<const uint8_t> payload, const Limits&) {
+  Reader r(payload, "JOIN");
+  Join m;
+  LL_ASSIGN_OR_RETURN(m.endpoint, r.string("endpoint", k_max_join_endpoint));
+  if (m.endpoint.empty()) return r.error_at(0, "endpoint", "is empty");
+  for (char ch : m.endpoint) {
+    if (ch <= ' ' || ch > '~') return r.error_at(4, "endpoint", "has a character that is not printable ASCII");
+  }
+  if (m.endpoint.rfind("tcp://", 0) != 0 && m.endpoint.rfind("inproc://", 0) != 0) {
+    return r.error_at(4, "endpoint", "is not tcp://HOST:PORT");
+  }
+  const size_t key_at = 4 + m.endpoint.size();
+  LL_ASSIGN_OR_RETURN(m.public_key, r.string("public_key", 40));
+  if (!m.public_key.empty()) {
+    if (m.public_key.size() != 40) return r.error_at(key_at, "public_key", "is not 40 Z85 characters");
+    static constexpr std::string_view k_z85 =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    for (char ch : m.public_key) {
+      if (k_z85.find(ch) == std::string_view::npos) {
+        return r.error_at(key_at, "public_key", "is not 40 Z85 characters");
+      }
+    }
+  }
+  LL_TRY(r.expect_end());
+  return m;
+}
+
 }  // namespace
 
 Expected<Message> decode_payload(uint16_t type, std::span<const uint8_t> payload, const Limits& limits) {
@@ -975,6 +1011,8 @@ Expected<Message> decode_payload(uint16_t type, std::span<const uint8_t> payload
       return lift(decode_kv_data(payload, limits));
     case MessageType::kv_stored:
       return lift(decode_kv_stored(payload, limits));
+    case MessageType::join:
+      return lift(decode_join(payload, limits));
   }
   return make_error(ErrorCode::parse, "unknown message type " + hex16(type));
 }

@@ -133,9 +133,10 @@ enum class MessageType : uint16_t {
   kv_request = 0x0501,
   kv_data = 0x0502,
   kv_stored = 0x0503,
+  join = 0x0601,
 };
 
-inline constexpr std::array<MessageType, 15> k_message_types = {
+inline constexpr std::array<MessageType, 16> k_message_types = {
     MessageType::hello,
     MessageType::heartbeat,
     MessageType::error,
@@ -151,6 +152,7 @@ inline constexpr std::array<MessageType, 15> k_message_types = {
     MessageType::kv_request,
     MessageType::kv_data,
     MessageType::kv_stored,
+    MessageType::join,
 };
 
 namespace detail {
@@ -398,9 +400,19 @@ struct KvStored {
   bool operator==(const KvStored&) const = default;
 };
 
+// A worker asks a running cluster's origin to take it in (`lingua worker --join`), after HELLO on a
+// link to the origin's join endpoint. Answered with HEARTBEAT (accepted: the origin will connect to
+// `endpoint` and profile the worker) or ERROR (refused).
+struct Join {
+  static constexpr MessageType k_type = MessageType::join;
+  std::string endpoint;    // where the worker listens: tcp://HOST:PORT (or inproc://NAME); 1..256 bytes
+  std::string public_key;  // its CURVE public key (40 Z85 characters), or empty over plain links
+  bool operator==(const Join&) const = default;
+};
+
 using Message = std::variant<Hello, Heartbeat, ErrorMessage, LoadSegment, SegmentStatus, TensorChunk,
                              ActivationBatch, Result, ReleaseSequence, Sampling, StatsRequest, Stats, KvRequest,
-                             KvData, KvStored>;
+                             KvData, KvStored, Join>;
 static_assert(std::variant_size_v<Message> == k_message_types.size(), "every message type has a struct");
 
 MessageType message_type(const Message& m);

@@ -699,6 +699,7 @@ Expected<std::unique_ptr<Worker>> Worker::create(WorkerOptions options, net::Net
 }
 
 std::string Worker::endpoint() const { return impl_->listener->endpoint(); }
+net::Hello Worker::hello() const { return impl_->hello(); }
 const std::string& Worker::name() const { return impl_->opt.name; }
 WorkerCounters Worker::counters() const {
   WorkerCounters c = impl_->counters;

@@ -30,6 +30,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "net/protocol.h"
 #include "net/transport.h"
 
 namespace ll::runtime {
@@ -74,6 +75,8 @@ class Worker {
   // The resolved endpoint peers connect to ("tcp://127.0.0.1:41234").
   std::string endpoint() const;
   const std::string& name() const;
+  // What it says in HELLO (name, threads, free memory, limit, CPU features).
+  net::Hello hello() const;
 
   // Serves until should_stop() returns true (asked at least every 100 ms). Bad peers never end it.
   Expected<void> serve(const std::function<bool()>& should_stop);

@@ -145,6 +145,7 @@ inline std::vector<Message> sample_messages() {
   out.push_back(sample_kv_data());
   out.push_back(KvData{9, 0, 0, 8, {}, {}});  // no positions: empty blobs
   out.push_back(KvStored{9, 3, 2});
+  out.push_back(Join{"tcp://192.0.2.14:5601", ""});
   return out;
 }
 

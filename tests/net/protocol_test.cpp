@@ -54,6 +54,7 @@ TEST(Protocol, MessageIdsAreUniqueAndNamed) {
   EXPECT_EQ(message_type_name(MessageType::kv_request), "KV_REQUEST");
   EXPECT_EQ(message_type_name(MessageType::kv_data), "KV_DATA");
   EXPECT_EQ(message_type_name(MessageType::kv_stored), "KV_STORED");
+  EXPECT_EQ(message_type_name(MessageType::join), "JOIN");
 }
 
 TEST(Protocol, SampleMessagesCoverEveryType) {
@@ -965,6 +966,44 @@ TEST(ProtocolErrors, ErrorMessagesAndReplies) {
   ASSERT_TRUE(g.has_value());
   EXPECT_EQ(g->request_id(), 0u);
   EXPECT_EQ(decode_error(g->payload(), Limits{})->in_reply_to, 0);
+}
+
+}  // namespace
+}  // namespace ll::net
+
+namespace ll::net {
+namespace {
+
+std::string join_error(const Join& m) { return error_of(decode_payload_of(MessageType::join, to_bytes(encode(m, 0).payload()))); }
+
+TEST(ProtocolJoin, GoldenRoundTripAndChecks) {
+  const Bytes expect = {
+      'L', 'L', 'N', 'K', 0x01, 0x00, 0x01, 0x06, 0, 0, 0, 0,  // type 0x0601 JOIN
+      7,   0,   0,   0,   0,    0,    0,    0,                 // request id 7
+      17,  0,   0,   0,                                        // payload_bytes
+      9,   0,   0,   0,   't',  'c',  'p',  ':', '/', '/', 'h', ':', '1',  // endpoint
+      0,   0,   0,   0,                                        // public_key: none
+  };
+  EXPECT_EQ(to_bytes(encode(Join{"tcp://h:1", ""}, 7).bytes()), expect);
+  const std::string key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+  for (const Join& m : {Join{"tcp://h:1", ""}, Join{"tcp://192.0.2.14:5601", key}, Join{"inproc://w", ""},
+                        Join{"tcp://" + std::string(250, 'a'), key}}) {
+    auto env = decode(encode(m, 9).bytes(), Limits{});
+    ASSERT_TRUE(env) << env.error().message;
+    EXPECT_TRUE(std::get<Join>(env->message) == m);
+  }
+  EXPECT_CONTAINS(join_error(Join{"", ""}), "JOIN: endpoint: is empty");
+  EXPECT_CONTAINS(join_error(Join{"tcp://h :1", ""}), "JOIN: endpoint: has a character that is not printable ASCII");
+  EXPECT_CONTAINS(join_error(Join{"udp://h:1", ""}), "JOIN: endpoint: is not tcp://HOST:PORT");
+  EXPECT_CONTAINS(join_error(Join{"tcp://" + std::string(251, 'a'), ""}), "JOIN: endpoint:");
+  EXPECT_CONTAINS(join_error(Join{"tcp://h:1", "short"}), "JOIN: public_key: is not 40 Z85 characters");
+  EXPECT_CONTAINS(join_error(Join{"tcp://h:1", std::string(39, 'a') + "\""}), "public_key: is not 40 Z85");
+  EXPECT_CONTAINS(join_error(Join{"tcp://h:1", key + "x"}), "JOIN: public_key:");
+  Bytes trailing = to_bytes(encode(Join{"tcp://h:1", ""}, 0).payload());
+  trailing.push_back(0);
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::join, trailing)), "JOIN: end: 1 trailing bytes");
+  const Bytes p = to_bytes(encode(Join{"tcp://h:1", key}, 0).payload());
+  EXPECT_CONTAINS(error_of(decode_payload_of(MessageType::join, Bytes(p.begin(), p.begin() + 20))), "JOIN: public_key:");
 }
 
 }  // namespace

@@ -20,8 +20,10 @@
 #include "plan/balance.h"
 #include "plan/profile.h"
 #include "runtime/coordinator.h"
+#include "runtime/join.h"
 #include "runtime/split.h"
 #include "runtime/worker.h"
+#include "net/channel.h"
 #include "stories_fixture.h"
 
 namespace ll {
@@ -62,6 +64,7 @@ class LateWorker {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
+  runtime::Worker& worker() { return *worker_; }
 
  private:
   std::unique_ptr<runtime::Worker> worker_;
@@ -83,10 +86,13 @@ struct Outcome {
 // plan over two workers has a stage of three units, over three of two: a third worker that joins
 // is worth a switch. `late_options` customizes the third worker, started once request 0 streamed
 // `start_after` pieces of text.
-Outcome run(const Fixture& f, int start_after, const std::function<void(runtime::WorkerOptions&)>& late_options = {}) {
+// `asks_to_join`: the third worker is not listed; once started it asks the origin's join endpoint
+// (a JoinListener whose admit() calls Coordinator::add_worker) to take it in.
+Outcome run(const Fixture& f, int start_after, const std::function<void(runtime::WorkerOptions&)>& late_options = {},
+            bool asks_to_join = false) {
   test::InprocCluster cluster(2, {}, "inproc://member", [](size_t, runtime::WorkerOptions& o) { slow_units(o); });
   std::vector<std::string> endpoints = cluster.endpoints();
-  endpoints.push_back("inproc://member-late");
+  if (!asks_to_join) endpoints.push_back("inproc://member-late");
   Outcome out;
   runtime::Coordinator* coordinator = nullptr;
   plan::Profile profile;
@@ -123,7 +129,20 @@ Outcome run(const Fixture& f, int start_after, const std::function<void(runtime:
   if (!c) return out;
   coordinator = c->get();
   EXPECT_EQ((*c)->n_workers(), 2);
-  EXPECT_EQ((*c)->joining(), std::vector<std::string>{"inproc://member-late"});
+  EXPECT_EQ((*c)->joining(), asks_to_join ? std::vector<std::string>{} : std::vector<std::string>{"inproc://member-late"});
+  std::unique_ptr<runtime::JoinListener> join_listener;
+  if (asks_to_join) {
+    net::Hello mine;
+    mine.name = "origin";
+    auto jl = runtime::JoinListener::start(cluster.net(), "inproc://member-origin-join", mine,
+                                           [&](const std::string& endpoint, const std::string& key) -> Expected<void> {
+                                             coordinator->add_worker(endpoint, key);
+                                             return {};
+                                           });
+    EXPECT_TRUE(jl.has_value()) << jl.error().message;
+    if (!jl) return out;
+    join_listener = std::move(*jl);
+  }
   auto measured = (*c)->measure_profile(4);
   EXPECT_TRUE(measured.has_value()) << measured.error().message;
   if (!measured) return out;
@@ -142,6 +161,13 @@ Outcome run(const Fixture& f, int start_after, const std::function<void(runtime:
     slow_units(o);
     if (late_options) late_options(o);
     late = std::make_unique<LateWorker>(cluster.net(), o);
+    if (!asks_to_join) return;
+    runtime::JoinOptions jo;
+    jo.origin = join_listener->endpoint();
+    jo.advertise = late->worker().endpoint();
+    jo.hello = late->worker().hello();
+    auto joined = runtime::join_cluster(cluster.net(), jo);
+    EXPECT_TRUE(joined.has_value()) << joined.error().message;
   };
   auto res = (*c)->generate(*f.tok, f.requests, greedy(), 3, on_text);
   EXPECT_TRUE(res.has_value()) << res.error().message;
@@ -151,6 +177,7 @@ Outcome run(const Fixture& f, int start_after, const std::function<void(runtime:
   out.final_stages = (*c)->stages();
   out.joined = (*c)->joined();
   out.n_workers = (*c)->n_workers();
+  join_listener.reset();
   c->reset();  // (before the late worker goes)
   if (std::getenv("LL_TEST_SHOW_LOG") != nullptr) {
     for (const auto& line : out.log) std::fprintf(stderr, "  %s\n", line.c_str());
@@ -207,6 +234,74 @@ TEST(Membership, AWorkerThatCannotBeProfiledIsLeftOutAndTheRunGoesOn) {
   EXPECT_TRUE(o.joined.empty());
   EXPECT_TRUE(logged(o.log, "worker at inproc://member-late cannot join: it answered, but profiling it failed"));
   for (const Stage& st : o.final_stages) EXPECT_LE(st.device, 2);
+}
+
+TEST(Membership, AWorkerThatAsksToJoinIsTakenInAndGetsUnits) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = test::load_stories();
+  const auto want = test::single_process(f, greedy(), k_n_ctx);
+  const Outcome o = run(f, 3, {}, true);
+  expect_same(o.results, want);
+  EXPECT_TRUE(logged(o.log, "late (inproc://member-late) joined as worker 3"));
+  ASSERT_EQ(o.joined.size(), 1u);
+  EXPECT_GE(o.stats.n_rebalances, 1);
+  int late_units = 0;
+  for (const Stage& st : o.final_stages) {
+    if (st.device == 3) late_units += static_cast<int>(st.last_unit - st.first_unit + 1);
+  }
+  EXPECT_GE(late_units, 1) << "the worker that joined holds nothing";
+}
+
+TEST(Membership, AJoinEndpointRefusesWhatItIsNotToldToTakeAndAnswersBadMessages) {
+  auto net = net::make_inproc_network();
+  net::Hello mine;
+  mine.name = "origin";
+  std::vector<std::string> admitted;
+  auto jl = runtime::JoinListener::start(*net, "inproc://refusing-join", mine,
+                                         [&](const std::string& endpoint, const std::string&) -> Expected<void> {
+                                           if (endpoint != "tcp://10.0.0.9:5601") {
+                                             return make_error(ErrorCode::invalid_argument, "not on the list");
+                                           }
+                                           admitted.push_back(endpoint);
+                                           return {};
+                                         });
+  ASSERT_TRUE(jl.has_value()) << jl.error().message;
+  runtime::JoinOptions jo;
+  jo.origin = (*jl)->endpoint();
+  jo.hello.name = "stranger";
+  jo.advertise = "tcp://10.0.0.8:5601";
+  auto refused = runtime::join_cluster(*net, jo);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("refused to take us in: peer error (invalid argument): not on the list"),
+            std::string::npos)
+      << refused.error().message;
+  jo.advertise = "tcp://10.0.0.9:5601";
+  ASSERT_TRUE(runtime::join_cluster(*net, jo).has_value());
+  EXPECT_EQ(admitted, std::vector<std::string>{"tcp://10.0.0.9:5601"});
+  // A coordinator's HELLO (a worker must say it is one), a JOIN before HELLO, garbage: errors, and
+  // the endpoint goes on serving.
+  auto link = net->connect((*jl)->endpoint());
+  ASSERT_TRUE(link.has_value());
+  net::Channel ch(**link);
+  net::Hello coord;
+  coord.role = net::Role::coordinator;
+  ASSERT_FALSE(ch.handshake(coord, net::Role::coordinator, net::Millis(2000)).has_value());
+  auto link2 = net->connect((*jl)->endpoint());
+  ASSERT_TRUE(link2.has_value());
+  net::Channel ch2(**link2);
+  ASSERT_TRUE(ch2.send(net::Join{"tcp://10.0.0.9:5601", ""}, 5).has_value());
+  ASSERT_TRUE((*link2)->send_bytes({1, 2, 3}).has_value());
+  auto answer = ch2.recv(net::Millis(2000));
+  ASSERT_TRUE(answer.has_value());
+  ASSERT_TRUE(answer->has_value());
+  EXPECT_TRUE(std::holds_alternative<net::ErrorMessage>((*answer)->message));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while ((*jl)->n_refused() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE((*jl)->n_refused(), 3u);
+  ASSERT_TRUE(runtime::join_cluster(*net, jo).has_value());
+  EXPECT_EQ(admitted.size(), 2u);
 }
 
 TEST(Membership, ConnectStillFailsWhenNoWorkerAnswers) {
