@@ -10,7 +10,7 @@
 
 namespace ll::apps {
 
-void add_cluster_options(CLI::App& app, ClusterArgs& a) {
+void add_cluster_options(CLI::App& app, ClusterArgs& a, bool membership) {
   auto* local = app.add_option("--local", a.local,
                                "Run over N worker processes started here on free loopback ports (stopped on exit)")
                     ->check(CLI::Range(1, 64))->group("Distributed");
@@ -36,6 +36,16 @@ void add_cluster_options(CLI::App& app, ClusterArgs& a) {
   app.add_flag("--insecure", a.insecure,
                "Plain TCP: no encryption, no authentication (trusted networks only; workers need --insecure too)")
       ->excludes(key)->group("Distributed");
+  if (!membership) return;
+  auto* join = app.add_option("--join-listen", a.join_listen,
+                              "Take in workers that ask to join while running (`lingua worker --join ENDPOINT`) on "
+                              "this endpoint, e.g. tcp://0.0.0.0:5600 (port 0 picks a free one); each is profiled "
+                              "and offered units at the next re-plan")
+                   ->group("Distributed");
+  app.add_option("--join-keys", a.join_keys_file,
+                 "Public keys of the workers that may join (one per line, as in .pub files); a device's public_key "
+                 "in the cluster file may join too. Required for --join-listen unless --insecure")
+      ->check(CLI::ExistingFile)->needs(join)->group("Distributed");
 }
 
 Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
@@ -96,6 +106,23 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
       co.worker_public_keys.push_back(d.public_key);
     }
   }
+  // Who may join (--join-listen): over CURVE, the cluster file's keys and --join-keys.
+  std::shared_ptr<net::AuthorizedKeys> joiners;
+  if (!a.join_listen.empty() && !a.insecure) {
+    std::vector<std::string> keys = co.worker_public_keys;
+    if (a.local > 0) keys.clear();  // (ephemeral keys of our own workers)
+    if (!a.join_keys_file.empty()) {
+      LL_ASSIGN_OR_RETURN(auto listed, net::read_authorized_keys(a.join_keys_file));
+      keys.insert(keys.end(), listed.begin(), listed.end());
+    }
+    if (keys.empty()) {
+      return make_error(ErrorCode::invalid_argument,
+                        "--join-listen takes in only the workers it is told about: give their public keys with "
+                        "--join-keys FILE (or list them with their public_key in the cluster file), or run --insecure");
+    }
+    joiners = std::make_shared<net::AuthorizedKeys>(std::move(keys));
+    to.security.authorized_clients = joiners;
+  }
   if (!a.origin_memory.empty()) {
     auto bytes = runtime::parse_byte_size(a.origin_memory);
     if (!bytes) return make_error(bytes.error().code, "--origin-memory: " + bytes.error().message);
@@ -121,14 +148,37 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
     return coordinator.error();
   }
   conn.coordinator = std::move(*coordinator);
-  // Devices of the cluster file that are not up yet (co.late_workers): said even without --verbose.
-  for (const std::string& e : conn.coordinator->joining()) {
+  // Devices of the cluster file that are not up yet (co.late_workers): said even without --verbose
+  // (with it, the coordinator's log says so).
+  for (const std::string& e : verbose ? std::vector<std::string>{} : conn.coordinator->joining()) {
     std::string name;
     for (size_t i = 0; i < endpoints.size() && i < device_names.size(); ++i) {
       if (endpoints[i] == e) name = device_names[i];
     }
     std::fprintf(stderr, "lingua: device \"%s\" (%s) did not answer within %.1f s: going on without it; it joins when it "
                  "answers\n", name.c_str(), e.c_str(), a.connect_timeout_s);
+  }
+  if (!a.join_listen.empty()) {
+    std::string listen = a.join_listen;
+    if (listen.size() > 2 && listen.compare(listen.size() - 2, 2, ":0") == 0) listen.replace(listen.size() - 1, 1, "*");
+    net::Hello mine;
+    mine.name = co.origin_name;
+    mine.n_threads = static_cast<uint32_t>(origin_threads);
+    runtime::Coordinator* coord = conn.coordinator.get();
+    const bool secure = !a.insecure;
+    auto admit = [coord, joiners, secure](const std::string& endpoint, const std::string& key) -> Expected<void> {
+      if (secure && (key.empty() || joiners->trust(key) != net::PeerTrust::authorized)) {
+        return make_error(ErrorCode::invalid_argument, "public key " + (key.empty() ? std::string("(none)") : key) +
+                                                           " is not one this origin takes in (--join-keys)");
+      }
+      std::fprintf(stderr, "lingua: a worker at %s asked to join; reaching it\n", endpoint.c_str());
+      coord->add_worker(endpoint, secure ? key : std::string());
+      return {};
+    };
+    auto jl = runtime::JoinListener::start(*conn.net, listen, mine, admit);
+    if (!jl) return make_error(jl.error().code, "--join-listen: " + jl.error().message);
+    conn.join = std::move(*jl);
+    std::fprintf(stderr, "lingua: taking in workers that ask to join at %s\n", conn.join->endpoint().c_str());
   }
   return conn;
 }

@@ -12,6 +12,7 @@
 #include "net/transport.h"
 #include "plan/profile.h"
 #include "runtime/coordinator.h"
+#include "runtime/join.h"
 #include "runtime/local_cluster.h"
 
 namespace ll::apps {
@@ -28,18 +29,23 @@ struct ClusterArgs {
   // which otherwise makes ephemeral keys for the origin and every worker). --insecure: plain TCP.
   std::string key_file;
   bool insecure = false;
+  // Membership: take in workers that ask to join (`lingua worker --join`) on this endpoint; over
+  // CURVE only those whose key is a device's public_key in the cluster file or in join_keys_file.
+  std::string join_listen, join_keys_file;
   bool wanted() const { return local > 0 || !cluster.empty(); }
 };
 
 // --local, --cluster, --worker-threads, --memory-limit, --origin-memory, --cache-dir, --connect-timeout,
-// --key, --insecure.
-void add_cluster_options(CLI::App& app, ClusterArgs& a);
+// --key, --insecure; with `membership` (commands that keep running: run, serve) also --join-listen and
+// --join-keys.
+void add_cluster_options(CLI::App& app, ClusterArgs& a, bool membership = false);
 
 // Members are destroyed bottom-up: the coordinator, then its network, then the local workers.
 struct ClusterConnection {
   std::unique_ptr<runtime::LocalCluster> local;
   std::unique_ptr<net::Network> net;
   std::unique_ptr<runtime::Coordinator> coordinator;
+  std::unique_ptr<runtime::JoinListener> join;  // --join-listen (stopped before the coordinator goes)
 };
 
 // Starts the --local workers or reads the cluster file, and connects a coordinator to the workers

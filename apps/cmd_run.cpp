@@ -79,7 +79,7 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   app.add_flag("--json", o->json, "Print a JSON summary as the last line");
   app.add_flag("-v,--verbose", o->verbose, "Print model, plan, transmission map and timing details to stderr");
-  add_cluster_options(app, o->cluster);
+  add_cluster_options(app, o->cluster, true);
   add_split_options(app, o->split);
   app.add_option("--parallel", o->parallel, "Generate up to K prompts concurrently (pipelined)")
       ->check(CLI::Range(1, 4096))->capture_default_str()->group("Distributed");

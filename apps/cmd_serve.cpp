@@ -83,7 +83,7 @@ Runner add_serve_command(CLI::App& app) {
   app.add_option("--http-threads", o->http_threads, "HTTP connection threads (default: parallel + queue + 4)")
       ->check(CLI::Range(2, 1024));
   app.add_flag("-v,--verbose", o->verbose, "Progress and plan details on stderr");
-  add_cluster_options(app, o->cluster);
+  add_cluster_options(app, o->cluster, true);
   add_split_options(app, o->split);
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");

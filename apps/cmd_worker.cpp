@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 #include "net/security.h"
 #include "net/transport.h"
+#include "runtime/join.h"
 #include "runtime/local_cluster.h"
 #include "runtime/process.h"
 #include "runtime/sysinfo.h"
@@ -21,6 +22,8 @@ Runner add_worker_command(CLI::App& app) {
     std::string key_file, authorized_keys_file;
     std::vector<std::string> allow;
     bool insecure = false;
+    // Membership.
+    std::string join, advertise, origin_key;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--listen", o->listen, "Endpoint to listen on, tcp://HOST:PORT (port 0 picks a free one)")
@@ -45,6 +48,18 @@ Runner add_worker_command(CLI::App& app) {
                     ->group("Security");
   app.add_flag("--insecure", o->insecure, "Plain TCP: no encryption, anyone who reaches the port may connect")
       ->excludes(key)->excludes(auth)->excludes(allow)->group("Security");
+  auto* join = app.add_option("--join", o->join,
+                              "Ask a running cluster's origin to take this worker in (its --join-listen endpoint, "
+                              "tcp://HOST:PORT); asks again until it answers")
+                   ->group("Membership");
+  app.add_option("--advertise", o->advertise,
+                 "With --join: the endpoint the origin reaches this worker at (default: the --listen endpoint; "
+                 "needed when listening on all addresses)")
+      ->needs(join)->group("Membership");
+  app.add_option("--origin-key", o->origin_key,
+                 "With --join: the origin's public key (default: the one coordinator key of --allow/--authorized-keys; "
+                 "write --origin-key=KEY)")
+      ->needs(join)->group("Membership");
   app.footer(
       "The worker prints \"listening on ENDPOINT\" on stdout once it accepts connections, then serves until\n"
       "SIGINT/SIGTERM. It needs no model file: the coordinator sends the tensors of its units.\n"
@@ -52,6 +67,7 @@ Runner add_worker_command(CLI::App& app) {
       "given by --authorized-keys/--allow. Without --key the secret key may come from the environment variable\n"
       "LINGUA_WORKER_SECRET_KEY (how `lingua run --local` passes ephemeral keys). --insecure: plain TCP.");
   return [o]() -> int {
+    std::string join_key, my_key;  // --join over CURVE: the origin's key, and ours
     // First, so that every thread started later (compute pool, ZeroMQ I/O) inherits it.
     if (!o->cpus.empty()) {
       auto cpus = runtime::parse_cpu_list(o->cpus);
@@ -123,6 +139,19 @@ Runner add_worker_command(CLI::App& app) {
                                        "a secure worker accepts only the coordinators it is told about: give their "
                                        "public keys with --authorized-keys FILE or --allow=KEY (or run --insecure)"));
       }
+      if (!o->join.empty()) {
+        if (!o->origin_key.empty()) {
+          if (auto ok = net::check_curve_key(o->origin_key, "--origin-key"); !ok) return report_error(ok.error());
+          join_key = o->origin_key;
+        } else if (allowed.size() == 1) {
+          join_key = allowed.front();
+        } else {
+          return report_error(make_error(ErrorCode::invalid_argument,
+                                         "--join: which of the " + std::to_string(allowed.size()) +
+                                             " coordinator keys is the origin's? Say it with --origin-key=KEY"));
+        }
+        my_key = keys.public_key;
+      }
       wo.authorized_keys = std::make_shared<net::AuthorizedKeys>(std::move(allowed));
       to.security.mode = net::SocketSecurity::Mode::curve;
       to.security.curve_public_key = keys.public_key;
@@ -135,6 +164,31 @@ Runner add_worker_command(CLI::App& app) {
     if (!worker) return report_error(worker.error());
     std::printf("lingua worker %s listening on %s\n", (*worker)->name().c_str(), (*worker)->endpoint().c_str());
     std::fflush(stdout);
+    if (!o->join.empty()) {
+      runtime::JoinOptions jo;
+      jo.origin = o->join;
+      jo.origin_key = join_key;
+      jo.advertise = o->advertise.empty() ? (*worker)->endpoint() : o->advertise;
+      if (jo.advertise.find("://0.0.0.0:") != std::string::npos || jo.advertise.find("://*:") != std::string::npos ||
+          jo.advertise.find("://[::]:") != std::string::npos) {
+        return report_error(make_error(ErrorCode::invalid_argument,
+                                       "--join: this worker listens on every address (" + jo.advertise +
+                                           "); say where the origin reaches it with --advertise tcp://HOST:PORT"));
+      }
+      jo.public_key = my_key;
+      jo.hello = (*worker)->hello();
+      jo.should_stop = [] { return runtime::TerminationSignals::requested(); };
+      const bool quiet = o->quiet;
+      jo.log = [quiet](const std::string& s) {
+        if (!quiet) std::fprintf(stderr, "lingua worker: %s\n", s.c_str());
+      };
+      auto joined = runtime::join_cluster(*net, jo);
+      if (!joined) return report_error(joined.error());
+      if (!o->quiet) {
+        std::fprintf(stderr, "lingua worker %s: the origin at %s takes us in (it reaches us at %s)\n",
+                     (*worker)->name().c_str(), jo.origin.c_str(), jo.advertise.c_str());
+      }
+    }
     auto served = (*worker)->serve([] { return runtime::TerminationSignals::requested(); });
     if (!served) return report_error(served.error());
     if (!o->quiet) std::fprintf(stderr, "lingua worker %s: stopping (signal %d)\n", (*worker)->name().c_str(),

@@ -3,6 +3,9 @@
 // the official openai npm client (tests/e2e/openai_client); the cluster page in headless Chromium.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -185,6 +188,69 @@ TEST(ServeEndToEnd, AWorkerKilledBetweenRequestsIsFailedOverAndTheTextsStayTheSa
   const size_t at = metrics->body.find(key);
   ASSERT_NE(at, std::string::npos) << metrics->body;
   EXPECT_EQ(std::atoi(metrics->body.c_str() + at + key.size()), 1) << metrics->body;
+}
+
+// A TCP port nobody listens on right now (bound to 127.0.0.1:0, then closed).
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// Membership through the CLI: `lingua serve --join-listen` takes in a `lingua worker --join` started
+// after it; once a local worker is killed, the failover's re-plan (even over the survivors) gives the
+// newcomer units, and the texts stay llama.cpp's.
+TEST(ServeEndToEnd, AWorkerThatAsksToJoinIsTakenInAndUsedByTheNextReplan) {
+  REQUIRE_MODEL_AND_EXPECTED();
+  const int jp = free_tcp_port();
+  ASSERT_GT(jp, 0);
+  const std::string join = "tcp://127.0.0.1:" + std::to_string(jp);
+  ServeProcess s({"--local", "2", "--split", "even", "--worker-threads", "1", "--insecure", "--join-listen", join});
+  ASSERT_GT(s.port, 0);
+  std::vector<int> locals = test::children_of(s.child->pid());
+  ASSERT_EQ(locals.size(), 2u);
+  std::sort(locals.begin(), locals.end());
+  runtime::SpawnOptions so;
+  so.argv = {LL_LINGUA_BIN, "worker", "--listen", "tcp://127.0.0.1:0", "--insecure", "--name", "joiner", "--join", join};
+  auto w = runtime::ChildProcess::spawn(so);
+  ASSERT_TRUE(w.has_value()) << w.error().message;
+  auto line = w->read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(line && *line) << "the worker did not start";
+  EXPECT_NE((*line)->find("listening on"), std::string::npos) << **line;
+  // Workers that joined become part of the cluster between batches: serve until /cluster.json lists it.
+  auto units_of = [&](const std::string& name) -> std::optional<json> {
+    auto r = s.client().Get("/cluster.json");
+    if (!r) return std::nullopt;
+    json j = json::parse(r->body, nullptr, false);
+    if (!j.is_object() || !j.contains("devices")) return std::nullopt;
+    for (const auto& d : j["devices"]) {
+      if (d["name"] == name) return d["units"];
+    }
+    return std::nullopt;
+  };
+  bool listed = false;
+  for (int i = 0; i < 60 && !listed; ++i) {
+    EXPECT_EQ(complete(s, cases[0]), cases[0]["text"].get<std::string>());
+    listed = units_of("joiner").has_value();
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_TRUE(listed) << "the worker that asked to join never appeared in /cluster.json";
+  ASSERT_EQ(::kill(locals[1], SIGKILL), 0);
+  for (const auto& c : cases) EXPECT_EQ(complete(s, c), c["text"].get<std::string>());
+  const auto units = units_of("joiner");
+  ASSERT_TRUE(units.has_value());
+  EXPECT_FALSE(units->empty()) << "the re-plan after the failover left the worker that joined idle";
+  (void)w->terminate(std::chrono::seconds(10));
 }
 
 TEST(ServeEndToEnd, OneProcessServesTheSameTexts) {
