@@ -253,6 +253,62 @@ TEST(ServeEndToEnd, AWorkerThatAsksToJoinIsTakenInAndUsedByTheNextReplan) {
   (void)w->terminate(std::chrono::seconds(10));
 }
 
+// The same over CURVE: the origin takes in only keys of --join-keys; a worker with another key is
+// refused at the join endpoint and says so.
+TEST(ServeEndToEnd, OverCurveOnlyWorkersWithAJoinKeyAreTakenIn) {
+  REQUIRE_MODEL_AND_EXPECTED();
+  const std::string dir = ::testing::TempDir() + "/ll_join_keys_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  auto keygen = [&](const std::string& name) {
+    std::filesystem::remove(dir + "/" + name + ".key");
+    std::filesystem::remove(dir + "/" + name + ".pub");
+    std::string out;
+    EXPECT_EQ(test::run_command(std::string(LL_LINGUA_BIN) + " keygen -o " + test::shell_quote(dir + "/" + name) +
+                                    " 2>/dev/null",
+                                out),
+              0);
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+  };
+  const std::string origin_pub = keygen("origin");
+  keygen("member");
+  keygen("stranger");
+  const int jp = free_tcp_port();
+  ASSERT_GT(jp, 0);
+  const std::string join = "tcp://127.0.0.1:" + std::to_string(jp);
+  ServeProcess s({"--local", "1", "--split", "even", "--key", dir + "/origin.key", "--join-listen", join, "--join-keys",
+                  dir + "/member.pub"});
+  ASSERT_GT(s.port, 0);
+  // Not on the list: refused (the join endpoint's CURVE handshake rejects its key), a clear error.
+  std::string out;
+  const int rc = test::run_command(std::string(LL_LINGUA_BIN) + " worker --listen tcp://127.0.0.1:0 --key " +
+                                       test::shell_quote(dir + "/stranger.key") + " --allow=" +
+                                       test::shell_quote(origin_pub) + " --join " + join + " 2>&1",
+                                   out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("could not authenticate"), std::string::npos) << out;
+  // On the list: taken in, and used once the local worker is gone.
+  runtime::SpawnOptions so;
+  so.argv = {LL_LINGUA_BIN, "worker", "--listen", "tcp://127.0.0.1:0", "--name", "member", "-q", "--key",
+             dir + "/member.key", "--allow=" + origin_pub, "--join", join};
+  auto w = runtime::ChildProcess::spawn(so);
+  ASSERT_TRUE(w.has_value()) << w.error().message;
+  std::vector<int> locals = test::children_of(s.child->pid());
+  ASSERT_EQ(locals.size(), 1u);
+  bool listed = false;
+  for (int i = 0; i < 60 && !listed; ++i) {
+    EXPECT_EQ(complete(s, cases[0]), cases[0]["text"].get<std::string>());
+    auto r = s.client().Get("/cluster.json");
+    listed = r && r->body.find("\"member\"") != std::string::npos;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_TRUE(listed) << "the worker with a join key never appeared in /cluster.json";
+  ASSERT_EQ(::kill(locals[0], SIGKILL), 0);
+  for (const auto& c : cases) EXPECT_EQ(complete(s, c), c["text"].get<std::string>());
+  (void)w->terminate(std::chrono::seconds(10));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ServeEndToEnd, OneProcessServesTheSameTexts) {
   REQUIRE_MODEL_AND_EXPECTED();
   ServeProcess s({});
