@@ -1,5 +1,6 @@
 #include "apps/split_args.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -131,6 +132,18 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
   for (size_t k = 0; k < keep.size(); ++k) by_device[static_cast<size_t>(keep[k])] = now[k];
   // (Windows right after a switch carry the replay's batches: no measure of speed.)
   if (policy.settling(m.steady_ms)) std::fill(by_device.begin(), by_device.end(), std::nan(""));
+  // Devices out of the plan that were re-measured (idle probes): their block time against the
+  // profile's, so one that recovered (or was profiled on a busy CPU) is seen as it runs now.
+  std::vector<double> idle_ms(chosen.profile->devices.size(), std::nan(""));
+  for (size_t d = 0; d < idle_ms.size() && d < m.idle_block_ms.size(); ++d) idle_ms[d] = m.idle_block_ms[d];
+  const std::vector<double> idle = plan::idle_factors(*chosen.profile, idle_ms);
+  std::vector<bool> probed(by_device.size(), false);
+  for (size_t d = 0; d < by_device.size(); ++d) {
+    if (std::isnan(by_device[d]) && !std::isnan(idle[d])) {
+      by_device[d] = idle[d];
+      probed[d] = true;
+    }
+  }
   const std::vector<double> tracked = speeds.update(by_device);
   std::vector<double> factors;
   for (int d : keep) factors.push_back(tracked[static_cast<size_t>(d)]);
@@ -165,7 +178,11 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
     char part[64];
     std::snprintf(part, sizeof part, " %.2fx", factors[k]);
     out.note.append(k == 0 ? " " : ", ").append(base.devices[k].name).append(part);
-    if (std::isnan(now[k])) out.note.append(" (not measured now)");
+    if (probed[static_cast<size_t>(keep[k])]) {
+      out.note.append(" (re-measured out of the plan)");
+    } else if (std::isnan(now[k])) {
+      out.note.append(" (not measured now)");
+    }
   }
   out.note.append("; ").append(policy.verdict());
   if (!proposal) return out;

@@ -83,6 +83,21 @@ double median_of(std::vector<double> v) {
 
 }  // namespace
 
+std::vector<double> idle_factors(const Profile& base, const std::vector<double>& block_ms) {
+  std::vector<double> out(base.devices.size(), std::nan(""));
+  const int U = base.n_units();
+  if (U < 3) return out;
+  for (size_t d = 0; d < out.size() && d < block_ms.size(); ++d) {
+    const double ms = block_ms[d];
+    if (!(ms > 0) || !std::isfinite(ms)) continue;
+    std::vector<double> blocks(base.devices[d].unit_ms.begin() + 1, base.devices[d].unit_ms.begin() + (U - 1));
+    std::nth_element(blocks.begin(), blocks.begin() + static_cast<std::ptrdiff_t>(blocks.size() / 2), blocks.end());
+    const double profiled = blocks[blocks.size() / 2];
+    if (profiled > 0) out[d] = ms / profiled;
+  }
+  return out;
+}
+
 std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
   if (first_.size() < now.size()) {
     first_.resize(now.size(), std::nan(""));

@@ -34,6 +34,12 @@ namespace ll::plan {
 std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
                                   const std::vector<double>& measured_unit_ms, double min_share = 0.02);
 
+// Per device, measured / profiled for devices out of the running plan that were re-measured on
+// their own (block_ms[d]: ms per transformer block per token; NaN or missing: not measured), the
+// profile's figure being the median of the device's unit_ms over units 1..U-2 (the blocks between
+// the embedding and the head). NaN where not measured or the profile has no blocks.
+std::vector<double> idle_factors(const Profile& base, const std::vector<double>& block_ms);
+
 // `base` with each device's unit_ms scaled by factors[d] (NaN or missing: the median of the known
 // factors, 1 without any). The whole device scales, not each unit by its own measurement: under a
 // CPU quota the pauses land on whichever unit happens to run, so single units' figures are noise.

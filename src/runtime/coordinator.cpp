@@ -63,6 +63,8 @@ struct WorkerConn {
   uint64_t weight_bytes = 0;
   bool dead = false;  // dropped by a failover: in no plan, asked nothing
   std::optional<uint64_t> bytes_streamed;  // weight bytes sent to it when its segment was last loaded
+  // The units of the segment it was last loaded with (it keeps them while it is out of the plan).
+  std::optional<std::pair<int64_t, int64_t>> held;
 };
 
 // What profiling measured on one worker, before the corrections relative to the origin.
@@ -244,7 +246,28 @@ struct Coordinator::Impl {
   // origin's head / block ratio (0: not measured), the streaming correction, the embedding's ms.
   double profile_head_ratio = 0, profile_stream_ratio = 1, profile_embed_ms = 0;
 
+  // Re-measuring workers out of the plan (balancing): one probe at a time per worker, on a link of
+  // its own, over the units it still holds.
+  struct IdleProbe {
+    std::thread thread;
+    std::atomic<bool> finished{false}, abort{false};
+    double block_ms = std::nan("");  // ms per block per token
+    std::optional<Error> error;
+  };
+  std::map<int, std::unique_ptr<IdleProbe>> idle_probes;
+  std::map<int, Clock::time_point> last_idle_probe;  // when each worker's last probe ended
+  void start_idle_probes();
+  // Finished probes' ms per block by device (NaN where none finished); logs them.
+  std::vector<double> collect_idle_probes();
+  void stop_idle_probe(int device);  // aborts and waits (before the worker is loaded again)
+  void run_idle_probe(int device, std::string endpoint, std::string key, std::pair<int64_t, int64_t> held,
+                      IdleProbe& p);
+
   ~Impl() {
+    for (auto& [d, p] : idle_probes) {
+      p->abort = true;
+      if (p->thread.joinable()) p->thread.join();
+    }
     stop_joining = true;
     std::lock_guard<std::mutex> lock(join_mu);
     for (auto& j : joiners) {
@@ -624,11 +647,157 @@ int Coordinator::poll_joins() {
   return n;
 }
 
+// ----------------------------------------------------------------------------- idle re-measuring
+
+void Coordinator::Impl::start_idle_probes() {
+  if (opt.idle_probe_interval.count() <= 0) return;
+  const auto now = Clock::now();
+  for (int w = 1; w < static_cast<int>(workers.size()); ++w) {
+    WorkerConn& wc = worker(w);
+    if (wc.dead || !wc.held || idle_probes.count(w)) continue;
+    bool in_plan = false;
+    for (const Stage& st : stages) in_plan = in_plan || st.device == w;
+    if (in_plan) continue;
+    const int64_t L = model->hparams().n_layer;
+    if (std::max<int64_t>(1, wc.held->first) > std::min<int64_t>(L, wc.held->second)) continue;  // no block held
+    if (auto it = last_idle_probe.find(w); it != last_idle_probe.end() && now - it->second < opt.idle_probe_interval) {
+      continue;
+    }
+    auto p = std::make_unique<IdleProbe>();
+    IdleProbe* pp = p.get();
+    const std::string endpoint = wc.endpoint, key = wc.public_key;
+    const auto held = *wc.held;
+    p->thread = std::thread([this, w, endpoint, key, held, pp] { run_idle_probe(w, endpoint, key, held, *pp); });
+    idle_probes[w] = std::move(p);
+  }
+}
+
+std::vector<double> Coordinator::Impl::collect_idle_probes() {
+  std::vector<double> out(workers.size(), std::nan(""));
+  for (auto it = idle_probes.begin(); it != idle_probes.end();) {
+    IdleProbe& p = *it->second;
+    if (!p.finished) {
+      ++it;
+      continue;
+    }
+    if (p.thread.joinable()) p.thread.join();
+    const int d = it->first;
+    last_idle_probe[d] = Clock::now();
+    if (p.error) {
+      log("re-measuring " + device_name(d) + " (out of the plan): " + p.error->message);
+    } else if (d < static_cast<int>(out.size())) {
+      out[static_cast<size_t>(d)] = p.block_ms;
+      log("re-measured " + device_name(d) + " (out of the plan): " + std::to_string(p.block_ms) + " ms per block");
+    }
+    it = idle_probes.erase(it);
+  }
+  return out;
+}
+
+void Coordinator::Impl::stop_idle_probe(int device) {
+  auto it = idle_probes.find(device);
+  if (it == idle_probes.end()) return;
+  it->second->abort = true;
+  if (it->second->thread.joinable()) it->second->thread.join();
+  last_idle_probe[device] = Clock::now();
+  idle_probes.erase(it);
+}
+
+void Coordinator::Impl::run_idle_probe(int device, std::string endpoint, std::string key,
+                                       std::pair<int64_t, int64_t> held, IdleProbe& p) {
+  auto body = [&]() -> Expected<double> {
+    LL_ASSIGN_OR_RETURN(auto link, net->connect(endpoint, key));
+    net::Channel ch(*link);
+    LL_TRY(ch.handshake(mine, net::Role::worker, net::Millis(2000)));
+    uint64_t rid = 1;
+    auto await = [&](uint64_t want) -> Expected<net::Envelope> {
+      const auto deadline = Clock::now() + std::min(opt.timeout, net::Millis(30000));
+      for (;;) {
+        if (p.abort) return make_error(ErrorCode::resource, "stopped");
+        if (link->peer_lost()) return make_error(ErrorCode::io, "its connection closed or its heartbeats stopped");
+        if (Clock::now() > deadline) return make_error(ErrorCode::resource, "no answer in time");
+        LL_ASSIGN_OR_RETURN(auto m, ch.recv(net::Millis(100)));
+        if (!m) continue;
+        if (auto* e = std::get_if<net::ErrorMessage>(&m->message)) return net::to_error(*e);
+        if (m->request_id == want) return std::move(*m);
+      }
+    };
+    // The segment it holds: nothing to send (a worker that would need weights is not probed).
+    uint64_t hashed = 0;
+    LL_ASSIGN_OR_RETURN(SegmentRequest req, segment_request(SegmentJob{device, held.first, held.second, ""}, rid++, {},
+                                                            hashed));
+    LL_TRY(ch.send(req.msg, req.request_id));
+    LL_ASSIGN_OR_RETURN(net::Envelope env, await(req.request_id));
+    auto* st = std::get_if<net::SegmentStatus>(&env.message);
+    if (st == nullptr || st->state != net::SegmentState::ready) {
+      return make_error(ErrorCode::unsupported, "it no longer holds units " + std::to_string(held.first) + "-" +
+                                                    std::to_string(held.second) + " (not probed)");
+    }
+    const int64_t E = model->hparams().n_embd, L = model->hparams().n_layer;
+    const int64_t first = std::max<int64_t>(1, held.first), last = std::min<int64_t>(L, held.second);
+    std::vector<float> hidden(static_cast<size_t>(E));
+    for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
+    auto totals = [&]() -> Expected<std::pair<double, uint64_t>> {  // blocks' compute ms, tokens
+      const uint64_t r = rid++;
+      LL_TRY(ch.send(net::StatsRequest{}, r));
+      LL_ASSIGN_OR_RETURN(net::Envelope e, await(r));
+      auto* stats = std::get_if<net::Stats>(&e.message);
+      if (stats == nullptr) return make_error(ErrorCode::parse, "answered STATS_REQUEST with something else");
+      std::pair<double, uint64_t> t{0, 0};
+      for (const auto& u : stats->units) {
+        if (u.unit < static_cast<uint32_t>(first) || u.unit > static_cast<uint32_t>(last)) continue;
+        t.first += u.compute_ms;
+        t.second = std::max<uint64_t>(t.second, u.n_tokens);
+      }
+      return t;
+    };
+    int32_t pos = 0;
+    // Steps sent back to back (a device under a CPU quota must not rest between them), in rounds
+    // until 200 ms have passed: a short burst after a pause would run at full speed.
+    auto steps = [&](int n) -> Expected<void> {
+      std::vector<uint64_t> rids;
+      for (int k = 0; k < n && pos + 1 < static_cast<int32_t>(opt.n_ctx); ++k) {
+        net::ActivationBatch ab;
+        ab.tokens = {net::TokenMeta{0, pos++, false}};
+        ab.n_embd = static_cast<uint32_t>(E);
+        ab.hidden = hidden;
+        rids.push_back(rid++);
+        LL_TRY(ch.send(ab, rids.back()));
+      }
+      for (uint64_t r : rids) LL_TRY(await(r));
+      return {};
+    };
+    LL_TRY(steps(1));  // (first touches)
+    LL_ASSIGN_OR_RETURN(auto before, totals());
+    const auto t0 = Clock::now();
+    int n = 0;
+    while (n < 32 && pos + 2 < static_cast<int32_t>(opt.n_ctx) && (n < 2 || ms_since(t0) < 200)) {
+      LL_TRY(steps(2));
+      n += 2;
+    }
+    LL_ASSIGN_OR_RETURN(auto after, totals());
+    (void)ch.send(net::ReleaseSequence{0}, rid++);
+    if (after.second <= before.second) return make_error(ErrorCode::internal, "no timed steps");
+    return (after.first - before.first) / static_cast<double>(after.second - before.second) /
+           static_cast<double>(last - first + 1);
+  };
+  auto got = body();
+  if (got) {
+    p.block_ms = *got;
+  } else {
+    p.error = got.error();
+  }
+  p.finished = true;
+}
+
 // ---------------------------------------------------------------------------------------- loading
 
 Expected<void> Coordinator::load(std::vector<Stage> stages) {
   Impl& c = *impl_;
   poll_joins();
+  for (const Stage& st : stages) {
+    if (st.device != 0) c.stop_idle_probe(st.device);  // (its own link would compete with the plan's)
+  }
   LL_TRY(validate_split(stages, c.model->n_units(), n_workers(), c.opt.ring));
   c.stages = std::move(stages);
   c.head_runner.reset();
@@ -779,6 +948,7 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
     const SegmentRequest& p = *pit->second;
     if (st->state == net::SegmentState::ready) {
       waiting.erase(device);
+      worker(device).held = std::make_pair(static_cast<int64_t>(p.msg.unit_first), static_cast<int64_t>(p.msg.unit_last));
       log(device_name(device) + " ready: units " + std::to_string(p.msg.unit_first) + "-" +
           std::to_string(p.msg.unit_last));
       continue;
@@ -818,6 +988,7 @@ plan::DeviceProfile Coordinator::Impl::device_row(int device, double block_ms, d
 Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   Impl& c = *impl_;
   poll_joins();
+  while (!c.idle_probes.empty()) c.stop_idle_probe(c.idle_probes.begin()->first);
   if (n_steps < 1) return make_error(ErrorCode::invalid_argument, "profiling needs at least one step");
   const model::HParams& hp = c.model->hparams();
   const int64_t E = hp.n_embd, L = hp.n_layer, U = c.model->n_units();
@@ -1693,6 +1864,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
       if (s.pos > 0) m.n_replay_tokens += s.pos;
     }
     m.replay_ms_per_token = prefill_ms_per_token;
+    m.idle_block_ms = c.collect_idle_probes();
+    c.start_idle_probes();
     m.bytes_streamed.assign(c.workers.size(), std::optional<uint64_t>{0});
     for (int w = 1; w < static_cast<int>(c.workers.size()); ++w) {
       m.bytes_streamed[static_cast<size_t>(w)] = c.worker(w).bytes_streamed;

@@ -47,6 +47,10 @@ struct MonitorSample {
   int64_t n_replay_tokens = 0;      // positions in the live KV caches (a switch moves them; a
                                     // failover, or a switch that cannot move them, replays them)
   double replay_ms_per_token = 0;   // this run's prefill time per token (0: not measured yet)
+  // [n_workers + 1] ms per transformer block per token measured since the last window on workers
+  // out of the plan (CoordinatorOptions::idle_probe_interval; NaN: none). A device that the plan left
+  // because it was slow, or that was profiled on a busy CPU, shows here how fast it is now.
+  std::vector<double> idle_block_ms;
   // [n_workers + 1] weight bytes streamed to each worker when its segment was last loaded (0: it
   // maps a local copy or had them cached, so moving units to it costs no transfer; none: never
   // loaded). Entry 0, the origin, is 0.
@@ -114,6 +118,11 @@ struct CoordinatorOptions {
   // monitoring windows, no balancing.
   std::function<Expected<BalanceDecision>(const MonitorSample&)> rebalance;
   net::Millis monitor_interval{500};
+  // With balancing, workers out of the plan that still hold a segment (one they ran before, or the
+  // profiling probe) are re-measured this often: single-token steps through the blocks they hold, on
+  // a link of their own (no weights move, the pipeline does not wait), reported in
+  // MonitorSample::idle_block_ms. 0: never.
+  net::Millis idle_probe_interval{5000};
   // Late workers: with this set, connect() does not fail when some workers do not answer HELLO
   // within connect_timeout (as long as one does, and none fails to authenticate): it goes on without
   // them and keeps trying them in the background, as it does for add_worker(). Each that answers is

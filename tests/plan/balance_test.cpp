@@ -92,6 +92,23 @@ TEST(RefreshProfile, AFactorSeenEarlierKeepsAnIdleDeviceAsSlowAsItWas) {
   EXPECT_DOUBLE_EQ(r.devices[2].unit_ms[5], 10);
 }
 
+TEST(IdleFactors, AReMeasuredBlockTimeAgainstTheMedianProfiledBlock) {
+  Profile p = three_equal();
+  p.devices[2].unit_ms = {0.1, 4, 4, 40, 4, 4, 4, 5};  // blocks mostly 4 ms (one odd figure)
+  const std::vector<double> f = idle_factors(p, {std::nan(""), 30.0, 2.0});
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_TRUE(std::isnan(f[0]));   // not measured
+  EXPECT_DOUBLE_EQ(f[1], 3.0);     // 30 ms against 10: three times slower than profiled
+  EXPECT_DOUBLE_EQ(f[2], 0.5);     // 2 ms against the median 4 (not the odd 40)
+  // Missing entries, zero or negative or infinite times: not measured.
+  const std::vector<double> g = idle_factors(p, {0.0, -1.0});
+  EXPECT_TRUE(std::isnan(g[0]) && std::isnan(g[1]) && std::isnan(g[2]));
+  EXPECT_TRUE(std::isnan(idle_factors(p, {1.0, INFINITY, 1.0})[1]));
+  // A profile without blocks (embedding and head only) has nothing to compare with.
+  Profile tiny = test::blank_profile(2, 1);
+  EXPECT_TRUE(std::isnan(idle_factors(tiny, {1.0})[0]));
+}
+
 TEST(SpeedTracker, TakesTheMedianOfTheLastThreeAndFillsUnmeasuredDevicesWithTheFirstOnes) {
   SpeedTracker t;
   const double nan = std::nan("");

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -31,7 +33,7 @@ using test::load_stories;
 using test::single_process;
 
 // What the planner was told at the start: the origin and three workers equally fast (1 ms per block
-// or head, the embedding nearly free), free links, plenty of memory.
+// or head, the embedding nearly free), free links, plenty of memory on the workers.
 plan::Profile equal_profile(int n_units) {
   plan::Profile p;
   for (int u = 0; u < n_units; ++u) p.units.push_back(plan::UnitProfile{std::string("u").append(std::to_string(u)), 1000, 1024});
@@ -40,6 +42,9 @@ plan::Profile equal_profile(int n_units) {
     d.unit_ms[0] = 0.001;
     p.devices.push_back(std::move(d));
   }
+  // The origin holds the embedding only: its blocks would run without the workers' sleeps, far faster
+  // than anything here, and the plans would all move to it.
+  p.devices[0].memory_bytes = 1000;
   p.latency_ms.assign(4, std::vector<double>(4, 0.0));
   p.bandwidth_bytes_per_s.assign(4, std::vector<double>(4, 1e12));
   p.origin = 0;
@@ -65,7 +70,9 @@ model::GenerateOptions greedy() {
 constexpr int64_t k_n_ctx = 128;
 
 // kv_moves: false makes the workers answer KV_REQUEST / KV_DATA as ones that predate them.
-Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_us, bool kv_moves = true) {
+// `recover_after`: w2 runs at base_sleep_us again once request 0 has streamed that many pieces.
+Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_us, bool kv_moves = true,
+            int recover_after = -1) {
   const model::GenerateOptions gen = greedy();
   const int64_t n_ctx = k_n_ctx;
   std::atomic<bool> slow{false};
@@ -88,13 +95,21 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   co.n_ctx = n_ctx;
   co.n_ubatch = 4;
   co.monitor_interval = net::Millis(50);
+  co.idle_probe_interval = net::Millis(100);
   co.log = [&out](const std::string& s) { out.log.push_back(s); };
   co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<runtime::BalanceDecision> {
     EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
-    const auto factors = speeds.update(plan::speed_factors(profile, m.stages, m.unit_ms));
+    // Devices out of the plan count by their idle re-measurements (as the app's Resplitter does).
+    std::vector<double> now = plan::speed_factors(profile, m.stages, m.unit_ms);
+    const std::vector<double> idle = plan::idle_factors(profile, m.idle_block_ms);
+    for (size_t d = 0; d < now.size(); ++d) {
+      if (std::isnan(now[d]) && !std::isnan(idle[d])) now[d] = idle[d];
+    }
+    const auto factors = speeds.update(now);
     const plan::Profile fresh = plan::refresh_profile(profile, factors);
-    plan::MoveCost cost{static_cast<double>(m.n_replay_tokens) * m.replay_ms_per_token, {}};
+    // (KV caches move over free in-process links: switching costs next to nothing.)
+    plan::MoveCost cost{0, {}, 0};
     LL_ASSIGN_OR_RETURN(auto p, policy.observe(m.elapsed_ms, fresh, m.stages, so, m.remaining_tokens, cost));
     if (!p) return runtime::BalanceDecision{std::nullopt, policy.verdict()};
     policy.switched(m.elapsed_ms);
@@ -108,7 +123,10 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   EXPECT_TRUE((*c)->load(*even).has_value());
   int pieces = 0;
   auto on_text = [&](size_t i, std::string_view) {
-    if (i == 0 && slow_after >= 0 && ++pieces == slow_after) slow = true;
+    if (i != 0) return;
+    ++pieces;
+    if (pieces == slow_after) slow = true;
+    if (pieces == recover_after) slow = false;
   };
   auto res = (*c)->generate(*f.tok, f.requests, gen, 3, on_text);
   EXPECT_TRUE(res.has_value()) << res.error().message;
@@ -152,6 +170,28 @@ TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
   for (const Stage& st : o.final_stages) {
     EXPECT_FALSE(std::isnan(o.stats.device_ms_per_token[static_cast<size_t>(st.device)])) << "device " << st.device;
   }
+}
+
+// A worker the plan left because it was slow is re-measured on its own while out of the plan; once
+// it runs at its old speed again, it gets units back.
+TEST(Balancing, AWorkerThatRecoversIsReMeasuredOutOfThePlanAndTakenBack) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  const auto want = single_process(f, greedy(), k_n_ctx);
+  const Outcome o = run(f, 5, 1500, 15000, true, 30);  // w2 10x slower from piece 5 to piece 30
+  expect_same(o.results, want);
+  if (std::getenv("LL_TEST_SHOW_LOG") != nullptr) {
+    for (const auto& line : o.log) std::fprintf(stderr, "  %s\n", line.c_str());
+  }
+  EXPECT_GE(o.stats.n_rebalances, 2);
+  bool remeasured = false;
+  for (const auto& line : o.log) remeasured = remeasured || line.rfind("re-measured w2 (out of the plan)", 0) == 0;
+  EXPECT_TRUE(remeasured) << "w2 was never re-measured out of the plan";
+  int w2_units = 0;
+  for (const Stage& st : o.final_stages) {
+    if (st.device == 2) w2_units += static_cast<int>(st.last_unit - st.first_unit + 1);
+  }
+  EXPECT_GE(w2_units, 1) << "w2 recovered but got nothing back";
 }
 
 TEST(Balancing, WorkersThatCannotMoveKvCachesGetThemRebuiltByReplay) {
