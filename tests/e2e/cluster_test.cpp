@@ -451,15 +451,13 @@ TEST(ClusterBalancing, AWorkerUnderACpuQuotaKeepsTheOutputTheSame) {
   const std::string text((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
   const nlohmann::json got = nlohmann::json::parse(last_line(text));
   ASSERT_EQ(got["results"].size(), 6u) << seen;
-  // Whether the balancer moved the units off the throttled worker is reported, not asserted (the
-  // "balancing:" lines of the log say what it weighed in each window). Under a parallel ctest the
-  // profile itself can come out absurd (a block at 0.013 ms on one worker, 12 ms on its twins): the
-  // plan then puts every block on the fast-looking worker, and once that one is throttled, the idle
-  // twins, known only by their inflated profile, do not look better enough to move to (open:
-  // re-measure idle devices). tests/runtime/balance_test.cpp asserts the rebalance with a
-  // deterministic slowdown.
+  // The balancer moved units off the throttled worker. (Under a parallel ctest the profile itself can
+  // come out absurd — a block at 0.013 ms on one worker, 12 ms on its twins — and put every block on
+  // the fast-looking worker; its idle twins are then re-measured out of the plan, and seen as fast as
+  // they are.)
   std::printf("rebalances: %d\n", got["rebalances"].get<int>());
   if (std::getenv("LL_TEST_SHOW_LOG")) std::printf("%s\n", seen.c_str());
+  EXPECT_GE(got["rebalances"].get<int>(), 1) << seen;
   EXPECT_EQ(got["failovers"].get<int>(), 0) << seen;
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(got["results"][i]["tokens"], want["results"][i]["tokens"]) << i;
   std::filesystem::remove(prompts);
