@@ -43,8 +43,8 @@ void add_cluster_options(CLI::App& app, ClusterArgs& a, bool membership) {
                               "and offered units at the next re-plan")
                    ->group("Distributed");
   app.add_option("--join-keys", a.join_keys_file,
-                 "Public keys of the workers that may join (one per line, as in .pub files); a device's public_key "
-                 "in the cluster file may join too. Required for --join-listen unless --insecure")
+                 "Public keys of the workers that may join (one per line, as in .pub files), besides the devices of "
+                 "the cluster file (their public_key); over CURVE --join-listen takes in no one else")
       ->check(CLI::ExistingFile)->needs(join)->group("Distributed");
 }
 

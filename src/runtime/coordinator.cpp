@@ -588,6 +588,7 @@ void Coordinator::Impl::run_joiner(Joiner& j) {
   conn.endpoint = j.endpoint;
   conn.public_key = j.public_key;
   conn.hello = hello;
+  conn.held = std::make_pair(L, L + 1);  // (the probe segment: re-measured from it while out of the plan)
   conn.link = std::move(link);
   conn.channel = std::move(ch);
   j.conn = std::move(conn);

@@ -139,6 +139,14 @@ void Scheduler::run() {
       }
       metrics_.completion_tokens_total += n_tokens;
       auto info = engine_.describe();
+      if (info) {  // workers that joined since the last description (they join between batches)
+        const ClusterInfo before = metrics_.cluster_info();
+        for (const auto& d : info->devices) {
+          bool known = before.devices.empty();  // (the first description: the devices of the start)
+          for (const auto& b : before.devices) known = known || b.name == d.name;
+          if (!known) events_.add("join", d.name + " joined from " + d.address + "; it is offered units at the next re-plan");
+        }
+      }
       if (info && info->n_failovers > 0) {
         metrics_.cluster.failovers += static_cast<uint64_t>(info->n_failovers);
         events_.add("failure", "a worker was lost; its units moved to the others (" +

@@ -245,6 +245,11 @@ TEST(ServeEndToEnd, AWorkerThatAsksToJoinIsTakenInAndUsedByTheNextReplan) {
     if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   ASSERT_TRUE(listed) << "the worker that asked to join never appeared in /cluster.json";
+  {
+    auto r = s.client().Get("/cluster.json");
+    ASSERT_TRUE(r);
+    EXPECT_NE(r->body.find("joiner joined from tcp://127.0.0.1:"), std::string::npos) << "no join event: " << r->body;
+  }
   ASSERT_EQ(::kill(locals[1], SIGKILL), 0);
   for (const auto& c : cases) EXPECT_EQ(complete(s, c), c["text"].get<std::string>());
   const auto units = units_of("joiner");
