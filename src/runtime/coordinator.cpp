@@ -255,6 +255,13 @@ struct Coordinator::Impl {
     std::optional<Error> error;
   };
   std::map<int, std::unique_ptr<IdleProbe>> idle_probes;
+  // Monitoring state that outlives one generate() call (`lingua serve` calls it once per batch, and
+  // a batch may be shorter than a window, so windows span batches): the units' totals at the last
+  // window by device, the moving estimate per unit (both reset when a plan is loaded), and when the
+  // next window is due (epoch: not yet set).
+  std::map<int, std::map<int64_t, std::pair<uint64_t, double>>> monitor_prev;
+  std::vector<double> unit_ms_estimate;
+  Clock::time_point next_monitor{};
   std::map<int, Clock::time_point> last_idle_probe;  // when each worker's last probe ended
   void start_idle_probes();
   // Finished probes' ms per block by device (NaN where none finished); logs them.
@@ -796,6 +803,8 @@ void Coordinator::Impl::run_idle_probe(int device, std::string endpoint, std::st
 Expected<void> Coordinator::load(std::vector<Stage> stages) {
   Impl& c = *impl_;
   poll_joins();
+  c.monitor_prev.clear();  // (new segments: the units' totals start again)
+  c.unit_ms_estimate.assign(static_cast<size_t>(c.model->n_units()), std::nan(""));
   for (const Stage& st : stages) {
     if (st.device != 0) c.stop_idle_probe(st.device);  // (its own link would compete with the plan's)
   }
@@ -1474,7 +1483,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // Monitoring windows (balancing) take the same snapshots every opt.monitor_interval.
   using Timings = std::map<int64_t, std::pair<uint64_t, double>>;  // unit -> (tokens, compute ms)
   enum class Snap { first, last, monitor };
-  std::map<int, Timings> snap_first, snap_last, snap_monitor, monitor_prev;
+  std::map<int, Timings> snap_first, snap_last, snap_monitor;
+  std::map<int, Timings>& monitor_prev = c.monitor_prev;
   std::map<uint64_t, std::pair<int, Snap>> stats_pending;  // request id -> (device, which snapshot)
   auto snapshot = [&](Snap kind) -> std::map<int, Timings>& {
     return kind == Snap::first ? snap_first : kind == Snap::last ? snap_last : snap_monitor;
@@ -1540,7 +1550,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // switch differs from an undisturbed run.)
   int n_failovers = 0, n_rebalances = 0, n_switches = 0;
   const int64_t n_units = c.model->n_units();
-  std::vector<double> unit_ms_estimate(static_cast<size_t>(n_units), std::nan(""));
+  if (c.unit_ms_estimate.size() != static_cast<size_t>(n_units)) c.unit_ms_estimate.assign(static_cast<size_t>(n_units), std::nan(""));
+  std::vector<double>& unit_ms_estimate = c.unit_ms_estimate;
   bool monitor_outstanding = false;  // a monitoring window's STATS are on their way
   // Moving KV caches instead of replaying (a rebalance, where every holder of the old plan is alive):
   // before the new plan loads, each decoding sequence's cache of every block is fetched from its
@@ -1807,7 +1818,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // between batches); once all have, the window's ms per token per unit feed a moving estimate and
   // opt.rebalance. A plan it proposes is switched to once the batches in flight have drained.
   std::optional<Rebalance> pending_switch;
-  auto next_monitor = t_run + c.opt.monitor_interval;
+  if (c.next_monitor == Clock::time_point{}) c.next_monitor = t_run + c.opt.monitor_interval;
+  Clock::time_point& next_monitor = c.next_monitor;  // (a window may be due at once: the last one
+                                                     // was in an earlier call)
   auto close_window = [&]() -> Expected<void> {
     monitor_outstanding = false;
     next_monitor = Clock::now() + c.opt.monitor_interval;

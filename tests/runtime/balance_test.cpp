@@ -266,3 +266,55 @@ TEST(Balancing, APlanAWorkerRefusesIsDroppedAndTheRunGoesOnWithTheOldOne) {
 
 }  // namespace
 }  // namespace ll
+
+namespace ll {
+namespace {
+
+// `lingua serve` calls generate() once per batch, and batches can be shorter than one monitoring
+// window: windows span the calls, so short batches are monitored too.
+TEST(Balancing, GenerateCallsShorterThanAWindowAreStillMonitored) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  model::GenerateOptions gen = greedy();
+  gen.n_predict = 3;
+  const auto want = single_process(f, gen, k_n_ctx);
+  auto customize = [](size_t, runtime::WorkerOptions& o) {
+    o.unit_hook = [](int64_t, int64_t n_tokens) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200 * n_tokens));
+    };
+  };
+  test::InprocCluster cluster(2, {}, "inproc://short", customize);
+  int n_windows = 0, n_measured = 0;
+  runtime::CoordinatorOptions co;
+  co.n_ctx = k_n_ctx;
+  co.monitor_interval = net::Millis(30);
+  co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<runtime::BalanceDecision> {
+    ++n_windows;
+    for (double ms : m.window_unit_ms) {
+      if (!std::isnan(ms)) {
+        ++n_measured;
+        break;
+      }
+    }
+    return runtime::BalanceDecision{};
+  };
+  auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  auto even = runtime::split_even(f.model->n_units(), 2, false);
+  ASSERT_TRUE(even.has_value());
+  ASSERT_TRUE((*c)->load(*even).has_value());
+  const auto t0 = std::chrono::steady_clock::now();
+  int n_calls = 0;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(400) || n_calls < 10) {
+    const size_t i = static_cast<size_t>(n_calls++) % f.requests.size();
+    auto res = (*c)->generate(*f.tok, {f.requests[i]}, gen, 1);
+    ASSERT_TRUE(res.has_value()) << res.error().message;
+    ASSERT_EQ(res->size(), 1u);
+    EXPECT_EQ((*res)[0].tokens, want[i].tokens) << "call " << n_calls;
+  }
+  EXPECT_GE(n_windows, 2) << n_calls << " calls";
+  EXPECT_GE(n_measured, 1) << "no window measured a unit";
+}
+
+}  // namespace
+}  // namespace ll
