@@ -136,14 +136,7 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
   // profile's, so one that recovered (or was profiled on a busy CPU) is seen as it runs now.
   std::vector<double> idle_ms(chosen.profile->devices.size(), std::nan(""));
   for (size_t d = 0; d < idle_ms.size() && d < m.idle_block_ms.size(); ++d) idle_ms[d] = m.idle_block_ms[d];
-  const std::vector<double> idle = plan::idle_factors(*chosen.profile, idle_ms);
-  std::vector<bool> probed(by_device.size(), false);
-  for (size_t d = 0; d < by_device.size(); ++d) {
-    if (std::isnan(by_device[d]) && !std::isnan(idle[d])) {
-      by_device[d] = idle[d];
-      probed[d] = true;
-    }
-  }
+  const std::vector<bool> probed = plan::fill_idle_factors(*chosen.profile, idle_ms, by_device);
   const std::vector<double> tracked = speeds.update(by_device);
   std::vector<double> factors;
   for (int d : keep) factors.push_back(tracked[static_cast<size_t>(d)]);

@@ -98,6 +98,19 @@ std::vector<double> idle_factors(const Profile& base, const std::vector<double>&
   return out;
 }
 
+std::vector<bool> fill_idle_factors(const Profile& base, const std::vector<double>& block_ms,
+                                    std::vector<double>& factors) {
+  const std::vector<double> idle = idle_factors(base, block_ms);
+  std::vector<bool> filled(factors.size(), false);
+  for (size_t d = 0; d < factors.size() && d < idle.size(); ++d) {
+    if (std::isnan(factors[d]) && !std::isnan(idle[d])) {
+      factors[d] = idle[d];
+      filled[d] = true;
+    }
+  }
+  return filled;
+}
+
 std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
   if (first_.size() < now.size()) {
     first_.resize(now.size(), std::nan(""));

@@ -39,6 +39,10 @@ std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>&
 // profile's figure being the median of the device's unit_ms over units 1..U-2 (the blocks between
 // the embedding and the head). NaN where not measured or the profile has no blocks.
 std::vector<double> idle_factors(const Profile& base, const std::vector<double>& block_ms);
+// The devices of `factors` (speed_factors of the running plan) not measured in it (NaN) that were
+// re-measured out of it get their idle_factors; returns which ones did.
+std::vector<bool> fill_idle_factors(const Profile& base, const std::vector<double>& block_ms,
+                                    std::vector<double>& factors);
 
 // `base` with each device's unit_ms scaled by factors[d] (NaN or missing: the median of the known
 // factors, 1 without any). The whole device scales, not each unit by its own measurement: under a

@@ -91,6 +91,24 @@ constexpr int kProfileWarmupSteps = 2;
 // Tokens of hidden state in the batch that measures a link's bandwidth (when no weights streamed).
 constexpr int kBandwidthProbeTokens = 32;
 
+// Sends one single-token ACTIVATION_BATCH of sequence `seq` per position in [first, last), back to
+// back, then waits for every answer: a device under a CPU quota (a phone that throttles, a cgroup)
+// runs a short burst after a pause at full speed, and must not get a pause between the steps.
+Expected<void> send_steps(net::Channel& ch, const AwaitAnswer& await, uint64_t& next_rid, const std::vector<float>& hidden,
+                          int32_t seq, int32_t first, int32_t last, bool want_output) {
+  std::vector<uint64_t> rids;
+  for (int32_t k = first; k < last; ++k) {
+    net::ActivationBatch ab;
+    ab.tokens = {net::TokenMeta{seq, k, want_output}};
+    ab.n_embd = static_cast<uint32_t>(hidden.size());
+    ab.hidden = hidden;
+    rids.push_back(next_rid++);
+    LL_TRY(ch.send(ab, rids.back()));
+  }
+  for (uint64_t rid : rids) LL_TRY(await(rid));
+  return {};
+}
+
 // Profiles one worker that holds the model's last block and its head (units L and L+1), over its
 // own channel: link latency (HEARTBEAT round trips), its compute per token on block-only and full
 // steps, and, when no weights streamed to it (`ts`), its link's bandwidth with one batch of hidden
@@ -129,18 +147,8 @@ Expected<WorkerProbe> probe_worker(net::Channel& ch, const AwaitAnswer& await, u
   // Steps k_first..k_last-1, sent back to back so that the worker runs them without a pause: a
   // device under a CPU quota (a phone that throttles, a cgroup) runs a short burst after a pause
   // at full speed, and would look far faster than it is over a whole segment.
-  auto steps = [&](int k_first, int k_last, bool want_output) -> Expected<void> {
-    std::vector<uint64_t> rids;
-    for (int k = k_first; k < k_last; ++k) {
-      net::ActivationBatch ab;
-      ab.tokens = {net::TokenMeta{k_probe_seq, k, want_output}};
-      ab.n_embd = static_cast<uint32_t>(E);
-      ab.hidden = hidden;
-      rids.push_back(next_rid++);
-      LL_TRY(ch.send(ab, rids.back()));
-    }
-    for (uint64_t rid : rids) LL_TRY(await(rid));
-    return {};
+  auto steps = [&](int k_first, int k_last, bool want_output) {
+    return send_steps(ch, await, next_rid, hidden, k_probe_seq, k_first, k_last, want_output);
   };
   // The first steps pay for first touches (pages, caches, waking threads): time the later ones.
   // Then n_steps that run the block alone (no output wanted: the head is skipped), then n_steps
@@ -224,6 +232,8 @@ struct Coordinator::Impl {
   // hash_mu: a joining worker's thread computes some too.
   std::map<std::string, net::Sha256Digest> tensor_hashes;
   std::mutex hash_mu;
+  std::optional<net::Sha256Digest> model_hash;  // LOAD_SEGMENT's model_hash and metadata (hash_mu)
+  std::vector<uint8_t> model_metadata;
 
   // Membership: one background attempt per worker being added (add_worker, late workers).
   struct Joiner {
@@ -459,6 +469,7 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
     }
     w.hello = *h;
   }
+  impl->mine = mine;  // (joiners say HELLO with it)
   if (!late.empty()) {
     if (late.size() + 1 == impl->workers.size()) return *first_timeout;  // nobody answered
     std::vector<WorkerConn> present;
@@ -469,7 +480,6 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
     std::vector<std::pair<std::string, std::string>> retry;
     for (size_t i : late) retry.emplace_back(impl->workers[i].endpoint, impl->workers[i].public_key);
     impl->workers = std::move(present);
-    impl->mine = mine;
     for (const auto& [endpoint, key] : retry) {
       impl->log("worker at " + endpoint + " did not answer within " +
                 std::to_string(impl->opt.connect_timeout.count() / 1000.0).substr(0, 4) +
@@ -477,7 +487,6 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
       impl->start_joiner(endpoint, key);
     }
   }
-  impl->mine = mine;
   std::set<std::string> names;
   for (size_t i = 1; i < impl->workers.size(); ++i) {
     if (!names.insert(impl->workers[i].hello.name).second) {
@@ -762,18 +771,10 @@ void Coordinator::Impl::run_idle_probe(int device, std::string endpoint, std::st
     int32_t pos = 0;
     // Steps sent back to back (a device under a CPU quota must not rest between them), in rounds
     // until 200 ms have passed: a short burst after a pause would run at full speed.
-    auto steps = [&](int n) -> Expected<void> {
-      std::vector<uint64_t> rids;
-      for (int k = 0; k < n && pos + 1 < static_cast<int32_t>(opt.n_ctx); ++k) {
-        net::ActivationBatch ab;
-        ab.tokens = {net::TokenMeta{0, pos++, false}};
-        ab.n_embd = static_cast<uint32_t>(E);
-        ab.hidden = hidden;
-        rids.push_back(rid++);
-        LL_TRY(ch.send(ab, rids.back()));
-      }
-      for (uint64_t r : rids) LL_TRY(await(r));
-      return {};
+    auto steps = [&](int n) {
+      const int32_t from = pos;
+      pos = std::min<int32_t>(pos + n, static_cast<int32_t>(opt.n_ctx) - 1);
+      return send_steps(ch, await, rid, hidden, 0, from, pos, false);
     };
     LL_TRY(steps(1));  // (first touches)
     LL_ASSIGN_OR_RETURN(auto before, totals());
@@ -851,8 +852,18 @@ Expected<void> Coordinator::Impl::load_workers() {
 Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& job, uint64_t request_id,
                                                              const std::set<std::string>& origin_tensors,
                                                              uint64_t& hashed) {
-  LL_ASSIGN_OR_RETURN(net::Sha256Digest identity, model_identity(model->file()));
-  LL_ASSIGN_OR_RETURN(std::vector<uint8_t> metadata, model::segment_metadata(*model));
+  net::Sha256Digest identity;
+  std::vector<uint8_t> metadata;
+  {  // (the same for every segment: computed once; probe and join threads come here too)
+    std::lock_guard<std::mutex> lock(hash_mu);
+    if (!model_hash) {
+      LL_ASSIGN_OR_RETURN(net::Sha256Digest h, model_identity(model->file()));
+      LL_ASSIGN_OR_RETURN(model_metadata, model::segment_metadata(*model));
+      model_hash = h;
+    }
+    identity = *model_hash;
+    metadata = model_metadata;
+  }
   const gguf::File& file = model->file();
   SegmentRequest p{job.device, request_id, {}, {}};
   p.msg.model_hash = identity;

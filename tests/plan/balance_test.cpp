@@ -104,6 +104,13 @@ TEST(IdleFactors, AReMeasuredBlockTimeAgainstTheMedianProfiledBlock) {
   const std::vector<double> g = idle_factors(p, {0.0, -1.0});
   EXPECT_TRUE(std::isnan(g[0]) && std::isnan(g[1]) && std::isnan(g[2]));
   EXPECT_TRUE(std::isnan(idle_factors(p, {1.0, INFINITY, 1.0})[1]));
+  // Filling the running plan's factors: only devices it did not measure take the idle figure.
+  std::vector<double> running = {0.9, std::nan(""), 1.2};
+  const std::vector<bool> filled = fill_idle_factors(p, {5.0, 30.0, 2.0}, running);
+  EXPECT_EQ(filled, (std::vector<bool>{false, true, false}));
+  EXPECT_DOUBLE_EQ(running[0], 0.9);
+  EXPECT_DOUBLE_EQ(running[1], 3.0);
+  EXPECT_DOUBLE_EQ(running[2], 1.2);
   // A profile without blocks (embedding and head only) has nothing to compare with.
   Profile tiny = test::blank_profile(2, 1);
   EXPECT_TRUE(std::isnan(idle_factors(tiny, {1.0})[0]));

@@ -29,6 +29,7 @@ namespace {
 using runtime::Stage;
 
 using Fixture = test::StoriesFixture;
+using test::expect_same;
 using test::load_stories;
 using test::single_process;
 
@@ -102,10 +103,7 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
     // Devices out of the plan count by their idle re-measurements (as the app's Resplitter does).
     std::vector<double> now = plan::speed_factors(profile, m.stages, m.unit_ms);
-    const std::vector<double> idle = plan::idle_factors(profile, m.idle_block_ms);
-    for (size_t d = 0; d < now.size(); ++d) {
-      if (std::isnan(now[d]) && !std::isnan(idle[d])) now[d] = idle[d];
-    }
+    plan::fill_idle_factors(profile, m.idle_block_ms, now);
     const auto factors = speeds.update(now);
     const plan::Profile fresh = plan::refresh_profile(profile, factors);
     // (KV caches move over free in-process links: switching costs next to nothing.)
@@ -137,14 +135,6 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   return out;
 }
 
-void expect_same(const std::vector<model::GenerateResult>& got, const std::vector<model::GenerateResult>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
-    EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
-  }
-}
-
 TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
@@ -153,10 +143,7 @@ TEST(Balancing, AWorkerThatSlowsDownLosesItsUnitsAndTheOutputStaysTheSame) {
   expect_same(o.results, want);
   EXPECT_GE(o.stats.n_rebalances, 1);
   EXPECT_EQ(o.stats.n_failovers, 0);
-  int w2_units = 0;
-  for (const Stage& st : o.final_stages) {
-    if (st.device == 2) w2_units += static_cast<int>(st.last_unit - st.first_unit + 1);
-  }
+  const int w2_units = test::units_on(o.final_stages, 2);
   EXPECT_LT(w2_units, 2) << "w2 held 2 units of the even split";
   bool logged = false;
   for (const auto& line : o.log) logged = logged || line.rfind("rebalance 1: the running plan costs", 0) == 0;
@@ -187,10 +174,7 @@ TEST(Balancing, AWorkerThatRecoversIsReMeasuredOutOfThePlanAndTakenBack) {
   bool remeasured = false;
   for (const auto& line : o.log) remeasured = remeasured || line.rfind("re-measured w2 (out of the plan)", 0) == 0;
   EXPECT_TRUE(remeasured) << "w2 was never re-measured out of the plan";
-  int w2_units = 0;
-  for (const Stage& st : o.final_stages) {
-    if (st.device == 2) w2_units += static_cast<int>(st.last_unit - st.first_unit + 1);
-  }
+  const int w2_units = test::units_on(o.final_stages, 2);
   EXPECT_GE(w2_units, 1) << "w2 recovered but got nothing back";
 }
 

@@ -31,6 +31,7 @@ namespace {
 
 using runtime::Stage;
 using Fixture = test::StoriesFixture;
+using test::expect_same;
 
 constexpr int64_t k_n_ctx = 128;
 constexpr int k_sleep_us = 300;  // per unit and token, on every worker: steady timings
@@ -185,14 +186,6 @@ Outcome run(const Fixture& f, int start_after, const std::function<void(runtime:
   return out;
 }
 
-void expect_same(const std::vector<model::GenerateResult>& got, const std::vector<model::GenerateResult>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
-    EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
-  }
-}
-
 bool logged(const std::vector<std::string>& log, const std::string& what) {
   for (const auto& line : log) {
     if (line.find(what) != std::string::npos) return true;
@@ -216,10 +209,7 @@ TEST(Membership, AWorkerThatStartsLateJoinsIsProfiledAndGetsUnits) {
   // Its probe ran its units (each sleeps k_sleep_us per token): at least that, per block.
   EXPECT_GE(o.joined[0].profile.unit_ms[1], k_sleep_us / 1000.0);
   EXPECT_GE(o.stats.n_rebalances, 1);
-  int late_units = 0;
-  for (const Stage& st : o.final_stages) {
-    if (st.device == 3) late_units += static_cast<int>(st.last_unit - st.first_unit + 1);
-  }
+  const int late_units = test::units_on(o.final_stages, 3);
   EXPECT_GE(late_units, 1) << "the worker that joined holds nothing";
 }
 
@@ -245,10 +235,7 @@ TEST(Membership, AWorkerThatAsksToJoinIsTakenInAndGetsUnits) {
   EXPECT_TRUE(logged(o.log, "late (inproc://member-late) joined as worker 3"));
   ASSERT_EQ(o.joined.size(), 1u);
   EXPECT_GE(o.stats.n_rebalances, 1);
-  int late_units = 0;
-  for (const Stage& st : o.final_stages) {
-    if (st.device == 3) late_units += static_cast<int>(st.last_unit - st.first_unit + 1);
-  }
+  const int late_units = test::units_on(o.final_stages, 3);
   EXPECT_GE(late_units, 1) << "the worker that joined holds nothing";
 }
 

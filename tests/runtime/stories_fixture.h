@@ -53,4 +53,22 @@ inline std::vector<model::GenerateResult> single_process(const StoriesFixture& f
   return out;
 }
 
+// The same tokens and texts, request by request.
+inline void expect_same(const std::vector<model::GenerateResult>& got, const std::vector<model::GenerateResult>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
+  }
+}
+
+// How many units `device` runs in `stages`.
+inline int units_on(const std::vector<runtime::Stage>& stages, int device) {
+  int n = 0;
+  for (const auto& st : stages) {
+    if (st.device == device) n += static_cast<int>(st.last_unit - st.first_unit + 1);
+  }
+  return n;
+}
+
 }  // namespace ll::test
