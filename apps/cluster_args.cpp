@@ -46,6 +46,10 @@ void add_cluster_options(CLI::App& app, ClusterArgs& a, bool membership) {
                  "Public keys of the workers that may join (one per line, as in .pub files), besides the devices of "
                  "the cluster file (their public_key); over CURVE --join-listen takes in no one else")
       ->check(CLI::ExistingFile)->needs(join)->group("Distributed");
+  app.add_option("--spare-units", a.spare_units,
+                 "Units on each side of its segment that each worker also keeps, as its memory allows, so that "
+                 "load balancing can move a boundary by that many units without sending weights (0: none)")
+      ->check(CLI::Range(0, 1 << 16))->capture_default_str()->group("Distributed");
 }
 
 Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::Model& model, int origin_threads,
@@ -132,6 +136,7 @@ Expected<ClusterConnection> connect_cluster(const ClusterArgs& a, const model::M
   co.n_threads = origin_threads;
   co.connect_timeout = net::Millis(static_cast<int64_t>(a.connect_timeout_s * 1000));
   co.should_stop = [] { return runtime::TerminationSignals::requested(); };
+  co.spare_units = a.spare_units;
   if (a.local > 0) co.late_workers = false;  // (ours: one that does not answer is broken)
   auto coordinator = runtime::Coordinator::connect(model, *conn.net, endpoints, co);
   if (!coordinator) {

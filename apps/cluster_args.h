@@ -32,12 +32,15 @@ struct ClusterArgs {
   // Membership: take in workers that ask to join (`lingua worker --join`) on this endpoint; over
   // CURVE only those whose key is a device's public_key in the cluster file or in join_keys_file.
   std::string join_listen, join_keys_file;
+  // Units on each side of its segment a worker keeps (as its memory allows) so that a re-plan moving
+  // a boundary sends no weights (runtime::CoordinatorOptions::spare_units).
+  int spare_units = runtime::CoordinatorOptions{}.spare_units;
   bool wanted() const { return local > 0 || !cluster.empty(); }
 };
 
 // --local, --cluster, --worker-threads, --memory-limit, --origin-memory, --cache-dir, --connect-timeout,
-// --key, --insecure; with `membership` (commands that keep running: run, serve) also --join-listen and
-// --join-keys.
+// --key, --insecure; with `membership` (commands that keep running: run, serve) also --join-listen,
+// --join-keys and --spare-units.
 void add_cluster_options(CLI::App& app, ClusterArgs& a, bool membership = false);
 
 // Members are destroyed bottom-up: the coordinator, then its network, then the local workers.

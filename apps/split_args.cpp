@@ -161,6 +161,8 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
     // A worker never loaded yet is taken to be like the others.
     const bool streams = keep[k] != 0 && (b ? *b > 0 : any_streamed);
     cost.load_ms_per_byte.push_back(streams ? 1000.0 / fresh.bandwidth_bytes_per_s[0][k] : 0.0);
+    const auto d = static_cast<size_t>(keep[k]);
+    cost.preloaded.push_back(d < m.spare_units.size() ? m.spare_units[d] : std::vector<int>{});
   }
   // (The steady clock: `lingua serve` calls generate() once per batch, and the policy's windows and
   // cooldown run across them.)

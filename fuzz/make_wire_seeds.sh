@@ -49,13 +49,16 @@ frame error 0x0103 9
   str blk.2.ffn_up.weight; u32 8; u32 2; u64 64; u64 3; u64 204; hash32 3     # Q8_0 [64,3]
   str blk.2.attn_q.weight; u32 12; u32 2; u64 256; u64 1; u64 144; hash32 4   # Q4_K [256,1]
   str ""; str ""                                                              # no CURVE keys
+  u32 1                                                                       # the last is a spare
 } >"$tmp"
 frame load-segment 0x0201 11
 
-{ u8 0; u32 3; u32 0; u32 1; u32 5; } >"$tmp"
+{ u8 0; u32 3; u32 0; u32 1; u32 5; u32 1; u32 6; } >"$tmp"   # 6: a spare it has no room for
 frame segment-status 0x0202 11
-{ u8 1; u32 0; } >"$tmp"
+{ u8 1; u32 0; u32 0; } >"$tmp"
 frame segment-ready 0x0202 11
+{ u8 1; u32 1; u32 6; u32 0; } >"$tmp"                           # running; spare 6 still wanted
+frame segment-ready-spares 0x0202 11
 
 # data "abc"; xxh64("abc") = 0x44bc2cf5ad770999
 { u32 1; u64 100; u64 204; u64 0x44bc2cf5ad770999; str abc; } >"$tmp"

@@ -119,6 +119,7 @@ void encode_payload(Writer& w, const LoadSegment& m) {
   }
   w.string(m.next_public_key);
   w.string(m.upstream_public_key);
+  w.u32(m.n_spare);
 }
 
 void encode_payload(Writer& w, const SegmentStatus& m) {
@@ -126,6 +127,9 @@ void encode_payload(Writer& w, const SegmentStatus& m) {
   require(m.missing.size() <= std::numeric_limits<uint32_t>::max(), "too many missing tensors");
   w.u32(static_cast<uint32_t>(m.missing.size()));
   w.u32_array(m.missing);
+  require(m.declined.size() <= std::numeric_limits<uint32_t>::max(), "too many declined tensors");
+  w.u32(static_cast<uint32_t>(m.declined.size()));
+  w.u32_array(m.declined);
 }
 
 void encode_payload(Writer& w, const TensorChunk& m) {
@@ -677,6 +681,11 @@ Expected<LoadSegment> decode_load_segment(std::span<const uint8_t> payload, cons
       if (auto ok = check_curve_key(*key, "key"); !ok) return r.error_at(at, field, ok.error().message);
     }
   }
+  LL_ASSIGN_OR_RETURN(m.n_spare, r.u32("n_spare"));
+  if (m.n_spare > n_tensors) {
+    return r.error_at(r.offset() - 4, "n_spare",
+                      std::to_string(m.n_spare) + " spares among " + std::to_string(n_tensors) + " tensors");
+  }
   // Names must be unique: sort views of them and compare neighbours.
   std::vector<std::pair<std::string_view, uint32_t>> names(n_tensors);
   for (uint32_t i = 0; i < n_tensors; ++i) names[i] = {m.tensors[i].name, i};
@@ -700,19 +709,19 @@ Expected<SegmentStatus> decode_segment_status(std::span<const uint8_t> payload, 
   if (state > 1)
     return r.error_at(0, "state", std::to_string(state) + " is not 0 (need_tensors) or 1 (ready)");
   m.state = static_cast<SegmentState>(state);
-  LL_ASSIGN_OR_RETURN(uint32_t n_missing, r.count("n_missing", limits.max_tensors, 4));
-  if (m.state == SegmentState::ready && n_missing != 0) {
-    return r.error_at(1, "n_missing", std::to_string(n_missing) + " tensors missing in state ready");
-  }
-  const size_t at = r.offset();
-  LL_TRY(r.u32_array("missing", n_missing, m.missing));
-  for (size_t i = 0; i < m.missing.size(); ++i) {
-    const std::string field = "missing[" + std::to_string(i) + "]";
-    if (m.missing[i] >= limits.max_tensors) {
-      return r.error_at(at + 4 * i, field, std::to_string(m.missing[i]) + " exceeds the tensor limit");
-    }
-    if (i > 0 && m.missing[i] <= m.missing[i - 1]) {
-      return r.error_at(at + 4 * i, field, "indices must be strictly increasing");
+  for (auto [field, list] : {std::pair{"missing", &m.missing}, std::pair{"declined", &m.declined}}) {
+    const std::string n_field = std::string("n_") + field;
+    LL_ASSIGN_OR_RETURN(uint32_t n, r.count(n_field.c_str(), limits.max_tensors, 4));
+    const size_t at = r.offset();
+    LL_TRY(r.u32_array(field, n, *list));
+    for (size_t i = 0; i < list->size(); ++i) {
+      const std::string f = std::string(field) + "[" + std::to_string(i) + "]";
+      if ((*list)[i] >= limits.max_tensors) {
+        return r.error_at(at + 4 * i, f, std::to_string((*list)[i]) + " exceeds the tensor limit");
+      }
+      if (i > 0 && (*list)[i] <= (*list)[i - 1]) {
+        return r.error_at(at + 4 * i, f, "indices must be strictly increasing");
+      }
     }
   }
   LL_TRY(r.expect_end());

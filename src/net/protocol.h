@@ -29,9 +29,11 @@
 //   0x0201 LOAD_SEGMENT     hash256 model_hash | u32 unit_first | u32 unit_last | u32 n_ctx
 //                           | string next_endpoint | blob metadata | u32 n_tensors | n_tensors x tensor
 //                           | string next_public_key | string upstream_public_key  (CURVE; "" or 40 Z85)
+//                           | u32 n_spare  (the last n_spare tensors are spares, kept as memory allows)
 //                           tensor = string name | u32 dtype (GGML id) | u32 n_dims | u64 ne[n_dims]
 //                                    | u64 n_bytes | hash256 sha256
-//   0x0202 SEGMENT_STATUS   u8 state | u32 n_missing | u32 missing[n_missing]  (tensor indices, increasing)
+//   0x0202 SEGMENT_STATUS   u8 state | u32 n_missing | u32 missing[n_missing] | u32 n_declined
+//                           | u32 declined[n_declined]  (tensor indices, each list increasing)
 //   0x0203 TENSOR_CHUNK     u32 tensor_index | u64 offset | u64 total_bytes | u64 chunk_xxh64 | blob data
 //   0x0301 ACTIVATION_BATCH u32 n_tokens | n_tokens x token | u32 n_embd | u8 dtype | blob hidden
 //                           hidden: F32 or F16 [n_tokens][n_embd]
@@ -277,13 +279,23 @@ struct LoadSegment {
   // Listener then accepts besides its own authorized keys; empty when the coordinator feeds it.
   std::string next_public_key;
   std::string upstream_public_key;
+  // The last n_spare entries of `tensors` (<= its size) are spares: tensors of units next to the
+  // segment, nearest first, that the worker keeps as its memory allows (and gives up first when a
+  // sequence needs the room), so that a later LOAD_SEGMENT moving a boundary onto them needs no
+  // transfer. They are not part of the segment: it is ready without them.
+  uint32_t n_spare = 0;
   bool operator==(const LoadSegment&) const = default;
 };
 
 struct SegmentStatus {
   static constexpr MessageType k_type = MessageType::segment_status;
   SegmentState state = SegmentState::need_tensors;
-  std::vector<uint32_t> missing;  // strictly increasing tensor indices; empty when ready
+  // Strictly increasing tensor indices the worker asks for: the segment's it lacks, then the spares
+  // it has room for and lacks. In state ready only spares (the segment runs without them).
+  std::vector<uint32_t> missing;
+  // Strictly increasing indices of spares it will not keep (no room); neither list names the rest,
+  // which it holds.
+  std::vector<uint32_t> declined = {};
   bool operator==(const SegmentStatus&) const = default;
 };
 

@@ -140,11 +140,13 @@ std::vector<double> SpeedTracker::update(const std::vector<double>& now) {
 
 double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, const std::vector<Stage>& to,
                     const MoveCost& cost) {
-  auto holds = [](const std::vector<Stage>& stages, int device, int unit) {
+  auto holds = [&cost](const std::vector<Stage>& stages, int device, int unit) {
     for (const Stage& st : stages) {
       if (st.device == device && unit >= st.first_unit && unit <= st.last_unit) return true;
     }
-    return false;
+    const auto d = static_cast<size_t>(device);
+    return d < cost.preloaded.size() &&
+           std::find(cost.preloaded[d].begin(), cost.preloaded[d].end(), unit) != cost.preloaded[d].end();
   };
   double slowest = 0;
   for (int d = 0; d < profile.n_devices(); ++d) {

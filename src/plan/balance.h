@@ -87,6 +87,9 @@ struct MoveCost {
   std::vector<double> load_ms_per_byte;
   // Moving the live sequences' KV caches over the links (instead of replaying them; not scaled).
   double kv_ms = 0;
+  // Per device (profile order): units it holds besides its stage (spares next to it), which it
+  // would not have to receive.
+  std::vector<std::vector<int>> preloaded = {};
 };
 
 struct Proposal {
@@ -99,7 +102,7 @@ struct Proposal {
 };
 
 // The estimated cost of switching from `from` to `to`: replay and KV moves plus the slowest device's
-// weight load (units it does not hold in `from`).
+// weight load (units it neither runs in `from` nor holds as spares).
 double move_cost_ms(const Profile& profile, const std::vector<Stage>& from, const std::vector<Stage>& to,
                     const MoveCost& cost);
 

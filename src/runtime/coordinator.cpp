@@ -47,6 +47,7 @@ struct SegmentJob {
   std::string next_endpoint;
   int next_device = 0;      // the worker at next_endpoint (0: none)
   int upstream_device = 0;  // the worker that forwards to this one (0: the coordinator feeds it)
+  int spare_units = -1;     // units on each side to name as spares (-1: CoordinatorOptions::spare_units)
 };
 
 struct TransferStats {
@@ -65,6 +66,7 @@ struct WorkerConn {
   std::optional<uint64_t> bytes_streamed;  // weight bytes sent to it when its segment was last loaded
   // The units of the segment it was last loaded with (it keeps them while it is out of the plan).
   std::optional<std::pair<int64_t, int64_t>> held;
+  std::vector<int> spare_units;  // units it holds as spares (LoadSegment::n_spare), as of that load
 };
 
 // What profiling measured on one worker, before the corrections relative to the origin.
@@ -81,6 +83,8 @@ struct SegmentRequest {
   uint64_t request_id;
   net::LoadSegment msg;
   std::vector<const gguf::TensorInfo*> infos;
+  std::vector<int> spare_unit = {};  // per spare (msg.tensors' last n_spare): its unit
+  size_t n_segment() const { return infos.size() - spare_unit.size(); }
 };
 
 // Waits for the answer to request `rid` on one link, skipping anything else.
@@ -386,13 +390,15 @@ struct Coordinator::Impl {
   Expected<void> load_workers();
   // Loads each job's units onto its worker (streaming what it lacks); per worker, the bytes streamed
   // and how long that took.
+  // With `fetch_spares`, the spares each worker has room for stream too (else it keeps those it holds).
   Expected<std::map<int, TransferStats>> load_segments(const std::vector<SegmentJob>& jobs,
-                                                       const std::set<std::string>& origin_tensors);
+                                                       const std::set<std::string>& origin_tensors, bool fetch_spares);
+  bool fetch_spares = true;  // load_workers(): false while generate() switches plans
   // The LOAD_SEGMENT for a job (tensor hashes computed once; `hashed` adds the bytes hashed now).
   Expected<SegmentRequest> segment_request(const SegmentJob& job, uint64_t request_id,
                                            const std::set<std::string>& origin_tensors, uint64_t& hashed);
-  // Streams the tensors a worker's SEGMENT_STATUS says it lacks, over `ch`.
-  Expected<TransferStats> stream_missing(net::Channel& ch, const SegmentRequest& p, const net::SegmentStatus& st,
+  // Streams tensors `which` (indices a worker's SEGMENT_STATUS asked for) over `ch`.
+  Expected<TransferStats> stream_missing(net::Channel& ch, const SegmentRequest& p, const std::vector<uint32_t>& which,
                                          const std::set<std::string>& origin_tensors, const std::string& name,
                                          const std::function<void(const std::string&)>& say);
   // The planner's row for a device from its (corrected) block and head figures.
@@ -581,7 +587,9 @@ void Coordinator::Impl::run_joiner(Joiner& j) {
   };
   auto profile = [&]() -> Expected<void> {
     uint64_t hashed = 0;
-    LL_ASSIGN_OR_RETURN(SegmentRequest req, segment_request(SegmentJob{0, L, L + 1, ""}, rid++, {}, hashed));
+    SegmentJob job{0, L, L + 1, ""};
+    job.spare_units = 0;  // (a probe: the plan decides what it will run)
+    LL_ASSIGN_OR_RETURN(SegmentRequest req, segment_request(job, rid++, {}, hashed));
     LL_TRY(ch->send(req.msg, req.request_id));
     TransferStats ts;
     for (;;) {
@@ -589,7 +597,7 @@ void Coordinator::Impl::run_joiner(Joiner& j) {
       auto* st = std::get_if<net::SegmentStatus>(&env.message);
       if (st == nullptr) return make_error(ErrorCode::parse, "answered LOAD_SEGMENT with something else");
       if (st->state == net::SegmentState::ready) break;
-      LL_ASSIGN_OR_RETURN(ts, stream_missing(*ch, req, *st, {}, hello.name,
+      LL_ASSIGN_OR_RETURN(ts, stream_missing(*ch, req, st->missing, {}, hello.name,
                                              [&](const std::string& m) { j.notes.push_back(m); }));
     }
     LL_ASSIGN_OR_RETURN(j.probe, probe_worker(*ch, await, rid, ts, opt.join_profile_steps, hp.n_embd, L, opt.n_ctx,
@@ -840,7 +848,7 @@ Expected<void> Coordinator::Impl::load_workers() {
     if (st.device != 0) continue;
     for (auto& n : segment_tensor_names(*model, st.first_unit, st.last_unit)) origin_tensors.insert(std::move(n));
   }
-  auto loaded = load_segments(jobs, origin_tensors);
+  auto loaded = load_segments(jobs, origin_tensors, fetch_spares);
   if (!loaded) return loaded.error();
   for (const auto& job : jobs) {
     auto it = loaded->find(job.device);
@@ -865,7 +873,7 @@ Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& jo
     metadata = model_metadata;
   }
   const gguf::File& file = model->file();
-  SegmentRequest p{job.device, request_id, {}, {}};
+  SegmentRequest p{job.device, request_id, {}, {}, {}};
   p.msg.model_hash = identity;
   p.msg.unit_first = static_cast<uint32_t>(job.unit_first);
   p.msg.unit_last = static_cast<uint32_t>(job.unit_last);
@@ -875,7 +883,9 @@ Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& jo
   if (job.upstream_device != 0) p.msg.upstream_public_key = worker(job.upstream_device).public_key;
   p.msg.metadata = std::move(metadata);
   // Tensors the origin's own stages use stay resident; the workers' are dropped from our RSS after use.
-  for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) {
+  std::set<std::string> named;
+  auto add = [&](const std::string& name) -> Expected<bool> {
+    if (!named.insert(name).second) return false;  // (a tensor two units share, e.g. tied embeddings)
     const gguf::TensorInfo* t = file.find_tensor(name);
     if (t == nullptr) return make_error(ErrorCode::internal, "tensor " + name + " vanished");
     net::TensorDesc d;
@@ -895,17 +905,33 @@ Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& jo
     }
     p.msg.tensors.push_back(std::move(d));
     p.infos.push_back(t);
+    return true;
+  };
+  for (const std::string& name : segment_tensor_names(*model, job.unit_first, job.unit_last)) LL_TRY(add(name));
+  // Spares: the units next to the segment, nearest first (after, then before), never the embedding
+  // (nor, with ring, the head).
+  const int n_spare_units = job.spare_units >= 0 ? job.spare_units : std::max(0, opt.spare_units);
+  const int64_t U = model->n_units();
+  for (int64_t k = 1; k <= n_spare_units; ++k) {
+    for (const int64_t u : {job.unit_last + k, job.unit_first - k}) {
+      if (u < 1 || u >= U || (opt.ring && u == U - 1)) continue;  // (with ring the head stays here too)
+      for (const std::string& name : segment_tensor_names(*model, u, u)) {
+        LL_ASSIGN_OR_RETURN(const bool added, add(name));
+        if (added) p.spare_unit.push_back(static_cast<int>(u));
+      }
+    }
   }
+  p.msg.n_spare = static_cast<uint32_t>(p.spare_unit.size());
   return p;
 }
 
 Expected<TransferStats> Coordinator::Impl::stream_missing(net::Channel& ch, const SegmentRequest& p,
-                                                          const net::SegmentStatus& st,
+                                                          const std::vector<uint32_t>& which,
                                                           const std::set<std::string>& origin_tensors,
                                                           const std::string& name,
                                                           const std::function<void(const std::string&)>& say) {
   uint64_t total = 0;
-  for (uint32_t idx : st.missing) {
+  for (uint32_t idx : which) {
     if (idx >= p.infos.size()) {
       return make_error(ErrorCode::parse, name + " asked for tensor " + std::to_string(idx) + " of " +
                                               std::to_string(p.infos.size()));
@@ -915,7 +941,7 @@ Expected<TransferStats> Coordinator::Impl::stream_missing(net::Channel& ch, cons
   say("sending " + mib(total) + " of weights to " + name);
   uint64_t sent = 0, next_report = 256u << 20;
   const auto t_send = Clock::now();
-  for (uint32_t idx : st.missing) {
+  for (uint32_t idx : which) {
     const gguf::TensorInfo* t = p.infos[idx];
     for (uint64_t off = 0; off < t->n_bytes; off += k_chunk_bytes) {
       net::TensorChunk chunk;
@@ -938,7 +964,8 @@ Expected<TransferStats> Coordinator::Impl::stream_missing(net::Channel& ch, cons
 }
 
 Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const std::vector<SegmentJob>& jobs,
-                                                                        const std::set<std::string>& origin_tensors) {
+                                                                        const std::set<std::string>& origin_tensors,
+                                                                        bool fetch_spares) {
   std::map<int, TransferStats> transfer;
   std::vector<SegmentRequest> pending;
   uint64_t total_hash_bytes = 0;
@@ -950,7 +977,7 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
   for (SegmentRequest& p : pending) {
     WorkerConn& w = worker(p.device);
     uint64_t bytes = 0;
-    for (const auto& d : p.msg.tensors) bytes += d.n_bytes;
+    for (size_t i = 0; i < p.n_segment(); ++i) bytes += p.msg.tensors[i].n_bytes;
     w.weight_bytes = bytes;
     LL_TRY(w.channel->send(p.msg, p.request_id));
   }
@@ -959,6 +986,7 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
   for (const SegmentRequest& p : pending) waiting.insert(p.device);
   std::map<int, const SegmentRequest*> by_device;
   for (const SegmentRequest& p : pending) by_device[p.device] = &p;
+  std::map<int, std::set<uint32_t>> not_held;  // per device: spares it declined or was not sent
   while (!waiting.empty()) {
     LL_ASSIGN_OR_RETURN(auto got, recv_any(opt.timeout));
     auto [device, env] = std::move(got);
@@ -967,15 +995,55 @@ Expected<std::map<int, TransferStats>> Coordinator::Impl::load_segments(const st
     auto pit = by_device.find(device);
     if (pit == by_device.end()) continue;  // (not one we are loading)
     const SegmentRequest& p = *pit->second;
-    if (st->state == net::SegmentState::ready) {
-      waiting.erase(device);
-      worker(device).held = std::make_pair(static_cast<int64_t>(p.msg.unit_first), static_cast<int64_t>(p.msg.unit_last));
-      log(device_name(device) + " ready: units " + std::to_string(p.msg.unit_first) + "-" +
-          std::to_string(p.msg.unit_last));
-      continue;
+    if (!not_held.count(device)) {  // its answer to LOAD_SEGMENT (later ones: the segment is ready)
+      std::set<uint32_t>& skip = not_held[device];
+      std::vector<uint32_t> send;
+      for (uint32_t idx : st->declined) {
+        if (idx < p.n_segment() || idx >= p.infos.size()) {
+          return make_error(ErrorCode::parse, device_name(device) + " declined tensor " + std::to_string(idx) +
+                                                  ", which is not a spare");
+        }
+        skip.insert(idx);
+      }
+      for (uint32_t idx : st->missing) {
+        if (idx >= p.infos.size()) {
+          return make_error(ErrorCode::parse, device_name(device) + " asked for tensor " + std::to_string(idx) +
+                                                  " of " + std::to_string(p.infos.size()));
+        }
+        if (idx < p.n_segment() && st->state == net::SegmentState::ready) {
+          return make_error(ErrorCode::parse, device_name(device) + " is ready without tensor " + p.infos[idx]->name);
+        }
+        if (idx < p.n_segment() || fetch_spares) {
+          send.push_back(idx);
+        } else {
+          skip.insert(idx);
+        }
+      }
+      if (!send.empty()) {
+        LL_ASSIGN_OR_RETURN(transfer[device], stream_missing(*worker(device).channel, p, send, origin_tensors,
+                                                             device_name(device), [this](const std::string& m) { log(m); }));
+      }
     }
-    LL_ASSIGN_OR_RETURN(transfer[device], stream_missing(*worker(device).channel, p, *st, origin_tensors,
-                                                         device_name(device), [this](const std::string& m) { log(m); }));
+    if (st->state != net::SegmentState::ready) continue;
+    waiting.erase(device);
+    WorkerConn& w = worker(device);
+    w.held = std::make_pair(static_cast<int64_t>(p.msg.unit_first), static_cast<int64_t>(p.msg.unit_last));
+    // A spare unit is held when every one of its tensors is.
+    std::map<int, bool> whole;
+    for (size_t k = 0; k < p.spare_unit.size(); ++k) {
+      const bool have = !not_held[device].count(static_cast<uint32_t>(p.n_segment() + k));
+      auto [it, fresh] = whole.emplace(p.spare_unit[k], have);
+      if (!fresh) it->second = it->second && have;
+    }
+    w.spare_units.clear();
+    for (const auto& [u, have] : whole) {
+      if (have) w.spare_units.push_back(u);
+    }
+    log(device_name(device) + " ready: units " + std::to_string(p.msg.unit_first) + "-" +
+        std::to_string(p.msg.unit_last) +
+        (whole.empty() ? std::string()
+                       : ", " + std::to_string(w.spare_units.size()) + " of " + std::to_string(whole.size()) +
+                             " spare units held"));
   }
   return transfer;
 }
@@ -1023,9 +1091,11 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   c.log("profiling: loading the last block and the head on every worker");
   std::vector<SegmentJob> jobs;
   for (int w = 1; w <= W; ++w) {
-    if (!c.lost(w)) jobs.push_back(SegmentJob{w, L, L + 1, ""});
+    if (c.lost(w)) continue;
+    jobs.push_back(SegmentJob{w, L, L + 1, ""});
+    jobs.back().spare_units = 0;  // (the plan decides what each will run; its load brings spares)
   }
-  LL_ASSIGN_OR_RETURN(auto transfer, c.load_segments(jobs, {}));
+  LL_ASSIGN_OR_RETURN(auto transfer, c.load_segments(jobs, {}, false));
 
   std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
   std::vector<float> hidden(static_cast<size_t>(E));
@@ -1718,7 +1788,10 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         LL_ASSIGN_OR_RETURN(moved, fetch_kv(decoding));
       }
     }
-    LL_TRY(load(plan));
+    c.fetch_spares = false;  // (a switch must not wait for new spares: those held are kept)
+    auto loaded = load(plan);
+    c.fetch_spares = true;
+    LL_TRY(loaded);
     n_worker_stages = c.n_worker_stages();
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
     max_in_flight = n_worker_stages + 1;
@@ -1892,8 +1965,10 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     m.idle_block_ms = c.collect_idle_probes();
     c.start_idle_probes();
     m.bytes_streamed.assign(c.workers.size(), std::optional<uint64_t>{0});
+    m.spare_units.assign(c.workers.size(), {});
     for (int w = 1; w < static_cast<int>(c.workers.size()); ++w) {
       m.bytes_streamed[static_cast<size_t>(w)] = c.worker(w).bytes_streamed;
+      m.spare_units[static_cast<size_t>(w)] = c.worker(w).spare_units;
     }
     auto decision = c.opt.rebalance(m);
     if (!decision) {  // the balancer cannot judge (say, a profile that no longer fits): carry on

@@ -55,6 +55,9 @@ struct MonitorSample {
   // maps a local copy or had them cached, so moving units to it costs no transfer; none: never
   // loaded). Entry 0, the origin, is 0.
   std::vector<std::optional<uint64_t>> bytes_streamed;
+  // [n_workers + 1] units each worker holds besides its stage (CoordinatorOptions::spare_units):
+  // moving them to it sends no weights. Entry 0, the origin (which maps the whole model), is empty.
+  std::vector<std::vector<int>> spare_units;
 };
 
 // A worker that joined after connect() (a late device of the cluster file, or one that asked to join):
@@ -130,6 +133,11 @@ struct CoordinatorOptions {
   // cluster: in failover re-plans from then on, and in joined() for a balancer.
   bool late_workers = false;
   int join_profile_steps = 8;  // timed steps of each kind when profiling a worker that joins
+  // Spare units: each LOAD_SEGMENT also names this many units on each side of the segment (never
+  // unit 0), which the worker keeps as its memory allows, so that a switch moving a boundary by up to
+  // this many units sends no weights (MonitorSample::spare_units says which each worker holds). They
+  // stream with load()'s segments; a switch while generating does not wait for new ones. 0: none.
+  int spare_units = 2;  // timed steps of each kind when profiling a worker that joins
 };
 
 // One device of the running pipeline, for reports (`--json` devices).

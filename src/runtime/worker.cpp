@@ -51,6 +51,8 @@ struct TensorSlot {
   MappedFile mapped;       // or mapped from the cache directory
   const uint8_t* data = nullptr;  // the bytes once complete and verified
   uint64_t received = 0;
+  bool spare = false;     // of a unit next to the segment (LoadSegment::n_spare), not part of it
+  bool accepted = false;  // a spare held, or on its way (counted in spare_bytes)
 };
 
 std::string hex_short(const net::Sha256Digest& d) { return net::to_hex(d).substr(0, 16); }
@@ -82,11 +84,13 @@ struct Worker::Impl {
   net::PeerId coordinator;
   uint64_t load_request_id = 0;
   net::LoadSegment segment;       // as received, minus the metadata bytes once parsed
-  std::vector<TensorSlot> tensors;
-  std::set<uint32_t> missing;
+  std::vector<TensorSlot> tensors;  // the segment's, then the spares
+  size_t n_segment_tensors = 0;
+  std::set<uint32_t> missing;       // segment tensors and accepted spares not yet received
   std::unique_ptr<model::Model> model;
   std::unique_ptr<model::UnitRunner> runner;
-  uint64_t weight_bytes = 0;
+  uint64_t weight_bytes = 0;  // the segment's tensors
+  uint64_t spare_bytes = 0;   // accepted spares (held or on their way)
   uint64_t kv_bytes_per_sequence = 0;
   uint64_t baseline_rss = 0;
   std::set<int32_t> sequences;
@@ -129,6 +133,8 @@ struct Worker::Impl {
     next_link.reset();
     have_segment = false;
     weight_bytes = 0;
+    spare_bytes = 0;
+    n_segment_tensors = 0;
     // The pages of a local --model copy that the old segment used stay mapped, and would count in
     // the resident memory the next segment is checked against: give them back (the file stays in
     // the page cache, so a segment that uses them again reads them back from memory).
@@ -182,8 +188,9 @@ struct Worker::Impl {
     // Hyper-parameters first: they say whether the units exist and what the KV cache costs.
     LL_ASSIGN_OR_RETURN(gguf::File meta, gguf::File::from_bytes(msg.metadata, "segment metadata"));
     // Sizes come from the peer: sum them without overflow (each is checked against its shape later).
+    const size_t n_segment = msg.tensors.size() - std::min<size_t>(msg.n_spare, msg.tensors.size());
     weight_bytes = 0;
-    for (const auto& t : msg.tensors) weight_bytes = plan::add_sat(weight_bytes, t.n_bytes);
+    for (size_t i = 0; i < n_segment; ++i) weight_bytes = plan::add_sat(weight_bytes, msg.tensors[i].n_bytes);
     // The hyper-parameters that size the KV cache (the model view built later validates them all).
     auto arch = meta.get_string("general.architecture");
     if (!arch) return make_error(ErrorCode::invalid_argument, "segment metadata has no general.architecture");
@@ -233,9 +240,45 @@ struct Worker::Impl {
     if (!opt.cache_dir.empty()) ::mkdir(opt.cache_dir.c_str(), 0755);  // best effort; errors show on write
 
     tensors.resize(msg.tensors.size());
+    n_segment_tensors = n_segment;
+    // Spares are taken a unit at a time, nearest first, as many as fit beside the segment and one
+    // full-context sequence, up to the first unit that does not (a local copy holds every unit:
+    // nothing to keep). A unit's tensors are those of one "blk.N." prefix; the rest form one more.
+    std::vector<uint32_t> declined;
+    std::vector<bool> take(msg.tensors.size(), false);
+    if (!local_file) {
+      auto unit_key = [](const std::string& name) {
+        if (name.rfind("blk.", 0) != 0) return std::string("(head)");
+        return name.substr(0, name.find('.', 4));
+      };
+      bool stop = false;
+      for (size_t i = n_segment; i < msg.tensors.size();) {
+        const std::string key = unit_key(msg.tensors[i].name);
+        size_t j = i;
+        uint64_t bytes = 0;
+        while (j < msg.tensors.size() && unit_key(msg.tensors[j].name) == key) bytes = plan::add_sat(bytes, msg.tensors[j++].n_bytes);
+        const uint64_t need = plan::add_sat(baseline_rss + weight_bytes + kv_bytes_per_sequence + k_reserve_bytes,
+                                            plan::add_sat(spare_bytes, bytes));
+        stop = stop || need > budget;
+        for (size_t k = i; k < j; ++k) {
+          if (stop) {
+            declined.push_back(static_cast<uint32_t>(k));
+          } else {
+            take[k] = true;
+          }
+        }
+        if (!stop) spare_bytes += bytes;
+        i = j;
+      }
+    }
     for (size_t i = 0; i < msg.tensors.size(); ++i) {
       TensorSlot& s = tensors[i];
       s.desc = msg.tensors[i];
+      s.spare = i >= n_segment;
+      if (s.spare) {
+        if (!take[i]) continue;
+        s.accepted = true;
+      }
       if (local_file) {
         const gguf::TensorInfo* t = local_file->find_tensor(s.desc.name);
         if (t == nullptr || t->type != s.desc.dtype || t->shape != s.desc.shape || t->n_bytes != s.desc.n_bytes) {
@@ -285,22 +328,41 @@ struct Worker::Impl {
     load_request_id = request_id;
     have_segment = true;
     net::SegmentStatus st;
-    if (missing.empty()) {
+    if (!segment_missing()) {
       LL_TRY(build());
       st.state = net::SegmentState::ready;
     } else {
       st.state = net::SegmentState::need_tensors;
-      st.missing.assign(missing.begin(), missing.end());
     }
+    st.missing.assign(missing.begin(), missing.end());
+    st.declined = std::move(declined);
     return st;
   }
 
   std::optional<gguf::File> segment_metadata;
 
+  bool segment_missing() const { return !missing.empty() && *missing.begin() < n_segment_tensors; }
+
+  // Gives up spares, farthest first, until `need` bytes fit the budget (a sequence wants the room).
+  void evict_spares_for(uint64_t need) {
+    for (size_t i = tensors.size(); i-- > n_segment_tensors && plan::add_sat(need, spare_bytes) > budget;) {
+      TensorSlot& s = tensors[i];
+      if (!s.accepted) continue;
+      s.buffer.reset();
+      s.mapped = MappedFile{};
+      s.data = nullptr;
+      s.received = 0;
+      s.accepted = false;
+      missing.erase(static_cast<uint32_t>(i));
+      spare_bytes -= s.desc.n_bytes;
+    }
+  }
+
   // Every tensor is present: build the model view, the runner, and the link to the next stage.
   Expected<void> build() {
     std::vector<model::ExternalTensor> ext;
     for (const TensorSlot& s : tensors) {
+      if (s.spare) continue;
       ext.push_back(model::ExternalTensor{s.desc.name, s.desc.dtype, s.desc.shape, s.data, s.desc.n_bytes});
     }
     LL_ASSIGN_OR_RETURN(model, model::Model::from_parts(std::move(*segment_metadata), std::move(ext),
@@ -330,8 +392,9 @@ struct Worker::Impl {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
     }
-    if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors (%llu received, %llu from cache, %llu kept from the last segment)\n",
-                 opt.name.c_str(), segment.unit_first, segment.unit_last, mib(weight_bytes).c_str(), tensors.size(),
+    if (!opt.quiet) std::fprintf(stderr, "lingua worker %s: ready: units %u-%u, %s of weights, %zu tensors, %s of spares (%llu received, %llu from cache, %llu kept from the last segment)\n",
+                 opt.name.c_str(), segment.unit_first, segment.unit_last, mib(weight_bytes).c_str(), n_segment_tensors,
+                 mib(spare_bytes).c_str(),
                  static_cast<unsigned long long>(counters.n_tensors_received),
                  static_cast<unsigned long long>(counters.n_tensors_from_cache),
                  static_cast<unsigned long long>(counters.n_tensors_kept));
@@ -339,7 +402,7 @@ struct Worker::Impl {
   }
 
   // ------------------------------------------------------------------------------ TENSOR_CHUNK
-  // Returns true when this chunk completed the segment.
+  // Returns true when this chunk completed the segment (not a spare: the segment runs without them).
   Expected<bool> tensor_chunk(const net::PeerId& peer, net::TensorChunk& c) {
     if (!have_segment || !(peer == coordinator)) {
       return make_error(ErrorCode::invalid_argument, "TENSOR_CHUNK without a LOAD_SEGMENT from this peer");
@@ -350,7 +413,8 @@ struct Worker::Impl {
     }
     TensorSlot& s = tensors[c.tensor_index];
     if (missing.count(c.tensor_index) == 0) {
-      return make_error(ErrorCode::invalid_argument, "tensor '" + s.desc.name + "' is not missing");
+      return make_error(ErrorCode::invalid_argument, "tensor '" + s.desc.name + "' is not missing" +
+                                                         (s.spare && !s.accepted ? " (a spare given up for room)" : ""));
     }
     if (c.total_bytes != s.desc.n_bytes) {
       return make_error(ErrorCode::invalid_argument, "chunk of '" + s.desc.name + "' says the tensor has " +
@@ -387,7 +451,7 @@ struct Worker::Impl {
       auto w = write_file_atomic(cache_path(s.desc.sha256), s.data, s.desc.n_bytes);
       if (!w) std::fprintf(stderr, "lingua worker %s: cache: %s\n", opt.name.c_str(), w.error().message.c_str());
     }
-    if (!missing.empty()) return false;
+    if (s.spare || runner || segment_missing()) return false;
     LL_TRY(build());
     return true;
   }
@@ -437,7 +501,8 @@ struct Worker::Impl {
       }
       const uint64_t need = baseline_rss + weight_bytes + (sequences.size() + 1) * kv_bytes_per_sequence +
                             k_reserve_bytes;
-      LL_TRY(check_limit(need, std::to_string(sequences.size() + 1) + " sequences"));
+      evict_spares_for(need);
+      LL_TRY(check_limit(plan::add_sat(need, spare_bytes), std::to_string(sequences.size() + 1) + " sequences"));
     }
     LL_TRY(runner->import_kv(m.seq_id, m.unit, m.n_pos, m.k, m.v));
     if (fresh) sequences.insert(m.seq_id);
@@ -468,7 +533,8 @@ struct Worker::Impl {
       }
       const uint64_t need = baseline_rss + weight_bytes + (sequences.size() + n_new) * kv_bytes_per_sequence +
                             k_reserve_bytes;
-      LL_TRY(check_limit(need, std::to_string(sequences.size() + n_new) + " sequences"));
+      evict_spares_for(need);
+      LL_TRY(check_limit(plan::add_sat(need, spare_bytes), std::to_string(sequences.size() + n_new) + " sequences"));
     }
     batch.resize(b.tokens.size());
     for (size_t i = 0; i < b.tokens.size(); ++i) {
@@ -576,6 +642,7 @@ struct Worker::Impl {
             if (*done) {
               net::SegmentStatus st;
               st.state = net::SegmentState::ready;
+              st.missing.assign(missing.begin(), missing.end());  // (spares still on their way)
               (void)server->send(coordinator, st, load_request_id);
             }
           } else if constexpr (std::is_same_v<T, net::ActivationBatch>) {

@@ -97,9 +97,10 @@ std::string write_wide_model() {
 
 TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
   const std::string model = write_wide_model();
-  // Worker 1: the four blocks (~10 MiB); worker 2: the head (~64 MiB).
+  // Worker 1: the four blocks (~10 MiB); worker 2: the head (~64 MiB). (No spare units, which would
+  // give worker 1 the head as well: the check is that a worker holds only what it is given.)
   const std::string cmd = ll::test::lingua() + " run -m " + shell_quote(model) +
-                          " -p 'a b c' -n 8 --temp 0 --json --local 2 --split-units 0-0,1-4,5-5";
+                          " -p 'a b c' -n 8 --temp 0 --json --local 2 --split-units 0-0,1-4,5-5 --spare-units 0";
   std::string out;
   ASSERT_EQ(run_command(cmd, out), 0) << cmd << "\n" << out;
   const nlohmann::json got = nlohmann::json::parse(last_line(out));
@@ -122,6 +123,19 @@ TEST(ClusterMemory, EachWorkerHoldsAboutItsOwnUnitsAndRefusesMoreThanItsLimit) {
 #endif
   EXPECT_GE(w2, own2);
   EXPECT_GT(w2 - w1, 40.0);
+
+  // With a spare unit on each side (and no limit), worker 1 also keeps the head next to its blocks:
+  // resident, yet not counted as its units.
+  {
+    std::string o2;
+    const std::string spare_cmd = ll::test::lingua() + " run -m " + shell_quote(model) +
+                                  " -p 'a b c' -n 4 --temp 0 --json --local 2 --split-units 0-0,1-4,5-5 --spare-units 1";
+    ASSERT_EQ(run_command(spare_cmd, o2), 0) << spare_cmd << "\n" << o2;
+    const nlohmann::json g2 = nlohmann::json::parse(last_line(o2));
+    const double s1 = g2["devices"][1]["rss_bytes"].get<double>() / mib;
+    EXPECT_NEAR(g2["devices"][1]["weight_bytes"].get<double>() / mib, own1, 0.01);
+    EXPECT_GE(s1, own1 + 64) << "worker 1 holds the head as a spare";
+  }
 
   // The head needs 64 MiB plus the runtime: a 100 MB limit is enough for the blocks but refused for
   // the head, with a clear error instead of swapping or dying.

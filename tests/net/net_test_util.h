@@ -49,7 +49,14 @@ inline LoadSegment sample_load_segment() {
   b.shape = {64, 3};
   b.n_bytes = 2 * 34 * 3;
   b.sha256 = digest_of(3);
-  m.tensors = {a, b};
+  TensorDesc c;  // a spare: the next unit's norm
+  c.name = "blk.7.attn_norm.weight";
+  c.dtype = DType::F32;
+  c.shape = {4};
+  c.n_bytes = 16;
+  c.sha256 = digest_of(4);
+  m.tensors = {a, b, c};
+  m.n_spare = 1;
   return m;
 }
 
@@ -95,8 +102,9 @@ inline std::vector<Message> sample_messages() {
   out.push_back(ErrorMessage{WireError::resource, static_cast<uint16_t>(MessageType::load_segment),
                              "segment needs 2.1 GB, memory limit is 1.6 GB"});
   out.push_back(sample_load_segment());
-  out.push_back(SegmentStatus{SegmentState::need_tensors, {0, 1, 5}});
-  out.push_back(SegmentStatus{SegmentState::ready, {}});
+  out.push_back(SegmentStatus{SegmentState::need_tensors, {0, 1, 5}, {6, 7}});
+  out.push_back(SegmentStatus{SegmentState::ready, {}, {}});
+  out.push_back(SegmentStatus{SegmentState::ready, {6}, {7}});
   TensorChunk c;
   c.tensor_index = 1;
   c.offset = 100;

@@ -559,6 +559,7 @@ TEST(ProtocolLoadSegment, Checks) {
   EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.unit_last = 70000; })),
                   "unit_last: 70000 exceeds");
   EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.n_ctx = 0; })), "n_ctx: 0 is outside");
+  EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.n_spare = 4; })), "n_spare: 4 spares among 3");
   EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[1].name = ""; })),
                   "tensors[1]: name: is empty");
   EXPECT_CONTAINS(load_error(segment_with([](LoadSegment& m) { m.tensors[1].name = m.tensors[0].name; })),
@@ -588,7 +589,7 @@ TEST(ProtocolLoadSegment, Checks) {
   Limits small;
   small.max_tensors = 1;
   EXPECT_CONTAINS(load_error(testing::sample_load_segment(), small),
-                  "n_tensors: count 2 exceeds the limit 1");
+                  "n_tensors: count 3 exceeds the limit 1");
   small = Limits{};
   small.max_metadata_bytes = 4;
   EXPECT_CONTAINS(load_error(testing::sample_load_segment(), small),
@@ -673,9 +674,15 @@ TEST(ProtocolChunk, Checks) {
 TEST(ProtocolSmallMessages, Checks) {
   // SEGMENT_STATUS
   EXPECT_CONTAINS(error_of(decode_segment_status(Bytes{2, 0, 0, 0, 0}, Limits{})), "state: 2 is not");
-  EXPECT_CONTAINS(
-      error_of(decode_segment_status(encode(SegmentStatus{SegmentState::ready, {1}}, 0).payload(), Limits{})),
-      "in state ready");
+  // (ready with spares still wanted is fine: the segment runs without them)
+  auto ready = decode_segment_status(encode(SegmentStatus{SegmentState::ready, {1}, {2, 4}}, 0).payload(), Limits{});
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->missing, std::vector<uint32_t>{1});
+  EXPECT_EQ(ready->declined, (std::vector<uint32_t>{2, 4}));
+  EXPECT_CONTAINS(error_of(decode_segment_status(
+                      encode(SegmentStatus{SegmentState::need_tensors, {1}, {5, 5}}, 0).payload(), Limits{})),
+                  "declined[1]: indices must be strictly increasing");
+  EXPECT_CONTAINS(error_of(decode_segment_status(Bytes{0, 0, 0, 0, 0}, Limits{})), "n_declined");
   EXPECT_CONTAINS(error_of(decode_segment_status(
                       encode(SegmentStatus{SegmentState::need_tensors, {3, 3}}, 0).payload(), Limits{})),
                   "missing[1]: indices must be strictly increasing");

@@ -268,6 +268,13 @@ TEST(MoveCost, CountsOnlyUnitsNewToADeviceAndTheSlowestDevice) {
   EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, MoveCost{0, {0, 1.0, 0.5}}), 3000);
   // Moving KV caches adds their transfer, as given.
   EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, MoveCost{0, {0, 1.0, 0.5}, 250}), 3250);
+  // Units a device holds as spares cost nothing to move to it: device 2 has 1-2 next to its stage,
+  // so only 3-4 travel (2000 bytes at 0.5 ms/byte); device 1's spare 7 leaves 5-6 (2000 at 1 ms/byte).
+  MoveCost spares{0, {0, 1.0, 0.5}};
+  spares.preloaded = {{}, {7}, {1, 2}};
+  EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, spares), 2000);
+  spares.preloaded = {{}, {5, 6, 7}, {1, 2, 3, 4}};
+  EXPECT_DOUBLE_EQ(move_cost_ms(p, k_running, far, spares), 0);
 }
 
 TEST(BalancePolicy, AnInvalidRunningPlanIsAnError) {

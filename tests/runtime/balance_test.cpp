@@ -101,6 +101,13 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<runtime::BalanceDecision> {
     EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
+    // Each worker keeps the units next to its stage (two on each side by default): a balancer may
+    // move those to it for free.
+    EXPECT_EQ(m.spare_units.size(), 4u);
+    if (m.spare_units.size() == 4) {
+      EXPECT_TRUE(m.spare_units[0].empty());
+      for (int w = 1; w <= 3; ++w) EXPECT_FALSE(m.spare_units[static_cast<size_t>(w)].empty()) << "worker " << w;
+    }
     // Devices out of the plan count by their idle re-measurements (as the app's Resplitter does).
     std::vector<double> now = plan::speed_factors(profile, m.stages, m.unit_ms);
     plan::fill_idle_factors(profile, m.idle_block_ms, now);

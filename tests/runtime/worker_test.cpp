@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -17,7 +19,9 @@
 #include "net/channel.h"
 #include "net/codec.h"
 #include "runtime/coordinator.h"
+#include "runtime/model_source.h"
 #include "runtime/split.h"
+#include "runtime/sysinfo.h"
 
 namespace ll {
 namespace {
@@ -351,6 +355,7 @@ TEST(Worker, AShiftedSegmentKeepsTheTensorsItSharesWithTheLastOne) {
   test::InprocCluster cluster(2, {}, "inproc://shift");
   runtime::CoordinatorOptions co;
   co.n_ctx = 64;
+  co.spare_units = 0;  // (no spares: only the segments' own tensors)
   auto coord = runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
   ASSERT_TRUE(coord.has_value()) << coord.error().message;
   const int last = static_cast<int>(l.model->n_units()) - 1;  // stories260K: 0 embed, 1-5 blocks, 6 head
@@ -371,6 +376,115 @@ TEST(Worker, AShiftedSegmentKeepsTheTensorsItSharesWithTheLastOne) {
   auto res = (*coord)->generate(*l.tok, {runtime::Request{prompt}}, g, 1);
   ASSERT_TRUE(res.has_value()) << res.error().message;
   EXPECT_EQ((*res)[0].tokens, want);
+}
+
+// Spares stream after the segment is ready (load() does not wait for them): the worker's count of
+// received tensors once it has taken `want`, or what it has after 5 s.
+uint64_t received_when(const runtime::Worker& w, uint64_t want) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (w.counters().n_tensors_received < want && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // (and nothing more arrives)
+  return w.counters().n_tensors_received;
+}
+
+// Spares (CoordinatorOptions::spare_units): each worker also keeps the units next to its segment, so
+// that moving a boundary by up to that many units sends none of the segment's weights.
+TEST(Worker, SparesNextToTheSegmentMakeAShiftedBoundarySendNoWeights) {
+  LL_REQUIRE_SHARED(test::shared_path(k_model));
+  Loaded l = load();
+  ASSERT_TRUE(l.model);
+  const auto prompt = l.tok->encode("The cat sat", true);
+  const auto want = reference(l, prompt, 12);
+  test::InprocCluster cluster(2, {}, "inproc://spares");
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  co.spare_units = 2;
+  auto coord = runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  const int last = static_cast<int>(l.model->n_units()) - 1;  // stories260K: 0 embed, 1-5 blocks, 6 head
+  auto n_tensors = [&](int first, int last_unit) {
+    return static_cast<uint64_t>(runtime::segment_tensor_names(*l.model, first, last_unit).size());
+  };
+  // Worker 1 runs 1-2 and keeps 3-4 (never unit 0); worker 2 runs 3-6 and keeps 1-2.
+  ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 2}, {2, 3, last}}).has_value());
+  EXPECT_EQ(received_when(cluster.worker(0), n_tensors(1, 4)), n_tensors(1, 4));
+  EXPECT_EQ(received_when(cluster.worker(1), n_tensors(1, last)), n_tensors(1, last));
+  const auto a1 = cluster.worker(0).counters();
+  const auto a2 = cluster.worker(1).counters();
+  // The boundary moves by one block: worker 1 gains block 3, which it holds already (and block 5
+  // becomes a new spare); worker 2 keeps 4-6 and holds 2-3 as spares: nothing to send it.
+  ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 3}, {2, 4, last}}).has_value());
+  EXPECT_EQ(received_when(cluster.worker(0), a1.n_tensors_received + n_tensors(5, 5)) - a1.n_tensors_received,
+            n_tensors(5, 5))
+      << "only the new spare 5";
+  const auto b1 = cluster.worker(0).counters();
+  const auto b2 = cluster.worker(1).counters();
+  EXPECT_EQ(b1.n_tensors_kept - a1.n_tensors_kept, n_tensors(1, 4)) << "blocks 1-3 and spare 4 kept";
+  EXPECT_EQ(b2.n_tensors_received, a2.n_tensors_received);
+  EXPECT_EQ(b2.n_tensors_kept - a2.n_tensors_kept, n_tensors(2, last));
+  model::GenerateOptions g;
+  g.n_predict = 12;
+  g.sampling.temperature = 0;
+  auto res = (*coord)->generate(*l.tok, {runtime::Request{prompt}}, g, 1);
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  EXPECT_EQ((*res)[0].tokens, want);
+  // Two blocks the other way: worker 2 gets 2-3 back from its spares (only block 1, its new spare,
+  // is sent).
+  const auto c2 = cluster.worker(1).counters();
+  ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 1}, {2, 2, last}}).has_value());
+  EXPECT_EQ(received_when(cluster.worker(1), c2.n_tensors_received + n_tensors(1, 1)) - c2.n_tensors_received,
+            n_tensors(1, 1));
+  EXPECT_EQ(cluster.worker(1).counters().n_tensors_kept - c2.n_tensors_kept, n_tensors(2, last));
+  res = (*coord)->generate(*l.tok, {runtime::Request{prompt}}, g, 1);
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  EXPECT_EQ((*res)[0].tokens, want);
+}
+
+// Spares are kept only as the worker's memory allows: the rest are declined, and the coordinator
+// knows which units it holds.
+TEST(Worker, SparesBeyondTheMemoryLimitAreDeclined) {
+  // Blocks of 28 MiB (F32, n_embd 512, n_ff 4096) around a small vocabulary: 0 embed, 1-4 blocks, 5 head.
+  const std::string path = ::testing::TempDir() + "/ll_big_blocks_" + std::to_string(::getpid()) + ".gguf";
+  model::GenModelOptions g;
+  g.preset = model::ModelPreset{"big-blocks", 512, 4, 4, 4, 4096, 256, 64};
+  g.type = DType::F32;
+  ASSERT_TRUE(model::write_random_model(g, path).has_value());
+  auto m = model::Model::load(path);
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  const model::Model& mm = **m;
+  const uint64_t block = mm.unit_weight_bytes(1);
+  ASSERT_GT(block, uint64_t{27} << 20);
+  // The worker runs 2-5 (its spare: block 1); the origin 0-1. Its budget: what the process holds
+  // now and the origin's units, its runtime reserve (48 MiB), its units, a sequence's KV cache, and
+  // `room` more.
+  uint64_t seg = 0;
+  for (int u = 2; u <= 5; ++u) seg += mm.unit_weight_bytes(u);
+  const uint64_t origin = mm.unit_weight_bytes(0) + block;
+  const uint64_t kv = 3 * 64 * 512 * 2 * 2;
+  for (const bool fits : {false, true}) {
+    const uint64_t room = fits ? block + (12u << 20) : block - (16u << 20);
+    runtime::WorkerOptions wo;
+    wo.memory_limit_bytes = runtime::current_rss_bytes() + origin + (48u << 20) + seg + kv + room;
+    test::InprocCluster cluster(1, wo, fits ? "inproc://spare-fits" : "inproc://spare-declined");
+    runtime::CoordinatorOptions co;
+    co.n_ctx = 64;
+    co.spare_units = 2;
+    std::vector<std::string> lines;
+    co.log = [&lines](const std::string& s) { lines.push_back(s); };
+    auto coord = runtime::Coordinator::connect(mm, cluster.net(), cluster.endpoints(), co);
+    ASSERT_TRUE(coord.has_value()) << coord.error().message;
+    ASSERT_TRUE((*coord)->load({{0, 0, 1}, {1, 2, 5}}).has_value());
+    const std::string want = fits ? "units 2-5, 1 of 1 spare units held" : "units 2-5, 0 of 1 spare units held";
+    bool said = false;
+    for (const auto& s : lines) said = said || s.find(want) != std::string::npos;
+    EXPECT_TRUE(said) << want << " not in " << ::testing::PrintToString(lines);
+    const uint64_t names = runtime::segment_tensor_names(mm, 2, 5).size() +
+                           (fits ? runtime::segment_tensor_names(mm, 1, 1).size() : 0);
+    EXPECT_EQ(received_when(cluster.worker(0), names), names);
+  }
+  std::filesystem::remove(path);
 }
 
 TEST(Worker, LocalModelCopyIsUsedAfterCheckingItIsTheSameModel) {
