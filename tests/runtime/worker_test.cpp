@@ -443,12 +443,12 @@ TEST(Worker, SparesNextToTheSegmentMakeAShiftedBoundarySendNoWeights) {
 }
 
 // Spares are kept only as the worker's memory allows: the rest are declined, and the coordinator
-// knows which units it holds.
+// knows which units it holds; a sequence that needs the room a spare takes gets it.
 TEST(Worker, SparesBeyondTheMemoryLimitAreDeclined) {
   // Blocks of 28 MiB (F32, n_embd 512, n_ff 4096) around a small vocabulary: 0 embed, 1-4 blocks, 5 head.
   const std::string path = ::testing::TempDir() + "/ll_big_blocks_" + std::to_string(::getpid()) + ".gguf";
   model::GenModelOptions g;
-  g.preset = model::ModelPreset{"big-blocks", 512, 4, 4, 4, 4096, 256, 64};
+  g.preset = model::ModelPreset{"big-blocks", 512, 4, 4, 4, 4096, 256, 8192};
   g.type = DType::F32;
   ASSERT_TRUE(model::write_random_model(g, path).has_value());
   auto m = model::Model::load(path);
@@ -456,26 +456,33 @@ TEST(Worker, SparesBeyondTheMemoryLimitAreDeclined) {
   const model::Model& mm = **m;
   const uint64_t block = mm.unit_weight_bytes(1);
   ASSERT_GT(block, uint64_t{27} << 20);
+  constexpr int64_t k_ctx = 8192;
+  runtime::CoordinatorOptions co;
+  co.n_ctx = k_ctx;
+  co.spare_units = 2;
+  const std::vector<runtime::Stage> stages = {{0, 0, 1}, {1, 2, 5}};
+  {  // Once without a limit first: the origin's units (hashed, kept resident) count in what follows.
+    test::InprocCluster warm(1, {}, "inproc://spare-warm");
+    auto coord = runtime::Coordinator::connect(mm, warm.net(), warm.endpoints(), co);
+    ASSERT_TRUE(coord.has_value()) << coord.error().message;
+    ASSERT_TRUE((*coord)->load(stages).has_value());
+  }
   // The worker runs 2-5 (its spare: block 1); the origin 0-1. Its budget: what the process holds
-  // now and the origin's units, its runtime reserve (48 MiB), its units, a sequence's KV cache, and
-  // `room` more.
+  // now, its runtime reserve (48 MiB), its units, a sequence's KV cache (48 MiB), and `room` more.
   uint64_t seg = 0;
   for (int u = 2; u <= 5; ++u) seg += mm.unit_weight_bytes(u);
-  const uint64_t origin = mm.unit_weight_bytes(0) + block;
-  const uint64_t kv = 3 * 64 * 512 * 2 * 2;
+  const uint64_t kv = 3 * k_ctx * 512 * 2 * 2;  // blocks 2-4, K and V in F16
   for (const bool fits : {false, true}) {
-    const uint64_t room = fits ? block + (12u << 20) : block - (16u << 20);
+    // (Either way the outcome holds for any error of +-14 MiB in the process's resident memory.)
+    const uint64_t room = fits ? block + (34u << 20) : block - (14u << 20);
     runtime::WorkerOptions wo;
-    wo.memory_limit_bytes = runtime::current_rss_bytes() + origin + (48u << 20) + seg + kv + room;
+    wo.memory_limit_bytes = runtime::current_rss_bytes() + (48u << 20) + seg + kv + room;
     test::InprocCluster cluster(1, wo, fits ? "inproc://spare-fits" : "inproc://spare-declined");
-    runtime::CoordinatorOptions co;
-    co.n_ctx = 64;
-    co.spare_units = 2;
     std::vector<std::string> lines;
     co.log = [&lines](const std::string& s) { lines.push_back(s); };
     auto coord = runtime::Coordinator::connect(mm, cluster.net(), cluster.endpoints(), co);
     ASSERT_TRUE(coord.has_value()) << coord.error().message;
-    ASSERT_TRUE((*coord)->load({{0, 0, 1}, {1, 2, 5}}).has_value());
+    ASSERT_TRUE((*coord)->load(stages).has_value());
     const std::string want = fits ? "units 2-5, 1 of 1 spare units held" : "units 2-5, 0 of 1 spare units held";
     bool said = false;
     for (const auto& s : lines) said = said || s.find(want) != std::string::npos;
@@ -483,6 +490,32 @@ TEST(Worker, SparesBeyondTheMemoryLimitAreDeclined) {
     const uint64_t names = runtime::segment_tensor_names(mm, 2, 5).size() +
                            (fits ? runtime::segment_tensor_names(mm, 1, 1).size() : 0);
     EXPECT_EQ(received_when(cluster.worker(0), names), names);
+    if (!fits) continue;
+    // The first sequence fits beside the spare; the second only in the room the spare took (it is
+    // given up); a third does not fit at all and is refused with a clear error.
+    auto link = cluster.net().connect(cluster.endpoints()[0]);
+    ASSERT_TRUE(link.has_value());
+    net::Channel ch(**link);
+    ASSERT_TRUE(ch.handshake(coordinator_hello(), net::Role::worker, net::Millis(5000)).has_value());
+    for (int32_t seq = 1; seq <= 3; ++seq) {
+      net::KvData d;
+      d.seq_id = seq;
+      d.unit = 2;
+      d.n_pos = 1;
+      d.kv_dim = 512;
+      d.k.assign(512, 0x3c00);
+      d.v.assign(512, 0x3c00);
+      ASSERT_TRUE(ch.send(d, static_cast<uint64_t>(100 + seq)).has_value());
+      auto got = ch.recv(net::Millis(5000));
+      ASSERT_TRUE(got.has_value() && got->has_value());
+      if (seq < 3) {
+        EXPECT_NE(std::get_if<net::KvStored>(&(*got)->message), nullptr) << "sequence " << seq << " was refused";
+      } else {
+        const auto* e = std::get_if<net::ErrorMessage>(&(*got)->message);
+        ASSERT_NE(e, nullptr) << "a third sequence must not fit";
+        EXPECT_NE(e->message.find("3 sequences needs"), std::string::npos) << e->message;
+      }
+    }
   }
   std::filesystem::remove(path);
 }
