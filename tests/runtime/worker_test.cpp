@@ -346,6 +346,15 @@ TEST(Worker, CacheDirectoryAvoidsFetchingTensorsAgain) {
   std::filesystem::remove_all(dir);
 }
 
+// A coordinator over `cluster` with a 64-token context and `spare_units` on each side of a segment.
+Expected<std::unique_ptr<runtime::Coordinator>> connect_spares(const Loaded& l, test::InprocCluster& cluster,
+                                                               int spare_units) {
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  co.spare_units = spare_units;
+  return runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
+}
+
 TEST(Worker, AShiftedSegmentKeepsTheTensorsItSharesWithTheLastOne) {
   LL_REQUIRE_SHARED(test::shared_path(k_model));
   Loaded l = load();
@@ -353,10 +362,7 @@ TEST(Worker, AShiftedSegmentKeepsTheTensorsItSharesWithTheLastOne) {
   const auto prompt = l.tok->encode("The cat sat", true);
   const auto want = reference(l, prompt, 12);
   test::InprocCluster cluster(2, {}, "inproc://shift");
-  runtime::CoordinatorOptions co;
-  co.n_ctx = 64;
-  co.spare_units = 0;  // (no spares: only the segments' own tensors)
-  auto coord = runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
+  auto coord = connect_spares(l, cluster, 0);  // (no spares: only the segments' own tensors)
   ASSERT_TRUE(coord.has_value()) << coord.error().message;
   const int last = static_cast<int>(l.model->n_units()) - 1;  // stories260K: 0 embed, 1-5 blocks, 6 head
   ASSERT_TRUE((*coord)->load({{0, 0, 0}, {1, 1, 2}, {2, 3, last}}).has_value());
@@ -398,10 +404,7 @@ TEST(Worker, SparesNextToTheSegmentMakeAShiftedBoundarySendNoWeights) {
   const auto prompt = l.tok->encode("The cat sat", true);
   const auto want = reference(l, prompt, 12);
   test::InprocCluster cluster(2, {}, "inproc://spares");
-  runtime::CoordinatorOptions co;
-  co.n_ctx = 64;
-  co.spare_units = 2;
-  auto coord = runtime::Coordinator::connect(*l.model, cluster.net(), cluster.endpoints(), co);
+  auto coord = connect_spares(l, cluster, 2);
   ASSERT_TRUE(coord.has_value()) << coord.error().message;
   const int last = static_cast<int>(l.model->n_units()) - 1;  // stories260K: 0 embed, 1-5 blocks, 6 head
   auto n_tensors = [&](int first, int last_unit) {
