@@ -44,7 +44,10 @@ Runner add_worker_command(CLI::App& app) {
   auto* auth = app.add_option("--authorized-keys", o->authorized_keys_file,
                               "Accept only coordinators whose public key is in this file (one per line, as in .pub "
                               "files)")->check(CLI::ExistingFile)->group("Security");
+  // One key per --allow: with several values per option CLI11 would read a key that begins with
+  // '[' and ends with ']' (Z85 has both) as a bracketed list and cut it.
   auto* allow = app.add_option("--allow", o->allow, "Accept the coordinator with this public key (repeatable; write --allow=KEY, as a key may begin with '-')")
+                    ->allow_extra_args(false)
                     ->group("Security");
   app.add_flag("--insecure", o->insecure, "Plain TCP: no encryption, anyone who reaches the port may connect")
       ->excludes(key)->excludes(auth)->excludes(allow)->group("Security");

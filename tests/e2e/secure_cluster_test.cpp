@@ -120,6 +120,16 @@ TEST(SecureCli, WorkerIsSecureByDefault) {
   EXPECT_NE(run_command(k_bin + " worker --insecure --key " + shell_quote(base + ".key") + " 2>&1", out), 0);
 }
 
+// Z85 has '[' and ']': a key that begins and ends with them is still one key of 40 characters (CLI11
+// would otherwise read it as a bracketed list and cut it to 38).
+TEST(SecureCli, AnAllowedKeyInBracketsIsTakenAsItIs) {
+  const std::string dir = temp_dir();
+  keygen(dir + "/bw");
+  auto w = start_worker({"--name", "bw", "--key", dir + "/bw.key", "--allow=[bcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM]",
+                         "--allow=[bcdefghijklmnopq]rstuvwxyzABCDEFGHIJKLM"});
+  EXPECT_TRUE(w.has_value()) << "a worker with a bracketed --allow key did not start";
+}
+
 TEST(SecureCli, ClusterFileWithKeysRunsAndAWrongKeyIsRefused) {
   const std::string model = ll::test::shared_path("models/stories260K.gguf");
   LL_REQUIRE_SHARED(model);
