@@ -19,6 +19,7 @@
 #include "net/channel.h"
 #include "plan/profile.h"
 #include "runtime/model_source.h"
+#include "runtime/probe.h"
 #include "runtime/sysinfo.h"
 
 namespace ll::runtime {
@@ -67,14 +68,6 @@ struct WorkerConn {
   // The units of the segment it was last loaded with (it keeps them while it is out of the plan).
   std::optional<std::pair<int64_t, int64_t>> held;
   std::vector<int> spare_units;  // units it holds as spares (LoadSegment::n_spare), as of that load
-};
-
-// What profiling measured on one worker, before the corrections relative to the origin.
-struct WorkerProbe {
-  double block_ms = 0, head_ms = 0;
-  double full_ms = 0;  // block and head, one step
-  double link_ms = 0;  // one way
-  double link_bw = 1e12;
 };
 
 // A LOAD_SEGMENT about to be sent, with the tensors it names.
@@ -201,19 +194,6 @@ std::string describe_probe(const std::string& name, const WorkerProbe& p) {
   return "profiling " + name + ": block " + std::to_string(p.block_ms) + " ms/token, head " + std::to_string(p.head_ms) +
          " ms/token, link " + std::to_string(p.link_ms) + " ms, " +
          (p.link_bw >= 1e12 ? std::string("bandwidth not measured") : std::to_string(p.link_bw * 8e-6) + " Mbit/s");
-}
-
-// A worker's block and head are the difference of two sets of steps; when its CPU is shared (other
-// programs, a quota) that split can come out absurd: a head that costs nothing, a block a hundredth
-// of the head. Then the full step, the sturdier figure, is split as the origin's is (`ratio`: the
-// origin's head / block; same model, same kernels). Returns whether it did.
-bool fix_odd_split(WorkerProbe& p, double ratio) {
-  if (!(ratio > 0)) return false;
-  const bool odd = !(p.block_ms > 0) || !(p.head_ms > ratio / 4 * p.block_ms) || !(p.head_ms < ratio * 4 * p.block_ms);
-  if (!odd || !(p.full_ms > 0)) return false;
-  p.block_ms = p.full_ms / (1 + ratio);
-  p.head_ms = p.full_ms - p.block_ms;
-  return true;
 }
 
 }  // namespace
@@ -1097,30 +1077,49 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   }
   LL_ASSIGN_OR_RETURN(auto transfer, c.load_segments(jobs, {}, false));
 
-  std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
   std::vector<float> hidden(static_cast<size_t>(E));
   for (int64_t i = 0; i < E; ++i) hidden[static_cast<size_t>(i)] = 0.01f * static_cast<float>((i * 37) % 101 - 50);
   constexpr int32_t k_probe_seq = 0;
-  for (int w = 1; w <= W; ++w) {
-    if (c.lost(w)) continue;  // (dropped by a failover: in no plan)
-    // Waits for the answer to request `rid` from this worker, skipping anything else.
-    auto await = [&](uint64_t rid) -> Expected<net::Envelope> {
-      for (;;) {
-        LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
-        if (got.first == w && got.second.request_id == rid) return std::move(got.second);
-      }
-    };
-    LL_ASSIGN_OR_RETURN(probes[static_cast<size_t>(w)],
-                        probe_worker(*c.worker(w).channel, await, c.next_request_id, transfer[w], n_steps, E, L,
-                                     c.opt.n_ctx, c.device_name(w)));
-    c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]));
-  }
   // The origin, on the same units, in this process.
-  double embed_ms = 0;
-  {
-    LL_ASSIGN_OR_RETURN(auto probe, model::UnitRunner::create(*c.model, L, L + 1, *c.pool, c.opt.n_ctx));
-    LL_ASSIGN_OR_RETURN(auto embed, model::UnitRunner::create(*c.model, 0, 0, *c.pool, c.opt.n_ctx));
-    std::vector<float> out;
+  LL_ASSIGN_OR_RETURN(auto probe, model::UnitRunner::create(*c.model, L, L + 1, *c.pool, c.opt.n_ctx));
+  LL_ASSIGN_OR_RETURN(auto embed, model::UnitRunner::create(*c.model, 0, 0, *c.pool, c.opt.n_ctx));
+  std::vector<float> out;
+  // Per token over the timed steps: the difference of the runners' running totals.
+  auto since = [](const std::vector<model::UnitTiming>& before, const model::UnitTiming& t) {
+    for (const auto& b : before) {
+      if (b.unit == t.unit && t.n_tokens > b.n_tokens) {
+        return (t.compute_ms - b.compute_ms) / static_cast<double>(t.n_tokens - b.n_tokens);
+      }
+    }
+    return 0.0;
+  };
+  // Rounds of every device in turn; rounds[r][d] is device d's figures in round r.
+  const int n_rounds = std::max(1, c.opt.profile_rounds);
+  std::vector<std::vector<WorkerProbe>> rounds(static_cast<size_t>(n_rounds));
+  std::vector<double> embed_rounds;
+  for (int r = 0; r < n_rounds; ++r) {
+    std::vector<WorkerProbe>& probes = rounds[static_cast<size_t>(r)];
+    probes.resize(static_cast<size_t>(W) + 1);
+    for (int w = 1; w <= W; ++w) {
+      if (c.lost(w)) continue;  // (dropped by a failover: in no plan)
+      // Waits for the answer to request `rid` from this worker, skipping anything else.
+      auto await = [&](uint64_t rid) -> Expected<net::Envelope> {
+        for (;;) {
+          LL_ASSIGN_OR_RETURN(auto got, c.recv_any(c.opt.timeout));
+          if (got.first == w && got.second.request_id == rid) return std::move(got.second);
+        }
+      };
+      // (Weights streamed once: only the first round has their rate to give.)
+      LL_ASSIGN_OR_RETURN(probes[static_cast<size_t>(w)],
+                          probe_worker(*c.worker(w).channel, await, c.next_request_id,
+                                       r == 0 ? transfer[w] : TransferStats{}, n_steps, E, L, c.opt.n_ctx,
+                                       c.device_name(w)));
+      if (r > 0 && rounds[0][static_cast<size_t>(w)].link_bw < 1e12) {
+        probes[static_cast<size_t>(w)].link_bw = rounds[0][static_cast<size_t>(w)].link_bw;
+      }
+      c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]) +
+            (n_rounds > 1 ? " (round " + std::to_string(r + 1) + " of " + std::to_string(n_rounds) + ")" : ""));
+    }
     std::vector<model::UnitTiming> probe_before, embed_before;
     for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
       if (k == kProfileWarmupSteps) {
@@ -1131,21 +1130,29 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       LL_TRY(probe->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
       LL_TRY(embed->forward(std::span<const model::BatchToken>(&bt, 1), nullptr, out));
     }
-    // Per token over the timed steps: the difference of the runners' running totals.
-    auto since = [](const std::vector<model::UnitTiming>& before, const model::UnitTiming& t) {
-      for (const auto& b : before) {
-        if (b.unit == t.unit && t.n_tokens > b.n_tokens) {
-          return (t.compute_ms - b.compute_ms) / static_cast<double>(t.n_tokens - b.n_tokens);
-        }
-      }
-      return 0.0;
-    };
+    probe->release_sequence(k_probe_seq);
+    embed->release_sequence(k_probe_seq);
     for (const auto& t : probe->unit_timings()) {
       if (t.unit == L) probes[0].block_ms = since(probe_before, t);
       if (t.unit == L + 1) probes[0].head_ms = since(probe_before, t);
     }
-    for (const auto& t : embed->unit_timings()) embed_ms = since(embed_before, t);
-
+    probes[0].full_ms = probes[0].block_ms + probes[0].head_ms;
+    for (const auto& t : embed->unit_timings()) embed_rounds.push_back(since(embed_before, t));
+  }
+  // Each figure's median over the rounds (combine_probe_rounds).
+  std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
+  for (size_t d = 0; d < probes.size(); ++d) {
+    std::vector<WorkerProbe> of_d;
+    for (const auto& pr : rounds) of_d.push_back(pr[d]);
+    probes[d] = combine_probe_rounds(of_d);
+  }
+  const double embed_ms = median_of(embed_rounds);
+  if (n_rounds > 1) {
+    for (int w = 1; w <= W; ++w) {
+      if (!c.lost(w)) c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]) + " (median)");
+    }
+  }
+  {
     // An absurd block/head split of a worker (a busy CPU) is replaced by its full step split as the
     // origin's is (fix_odd_split).
     c.profile_head_ratio = probes[0].block_ms > 0 && probes[0].head_ms > 0 ? probes[0].head_ms / probes[0].block_ms : 0;

@@ -137,7 +137,11 @@ struct CoordinatorOptions {
   // unit 0), which the worker keeps as its memory allows, so that a switch moving a boundary by up to
   // this many units sends no weights (MonitorSample::spare_units says which each worker holds). They
   // stream with load()'s segments; a switch while generating does not wait for new ones. 0: none.
-  int spare_units = 2;  // timed steps of each kind when profiling a worker that joins
+  int spare_units = 2;
+  // measure_profile() times every device this many times, in turn (worker 1, worker 2, ..., the
+  // origin, then again), and keeps the median of each figure: a host that slows for a moment (other
+  // programs, a CPU quota's period) spoils one round, not the profile.
+  int profile_rounds = 3;
 };
 
 // One device of the running pipeline, for reports (`--json` devices).
@@ -241,6 +245,7 @@ class Coordinator {
   // latency is half the fastest of several HEARTBEAT round trips, its bandwidth the rate at which
   // that probe segment's weights streamed. All blocks of a model have the same shapes, so one block
   // stands for all. Memory: a worker's --memory-limit (or free memory) less a runtime reserve.
+  // Each figure is the median of CoordinatorOptions::profile_rounds rounds of n_steps timed steps.
   // Unloads any split; call load() afterwards.
   Expected<plan::Profile> measure_profile(int n_steps);
 

@@ -1,0 +1,43 @@
+#include "runtime/probe.h"
+
+#include <algorithm>
+
+namespace ll::runtime {
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  if (n == 0) return 0;
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+WorkerProbe combine_probe_rounds(const std::vector<WorkerProbe>& rounds) {
+  WorkerProbe p;
+  if (rounds.empty()) return p;
+  std::vector<double> block, full, bw;
+  double link = rounds.front().link_ms;
+  for (const auto& r : rounds) {
+    block.push_back(r.block_ms);
+    full.push_back(r.full_ms);
+    bw.push_back(r.link_bw);
+    link = std::min(link, r.link_ms);
+  }
+  p.block_ms = median_of(block);
+  p.full_ms = median_of(full);
+  p.head_ms = std::max(0.0, p.full_ms - p.block_ms);
+  p.link_bw = median_of(bw);
+  p.link_ms = link;
+  return p;
+}
+
+bool fix_odd_split(WorkerProbe& p, double ratio) {
+  if (!(ratio > 0)) return false;
+  const bool odd =
+      !(p.block_ms > 0) || !(p.head_ms > ratio / 4 * p.block_ms) || !(p.head_ms < ratio * 4 * p.block_ms);
+  if (!odd || !(p.full_ms > 0)) return false;
+  p.block_ms = p.full_ms / (1 + ratio);
+  p.head_ms = p.full_ms - p.block_ms;
+  return true;
+}
+
+}  // namespace ll::runtime
