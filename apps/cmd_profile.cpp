@@ -33,8 +33,9 @@ Runner add_profile_command(CLI::App& app) {
   add_cluster_options(app, o->cluster);
   app.footer(
       "Every device (this origin and each worker) runs the model's last block and its head on --steps\n"
-      "single-token steps; blocks share one shape, so one stands for all. Links: half the fastest HEARTBEAT\n"
-      "round trip, and the rate at which the probe weights streamed. Needs --local N or --cluster FILE.");
+      "single-token steps, three rounds in turn, each figure the median of its rounds; blocks share one\n"
+      "shape, so one stands for all. Links: half the fastest HEARTBEAT round trip, and the rate at which\n"
+      "the probe weights streamed. Needs --local N or --cluster FILE.");
   return [o]() -> int {
     if (o->out.empty() && !o->json) {
       return report_error(make_error(ErrorCode::invalid_argument, "give -o FILE and/or --json"));

@@ -14,7 +14,10 @@ copy) and runs `lingua run --cluster` as the emulated origin, repeating:
       Reports the time from the cut to the switch ("rebalance N: now running"), the time from the cut
       until the decode rate (from the monitor lines, over blocks of --block tokens) stays >= 90 % of
       `fresh`'s over the same token positions (decode slows as the context grows), and static /
-      balance for the time from the cut to the end and for the whole decode.
+      balance for the time from the cut to the end and for the whole decode. A second fresh run
+      (the control; --no-control skips it) is read against the first in the same way, from --cut-at
+      seconds after its start: how far two runs of one plan differ on this machine, the floor of
+      the readings above.
   (b) kill -9 of a worker while 4 sequences generate (`--objective throughput --parallel 4`): the
       worker holding the most units is killed --kill-at seconds after generation starts; all four
       outputs must equal an undisturbed run's; reports the time from the kill to the new plan running
@@ -177,6 +180,20 @@ def recovery_time(mon, t_cut, fresh_mon, block, share=0.9):
     return None
 
 
+def block_ratios(mon, t_cut, fresh_mon, block):
+    """Per block of `block` tokens from the cut on: the run's decode rate / the fresh optimum's over
+    the same token positions."""
+    pts = [(t, n) for t, n in mon if t >= t_cut]
+    out = []
+    if len(pts) < 2:
+        return out
+    for n0 in range(pts[0][1], pts[-1][1] - block + 1, block):
+        rate, ref = rate_at(pts, n0, n0 + block), rate_at(fresh_mon, n0, n0 + block)
+        if rate is not None and ref:
+            out.append(round(rate / ref, 3))
+    return out
+
+
 def share_after(mon, t_cut, fresh_mon, after_s):
     """The decode rate from `after_s` seconds after the cut to the end of the run, as a share of the
     fresh optimum's rate over the same token positions (one figure over the rest of the run, so a
@@ -210,15 +227,30 @@ def quota_cut(build, model, a, rep):
     res["quota_us"] = [full, cut, read_int(os.path.join(cg, "cpu.cfs_period_us"))]
     try:
         write_int(quota_path, cut)
-        r = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=a.n)
-        _, j = r.finish()
-        if a.save_logs:
-            os.makedirs(a.save_logs, exist_ok=True)
-            r.save(os.path.join(a.save_logs, f"a-rep{rep + 1}-fresh.log"))
+        fresh_runs = []
+        for k in range(2 if a.control else 1):
+            r = Run(build, model, ["--split", "optimal", "--objective", "latency"], n=a.n)
+            t_gen = r.wait_for("transmission map")
+            _, j = r.finish()
+            if a.save_logs:
+                os.makedirs(a.save_logs, exist_ok=True)
+                r.save(os.path.join(a.save_logs, f"a-rep{rep + 1}-fresh{'' if k == 0 else k + 1}.log"))
+            fresh_runs.append((r, j, t_gen[0] if t_gen else r.t_start))
+        r, j, _ = fresh_runs[0]
         fresh_mon = r.monitor()
         res["fresh_monitor"] = [(round(t - fresh_mon[0][0], 3), n) for t, n in fresh_mon] if fresh_mon else []
         res["fresh_tok_s"] = j["decode_tok_s"]
         res["fresh_plan"] = [(d["name"], d["units"]) for d in j["devices"] if d.get("units")]
+        if a.control:
+            # The noise floor of the readings below: a second fresh run, read against the first as
+            # the balanced run is, from --cut-at seconds after its generation started.
+            r2, j2, t_gen2 = fresh_runs[1]
+            mon2 = r2.monitor()
+            t_mark = t_gen2 + a.cut_at
+            res["control"] = {"decode_tok_s": j2["decode_tok_s"],
+                              "recover_90_s": recovery_time(mon2, t_mark, fresh_mon, a.block),
+                              "share_after_10s": share_after(mon2, t_mark, fresh_mon, 10.0),
+                              "block_ratios": block_ratios(mon2, t_mark, fresh_mon, a.block)}
     finally:
         write_int(quota_path, full)
     for name, extra in (("balance", []), ("static", ["--no-balance"])):
@@ -248,6 +280,7 @@ def quota_cut(build, model, a, rep):
         if name == "balance":
             rec["recover_90_s"] = recovery_time(mon, t_cut, fresh_mon, a.block)
             rec["share_after_10s"] = share_after(mon, t_cut, fresh_mon, 10.0)
+            rec["block_ratios"] = block_ratios(mon, t_cut, fresh_mon, a.block)
         res[name] = rec
     res["speedup_after_cut"] = res["static"]["after_cut_s"] / res["balance"]["after_cut_s"]
     res["speedup_decode"] = res["balance"]["decode_tok_s"] / res["static"]["decode_tok_s"]
@@ -259,7 +292,14 @@ def quota_cut(build, model, a, rep):
           f"{(b['share_after_10s'] or float('nan')) * 100:.0f} % of fresh; after the cut: "
           f"balance {b['after_cut_s']:.1f} s, static {res['static']['after_cut_s']:.1f} s "
           f"({res['speedup_after_cut']:.2f}x); decode tok/s {b['decode_tok_s']:.2f} vs "
-          f"{res['static']['decode_tok_s']:.2f} ({res['speedup_decode']:.2f}x)", file=sys.stderr, flush=True)
+          f"{res['static']['decode_tok_s']:.2f} ({res['speedup_decode']:.2f}x); per block vs fresh "
+          f"{b['block_ratios']}", file=sys.stderr, flush=True)
+    if "control" in res:
+        c = res["control"]
+        print(f"rep {rep + 1} (a) control, a second fresh run read the same way: {c['decode_tok_s']:.2f} tok/s; "
+              f">= 90 % of the first from {c['recover_90_s']} s; from 10 s on "
+              f"{(c['share_after_10s'] or float('nan')) * 100:.0f} %; per block {c['block_ratios']}",
+              file=sys.stderr, flush=True)
     return res
 
 
@@ -301,6 +341,8 @@ def main():
     ap.add_argument("--kill-at", type=float, default=5.0, help="seconds after generation starts")
     ap.add_argument("--block", type=int, default=25, help="tokens of decode a rate is taken over")
     ap.add_argument("--only", choices=["a", "b"])
+    ap.add_argument("--no-control", dest="control", action="store_false",
+                    help="(a): skip the second fresh run that shows how far two runs of one plan differ")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--save-logs", metavar="DIR", help="write each run's timestamped stderr (--verbose) to DIR")
     a = ap.parse_args()
@@ -340,6 +382,12 @@ def main():
               f"{[round((r['balance']['share_after_10s'] or float('nan')) * 100) for r in ra]} % of fresh (target >= 90); "
               f"static / balance after the cut {statistics.median(r['speedup_after_cut'] for r in ra):.2f}x, "
               f"decode {statistics.median(r['speedup_decode'] for r in ra):.2f}x (target >= 1.3)")
+        if all("control" in r for r in ra):
+            print(f"    control (a second fresh run against the first, read the same way): >= 90 % after "
+                  f"{[r['control']['recover_90_s'] for r in ra]} s; from 10 s on "
+                  f"{[round((r['control']['share_after_10s'] or float('nan')) * 100) for r in ra]} %; lowest block "
+                  f"{[min(r['control']['block_ratios'], default=None) for r in ra]} (balance: "
+                  f"{[min(r['balance']['block_ratios'], default=None) for r in ra]})")
     if results["b"]:
         rb = results["b"]
         print(f"(b) kill -9 with 4 sequences: outputs equal {[all(r['outputs_equal']) for r in rb]}; new plan running "

@@ -367,13 +367,12 @@ struct Coordinator::Impl {
                                                std::to_string(timeout.count() / 1000) + " s");
   }
 
-  Expected<void> load_workers();
+  Expected<void> load_workers(bool fetch_spares);
   // Loads each job's units onto its worker (streaming what it lacks); per worker, the bytes streamed
   // and how long that took.
   // With `fetch_spares`, the spares each worker has room for stream too (else it keeps those it holds).
   Expected<std::map<int, TransferStats>> load_segments(const std::vector<SegmentJob>& jobs,
                                                        const std::set<std::string>& origin_tensors, bool fetch_spares);
-  bool fetch_spares = true;  // load_workers(): false while generate() switches plans
   // The LOAD_SEGMENT for a job (tensor hashes computed once; `hashed` adds the bytes hashed now).
   Expected<SegmentRequest> segment_request(const SegmentJob& job, uint64_t request_id,
                                            const std::set<std::string>& origin_tensors, uint64_t& hashed);
@@ -789,7 +788,9 @@ void Coordinator::Impl::run_idle_probe(int device, std::string endpoint, std::st
 
 // ---------------------------------------------------------------------------------------- loading
 
-Expected<void> Coordinator::load(std::vector<Stage> stages) {
+Expected<void> Coordinator::load(std::vector<Stage> stages) { return load_plan(std::move(stages), true); }
+
+Expected<void> Coordinator::load_plan(std::vector<Stage> stages, bool fetch_spares) {
   Impl& c = *impl_;
   poll_joins();
   c.monitor_prev.clear();  // (new segments: the units' totals start again)
@@ -809,10 +810,10 @@ Expected<void> Coordinator::load(std::vector<Stage> stages) {
     LL_ASSIGN_OR_RETURN(c.tail_runner,
                         model::UnitRunner::create(*c.model, sl.first_unit, sl.last_unit, *c.pool, c.opt.n_ctx));
   }
-  return c.load_workers();
+  return c.load_workers(fetch_spares);
 }
 
-Expected<void> Coordinator::Impl::load_workers() {
+Expected<void> Coordinator::Impl::load_workers(bool fetch_spares) {
   std::vector<SegmentJob> jobs;
   for (size_t i = 1; i < stages.size(); ++i) {
     const Stage& st = stages[i];
@@ -1795,10 +1796,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         LL_ASSIGN_OR_RETURN(moved, fetch_kv(decoding));
       }
     }
-    c.fetch_spares = false;  // (a switch must not wait for new spares: those held are kept)
-    auto loaded = load(plan);
-    c.fetch_spares = true;
-    LL_TRY(loaded);
+    LL_TRY(load_plan(plan, false));  // (a switch must not wait for new spares: those held are kept)
     n_worker_stages = c.n_worker_stages();
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
     max_in_flight = n_worker_stages + 1;

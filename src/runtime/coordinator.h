@@ -256,6 +256,9 @@ class Coordinator {
 
  private:
   explicit Coordinator(std::unique_ptr<Impl> impl);
+  // load(); with `fetch_spares` false (a switch while generating) the workers keep the spares they
+  // hold and are sent no new ones, so the switch does not wait for them.
+  Expected<void> load_plan(std::vector<Stage> stages, bool fetch_spares);
   std::unique_ptr<Impl> impl_;
 };
 
