@@ -15,7 +15,7 @@ and reports decode tok/s (median over --reps), the ratios the issue asks for, an
 prediction against the measurement: predicted ms per token (latency: sum of stage costs; throughput:
 the slowest stage) vs measured decode ms per token (1000 / tok/s; aggregate for 4 sequences).
 
-usage: sudo bench/cluster/assign_bench.py [--build build] [--reps 3] [-n 48] [--json]
+usage: sudo bench/cluster/assign_bench.py [--build build] [--reps 3] [-n 48] [--json] [--save-logs DIR]
 Workers map the model from a local copy (--model), as the weights of a 600 MB model would take minutes
 over the emulated 20 Mbit/s link; the coordinator still checks it is the same model.
 """
@@ -75,12 +75,15 @@ def start_cluster(build, model):
     return up
 
 
-def run_one(build, model, name, n_predict, prompts_file):
+def run_one(build, model, name, n_predict, prompts_file, log_path=None):
     args = [os.path.join(build, "lingua"), "run", "-m", model, "--temp", "0", "-n", str(n_predict), "--json", "-v",
             "--cluster", CLUSTER_FILE, "--insecure", "--origin-memory", "320MB", "-t", "1"] + CONFIGS[name]
     args += ["-f", prompts_file] if name == "optimal4" else ["-p", PROMPT]
     p = subprocess.run([sys.executable, EMULATE, "exec", "origin", "--"] + args, capture_output=True, text=True,
                        errors="replace")  # a random-weight model writes arbitrary bytes
+    if log_path:
+        with open(log_path, "w") as f:
+            f.write(p.stderr)
     if p.returncode != 0:
         sys.exit(f"failed ({name}): {' '.join(args)}\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -106,6 +109,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("-n", type=int, default=48, help="tokens to generate per sequence")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--save-logs", metavar="DIR", help="write each run's --verbose log (profiling, plan) to DIR")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("assign_bench.py needs root (network namespaces, tc, cgroups): run it with sudo")
@@ -119,7 +123,11 @@ def main():
     try:
         for rep in range(a.reps):
             for name in CONFIGS:
-                rec = run_one(build, model, name, a.n, prompts.name)
+                log_path = None
+                if a.save_logs:
+                    os.makedirs(a.save_logs, exist_ok=True)
+                    log_path = os.path.join(a.save_logs, f"rep{rep + 1}-{name}.log")
+                rec = run_one(build, model, name, a.n, prompts.name, log_path)
                 results[name].append(rec)
                 print(f"rep {rep + 1} {name:9s} {rec['decode_tok_s']:7.2f} tok/s"
                       + (f"  predicted {rec['predicted_ms']:.1f} ms/token, measured {1000 / rec['decode_tok_s']:.1f}"

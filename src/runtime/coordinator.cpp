@@ -85,6 +85,9 @@ using AwaitAnswer = std::function<Expected<net::Envelope>(uint64_t rid)>;
 
 // Steps each device runs before its timed ones.
 constexpr int kProfileWarmupSteps = 2;
+// Re-measuring a worker out of the plan: untimed steps first, then timed ones for about this long.
+constexpr int kIdleProbeWarmupSteps = 3;
+constexpr double kIdleProbeTimedMs = 200;
 // Tokens of hidden state in the batch that measures a link's bandwidth (when no weights streamed).
 constexpr int kBandwidthProbeTokens = 32;
 
@@ -756,26 +759,30 @@ void Coordinator::Impl::run_idle_probe(int device, std::string endpoint, std::st
       return t;
     };
     int32_t pos = 0;
-    // Steps sent back to back (a device under a CPU quota must not rest between them), in rounds
-    // until 200 ms have passed: a short burst after a pause would run at full speed.
     auto steps = [&](int n) {
       const int32_t from = pos;
       pos = std::min<int32_t>(pos + n, static_cast<int32_t>(opt.n_ctx) - 1);
       return send_steps(ch, await, rid, hidden, 0, from, pos, false);
     };
-    LL_TRY(steps(1));  // (first touches)
+    // A few untimed steps (first touches) also say how long a step takes; then the timed steps,
+    // enough for about 200 ms, all sent at once: a device under a CPU quota that rests between
+    // steps (a round trip each) saves its quota in the pause and runs the next step at full speed,
+    // so steps sent in small groups came out twice as fast as the same device ran in the plan.
+    const auto t_warm = Clock::now();
+    LL_TRY(steps(kIdleProbeWarmupSteps));
+    const double step_ms = std::max(0.01, ms_since(t_warm) / kIdleProbeWarmupSteps);
+    const int n_timed = std::clamp(static_cast<int>(std::ceil(kIdleProbeTimedMs / step_ms)), 2, 32);
     LL_ASSIGN_OR_RETURN(auto before, totals());
-    const auto t0 = Clock::now();
-    int n = 0;
-    while (n < 32 && pos + 2 < static_cast<int32_t>(opt.n_ctx) && (n < 2 || ms_since(t0) < 200)) {
-      LL_TRY(steps(2));
-      n += 2;
-    }
+    LL_TRY(steps(n_timed));
     LL_ASSIGN_OR_RETURN(auto after, totals());
     (void)ch.send(net::ReleaseSequence{0}, rid++);
     if (after.second <= before.second) return make_error(ErrorCode::internal, "no timed steps");
-    return (after.first - before.first) / static_cast<double>(after.second - before.second) /
-           static_cast<double>(last - first + 1);
+    double block_ms = (after.first - before.first) / static_cast<double>(after.second - before.second) /
+                      static_cast<double>(last - first + 1);
+    // One block run over and over stays in the caches, as in profiling: scaled as the profile was
+    // (measure_profile's stream ratio), so the figure compares with the profile's.
+    if (last == first) block_ms *= profile_stream_ratio;
+    return block_ms;
   };
   auto got = body();
   if (got) {
@@ -1094,6 +1101,23 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     }
     return 0.0;
   };
+  // The probes run one block over and over, so its weights stay in the caches; a stage reads many
+  // blocks in turn and streams them from memory. The origin, which has the model, also times as
+  // many of the last blocks as its budget would let it hold (at most 1 GiB of them), back to back,
+  // right after its probe in each round; the median over the rounds of that rate per block against
+  // the probe's scales every device's figures (all devices are assumed to lose the same share to
+  // memory: exact for processes on one machine, an estimate across devices).
+  const uint64_t block_bytes = std::max<uint64_t>(1, c.model->unit_weight_bytes(L));
+  uint64_t budget = c.opt.origin_memory_bytes > 0 ? c.opt.origin_memory_bytes : available_memory_bytes();
+  budget = std::min<uint64_t>(budget, uint64_t{1} << 30);
+  const uint64_t ends = c.model->unit_weight_bytes(0) + c.model->unit_weight_bytes(L + 1);
+  const int64_t n_sweep =
+      std::clamp<int64_t>(budget > ends ? static_cast<int64_t>((budget - ends) / block_bytes) : 1, 1, L);
+  std::unique_ptr<model::UnitRunner> sweep;
+  if (n_sweep > 1) {
+    LL_ASSIGN_OR_RETURN(sweep, model::UnitRunner::create(*c.model, L - n_sweep + 1, L, *c.pool, c.opt.n_ctx));
+  }
+  std::vector<double> stream_ratios;
   // Rounds of every device in turn; rounds[r][d] is device d's figures in round r.
   const int n_rounds = std::max(1, c.opt.profile_rounds);
   std::vector<std::vector<WorkerProbe>> rounds(static_cast<size_t>(n_rounds));
@@ -1139,7 +1163,22 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     }
     probes[0].full_ms = probes[0].block_ms + probes[0].head_ms;
     for (const auto& t : embed->unit_timings()) embed_rounds.push_back(since(embed_before, t));
+    if (sweep) {
+      std::vector<model::UnitTiming> sweep_before;
+      for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+        if (k == kProfileWarmupSteps) sweep_before = sweep->unit_timings();
+        model::BatchToken bt{k_probe_seq, k, 0, true};
+        LL_TRY(sweep->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
+      }
+      sweep->release_sequence(k_probe_seq);
+      double total = 0;
+      for (const auto& t : sweep->unit_timings()) total += since(sweep_before, t);
+      const double streamed_block_ms = total / static_cast<double>(n_sweep);
+      if (probes[0].block_ms > 0) stream_ratios.push_back(streamed_block_ms / probes[0].block_ms);
+    }
   }
+  // (Never below 1: blocks in turn are not faster than one repeated; a lower figure is noise.)
+  const double stream_ratio = stream_ratios.empty() ? 1.0 : std::max(1.0, median_of(stream_ratios));
   // Each figure's median over the rounds (combine_probe_rounds).
   std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
   for (size_t d = 0; d < probes.size(); ++d) {
@@ -1165,39 +1204,14 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
             " ms/token, head " + std::to_string(pw.head_ms) + " ms/token");
     }
 
-    // The probes above run one block over and over, so its weights stay in the caches; a stage
-    // reads many blocks in turn and streams them from memory. The origin, which has the model, also
-    // times as many of the last blocks as its budget would let it hold (at most 1 GiB of them),
-    // back to back, and takes their rate per block as its own. The ratio of that rate to its
-    // cache-warm probe scales every worker's probe too (all devices are assumed to lose the same
-    // share to memory: exact for processes on one machine, an estimate across devices).
-    const uint64_t block_bytes = std::max<uint64_t>(1, c.model->unit_weight_bytes(L));
-    uint64_t budget = c.opt.origin_memory_bytes > 0 ? c.opt.origin_memory_bytes : available_memory_bytes();
-    budget = std::min<uint64_t>(budget, uint64_t{1} << 30);
-    const uint64_t ends = c.model->unit_weight_bytes(0) + c.model->unit_weight_bytes(L + 1);
-    const int64_t n_sweep =
-        std::clamp<int64_t>(budget > ends ? static_cast<int64_t>((budget - ends) / block_bytes) : 1, 1, L);
-    if (n_sweep > 1) {
-      LL_ASSIGN_OR_RETURN(auto sweep, model::UnitRunner::create(*c.model, L - n_sweep + 1, L, *c.pool, c.opt.n_ctx));
-      std::vector<model::UnitTiming> sweep_before;
-      for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
-        if (k == kProfileWarmupSteps) sweep_before = sweep->unit_timings();
-        model::BatchToken bt{k_probe_seq + 1, k, 0, true};
-        LL_TRY(sweep->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
-      }
-      double total = 0;
-      for (const auto& t : sweep->unit_timings()) total += since(sweep_before, t);
-      const double streamed_block_ms = total / static_cast<double>(n_sweep);
-      c.profile_stream_ratio = 1;
-      if (probes[0].block_ms > 0 && streamed_block_ms > probes[0].block_ms) {
-        const double ratio = streamed_block_ms / probes[0].block_ms;
-        c.profile_stream_ratio = ratio;
-        c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(streamed_block_ms) +
-              " ms/token each, " + std::to_string(ratio) + "x one block repeated: every device's figures are scaled");
-        for (WorkerProbe& pd : probes) {
-          pd.block_ms *= ratio;
-          pd.head_ms *= ratio;
-        }
+    // Every figure scaled by the origin's ratio of blocks in turn to one block repeated (the rounds).
+    c.profile_stream_ratio = stream_ratio;
+    if (stream_ratio > 1) {
+      c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(stream_ratio) +
+            "x as long as one block repeated (median of the rounds): every device's figures are scaled");
+      for (WorkerProbe& pd : probes) {
+        pd.block_ms *= stream_ratio;
+        pd.head_ms *= stream_ratio;
       }
     }
   }
