@@ -1145,23 +1145,34 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]) +
             (n_rounds > 1 ? " (round " + std::to_string(r + 1) + " of " + std::to_string(n_rounds) + ")" : ""));
     }
-    std::vector<model::UnitTiming> probe_before, embed_before;
-    for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+    // The origin's own steps, as a worker's (probe_worker): warm-up, n_steps of the block alone
+    // (no output wanted: the head is skipped), n_steps of both. The block-alone steps keep the
+    // block's weights in the caches as a worker's do, so the stream ratio below, taken against
+    // them, corrects the workers' figures for what they really are.
+    std::vector<model::UnitTiming> block_before, full_before, embed_before;
+    for (int k = 0; k < kProfileWarmupSteps + 2 * n_steps; ++k) {
       if (k == kProfileWarmupSteps) {
-        probe_before = probe->unit_timings();
+        block_before = probe->unit_timings();
         embed_before = embed->unit_timings();
       }
-      model::BatchToken bt{k_probe_seq, k, k % static_cast<int32_t>(hp.n_vocab), true};
+      if (k == kProfileWarmupSteps + n_steps) full_before = probe->unit_timings();
+      const bool full = k < kProfileWarmupSteps || k >= kProfileWarmupSteps + n_steps;
+      model::BatchToken bt{k_probe_seq, k, k % static_cast<int32_t>(hp.n_vocab), full};
       LL_TRY(probe->forward(std::span<const model::BatchToken>(&bt, 1), hidden.data(), out));
       LL_TRY(embed->forward(std::span<const model::BatchToken>(&bt, 1), nullptr, out));
     }
     probe->release_sequence(k_probe_seq);
     embed->release_sequence(k_probe_seq);
+    double full_block_ms = 0, full_head_ms = 0;
     for (const auto& t : probe->unit_timings()) {
-      if (t.unit == L) probes[0].block_ms = since(probe_before, t);
-      if (t.unit == L + 1) probes[0].head_ms = since(probe_before, t);
+      if (t.unit == L) full_block_ms = since(full_before, t);
+      if (t.unit == L + 1) full_head_ms = since(full_before, t);
     }
-    probes[0].full_ms = probes[0].block_ms + probes[0].head_ms;
+    for (const auto& t : full_before) {
+      if (t.unit == L) probes[0].block_ms = since(block_before, t);
+    }
+    probes[0].full_ms = full_block_ms + full_head_ms;
+    probes[0].head_ms = std::max(0.0, probes[0].full_ms - probes[0].block_ms);
     for (const auto& t : embed->unit_timings()) embed_rounds.push_back(since(embed_before, t));
     if (sweep) {
       std::vector<model::UnitTiming> sweep_before;
@@ -1206,9 +1217,12 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
 
     // Every figure scaled by the origin's ratio of blocks in turn to one block repeated (the rounds).
     c.profile_stream_ratio = stream_ratio;
+    if (!stream_ratios.empty()) {
+      c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(median_of(stream_ratios)) +
+            "x as long as one block repeated (median of the rounds)" +
+            (stream_ratio > 1 ? ": every device's figures are scaled" : ": no scaling"));
+    }
     if (stream_ratio > 1) {
-      c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(stream_ratio) +
-            "x as long as one block repeated (median of the rounds): every device's figures are scaled");
       for (WorkerProbe& pd : probes) {
         pd.block_ms *= stream_ratio;
         pd.head_ms *= stream_ratio;
