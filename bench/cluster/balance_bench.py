@@ -240,6 +240,8 @@ def quota_cut(build, model, a, rep):
         fresh_mon = r.monitor()
         res["fresh_monitor"] = [(round(t - fresh_mon[0][0], 3), n) for t, n in fresh_mon] if fresh_mon else []
         res["fresh_tok_s"] = j["decode_tok_s"]
+        # A reference that switched plans is no fresh optimum (and is slower than one): said below.
+        res["fresh_rebalances"] = [jj.get("rebalances", 0) for _, jj, _ in fresh_runs]
         res["fresh_plan"] = [(d["name"], d["units"]) for d in j["devices"] if d.get("units")]
         if a.control:
             # The noise floor of the readings below: a second fresh run, read against the first as
@@ -294,6 +296,10 @@ def quota_cut(build, model, a, rep):
           f"({res['speedup_after_cut']:.2f}x); decode tok/s {b['decode_tok_s']:.2f} vs "
           f"{res['static']['decode_tok_s']:.2f} ({res['speedup_decode']:.2f}x); per block vs fresh "
           f"{b['block_ratios']}", file=sys.stderr, flush=True)
+    if any(res["fresh_rebalances"]):
+        print(f"rep {rep + 1} (a) WARNING: the fresh run(s) switched plans {res['fresh_rebalances']} times: "
+              "that reference is slower than a fresh optimum, so the readings against it flatter the balancer",
+              file=sys.stderr, flush=True)
     if "control" in res:
         c = res["control"]
         print(f"rep {rep + 1} (a) control, a second fresh run read the same way: {c['decode_tok_s']:.2f} tok/s; "
@@ -382,6 +388,7 @@ def main():
               f"{[round((r['balance']['share_after_10s'] or float('nan')) * 100) for r in ra]} % of fresh (target >= 90); "
               f"static / balance after the cut {statistics.median(r['speedup_after_cut'] for r in ra):.2f}x, "
               f"decode {statistics.median(r['speedup_decode'] for r in ra):.2f}x (target >= 1.3)")
+        print(f"    fresh / control runs' plan switches (0 = a clean reference): {[r['fresh_rebalances'] for r in ra]}")
         if all("control" in r for r in ra):
             print(f"    control (a second fresh run against the first, read the same way): >= 90 % after "
                   f"{[r['control']['recover_90_s'] for r in ra]} s; from 10 s on "

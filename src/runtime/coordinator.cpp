@@ -1146,9 +1146,8 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
             (n_rounds > 1 ? " (round " + std::to_string(r + 1) + " of " + std::to_string(n_rounds) + ")" : ""));
     }
     // The origin's own steps, as a worker's (probe_worker): warm-up, n_steps of the block alone
-    // (no output wanted: the head is skipped), n_steps of both. The block-alone steps keep the
-    // block's weights in the caches as a worker's do, so the stream ratio below, taken against
-    // them, corrects the workers' figures for what they really are.
+    // (no output wanted: the head is skipped), n_steps of both; so the stream ratio below is taken
+    // against the same kind of figure the workers report.
     std::vector<model::UnitTiming> block_before, full_before, embed_before;
     for (int k = 0; k < kProfileWarmupSteps + 2 * n_steps; ++k) {
       if (k == kProfileWarmupSteps) {
