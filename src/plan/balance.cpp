@@ -73,15 +73,12 @@ Profile refresh_profile(const Profile& base, const std::vector<double>& factors)
   return out;
 }
 
-namespace {
-
 double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
+  if (n == 0) return 0;
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
-
-}  // namespace
 
 std::vector<double> idle_factors(const Profile& base, const std::vector<double>& block_ms) {
   std::vector<double> out(base.devices.size(), std::nan(""));

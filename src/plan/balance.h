@@ -34,6 +34,9 @@ namespace ll::plan {
 std::vector<double> speed_factors(const Profile& base, const std::vector<Stage>& stages,
                                   const std::vector<double>& measured_unit_ms, double min_share = 0.02);
 
+// The median of `v` (the mean of the middle two for an even count; 0 for none).
+double median_of(std::vector<double> v);
+
 // Per device, measured / profiled for devices out of the running plan that were re-measured on
 // their own (block_ms[d]: ms per transformer block per token; NaN or missing: not measured), the
 // profile's figure being the median of the device's unit_ms over units 1..U-2 (the blocks between

@@ -17,6 +17,7 @@
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "net/channel.h"
+#include "plan/balance.h"
 #include "plan/profile.h"
 #include "runtime/model_source.h"
 #include "runtime/probe.h"
@@ -1134,14 +1135,11 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
           if (got.first == w && got.second.request_id == rid) return std::move(got.second);
         }
       };
-      // (Weights streamed once: only the first round has their rate to give.)
+      // (The weights streamed once, before the rounds: each round takes their rate, and probes the
+      // link with hidden states only when none streamed.)
       LL_ASSIGN_OR_RETURN(probes[static_cast<size_t>(w)],
-                          probe_worker(*c.worker(w).channel, await, c.next_request_id,
-                                       r == 0 ? transfer[w] : TransferStats{}, n_steps, E, L, c.opt.n_ctx,
-                                       c.device_name(w)));
-      if (r > 0 && rounds[0][static_cast<size_t>(w)].link_bw < 1e12) {
-        probes[static_cast<size_t>(w)].link_bw = rounds[0][static_cast<size_t>(w)].link_bw;
-      }
+                          probe_worker(*c.worker(w).channel, await, c.next_request_id, transfer[w], n_steps, E, L,
+                                       c.opt.n_ctx, c.device_name(w)));
       c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]) +
             (n_rounds > 1 ? " (round " + std::to_string(r + 1) + " of " + std::to_string(n_rounds) + ")" : ""));
     }
@@ -1188,7 +1186,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     }
   }
   // (Never below 1: blocks in turn are not faster than one repeated; a lower figure is noise.)
-  const double stream_ratio = stream_ratios.empty() ? 1.0 : std::max(1.0, median_of(stream_ratios));
+  const double stream_ratio = stream_ratios.empty() ? 1.0 : std::max(1.0, plan::median_of(stream_ratios));
   // Each figure's median over the rounds (combine_probe_rounds).
   std::vector<WorkerProbe> probes(static_cast<size_t>(W) + 1);
   for (size_t d = 0; d < probes.size(); ++d) {
@@ -1196,7 +1194,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     for (const auto& pr : rounds) of_d.push_back(pr[d]);
     probes[d] = combine_probe_rounds(of_d);
   }
-  const double embed_ms = median_of(embed_rounds);
+  const double embed_ms = plan::median_of(embed_rounds);
   if (n_rounds > 1) {
     for (int w = 1; w <= W; ++w) {
       if (!c.lost(w)) c.log(describe_probe(c.device_name(w), probes[static_cast<size_t>(w)]) + " (median)");
@@ -1217,7 +1215,7 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
     // Every figure scaled by the origin's ratio of blocks in turn to one block repeated (the rounds).
     c.profile_stream_ratio = stream_ratio;
     if (!stream_ratios.empty()) {
-      c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(median_of(stream_ratios)) +
+      c.log("profiling: " + std::to_string(n_sweep) + " blocks in turn take " + std::to_string(plan::median_of(stream_ratios)) +
             "x as long as one block repeated (median of the rounds)" +
             (stream_ratio > 1 ? ": every device's figures are scaled" : ": no scaling"));
     }

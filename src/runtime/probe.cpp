@@ -2,14 +2,9 @@
 
 #include <algorithm>
 
-namespace ll::runtime {
+#include "plan/balance.h"
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  if (n == 0) return 0;
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+namespace ll::runtime {
 
 WorkerProbe combine_probe_rounds(const std::vector<WorkerProbe>& rounds) {
   WorkerProbe p;
@@ -22,10 +17,10 @@ WorkerProbe combine_probe_rounds(const std::vector<WorkerProbe>& rounds) {
     bw.push_back(r.link_bw);
     link = std::min(link, r.link_ms);
   }
-  p.block_ms = median_of(block);
-  p.full_ms = median_of(full);
+  p.block_ms = plan::median_of(block);
+  p.full_ms = plan::median_of(full);
   p.head_ms = std::max(0.0, p.full_ms - p.block_ms);
-  p.link_bw = median_of(bw);
+  p.link_bw = plan::median_of(bw);
   p.link_ms = link;
   return p;
 }

@@ -14,11 +14,8 @@ struct WorkerProbe {
   double link_bw = 1e12;
 };
 
-// The median of `v` (the mean of the middle two for an even count; 0 for none).
-double median_of(std::vector<double> v);
-
-// The median of each figure over the rounds; the head is what the median full step takes beyond the median
-// block; a link's latency is its best round's, as within a round.
+// The median (plan::median_of) of each figure over the rounds; the head is what the median full step takes
+// beyond the median block; a link's latency is its best round's, as within a round.
 WorkerProbe combine_probe_rounds(const std::vector<WorkerProbe>& rounds);
 
 // A worker's block and head are the difference of two sets of steps; when its CPU is shared (other

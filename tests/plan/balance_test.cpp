@@ -32,6 +32,13 @@ std::vector<double> measured_as_profiled(const Profile& p, const std::vector<Sta
   return m;
 }
 
+TEST(MedianOf, OddEvenAndEmpty) {
+  EXPECT_EQ(median_of({}), 0.0);
+  EXPECT_EQ(median_of({3}), 3.0);
+  EXPECT_EQ(median_of({5, 1, 3}), 3.0);
+  EXPECT_EQ(median_of({4, 1, 3, 2}), 2.5);
+}
+
 TEST(RefreshProfile, EveryUnitOfADeviceScalesWithWhatItsUnitsMeasured) {
   const Profile base = three_equal();
   auto m = measured_as_profiled(base, k_running);

@@ -7,13 +7,6 @@
 namespace ll::runtime {
 namespace {
 
-TEST(ProbeRounds, MedianOfEachFigure) {
-  EXPECT_EQ(median_of({}), 0.0);
-  EXPECT_EQ(median_of({3}), 3.0);
-  EXPECT_EQ(median_of({5, 1, 3}), 3.0);
-  EXPECT_EQ(median_of({4, 1, 3, 2}), 2.5);
-}
-
 TEST(ProbeRounds, OneSpoiledRoundDoesNotMoveTheProfile) {
   // Rounds 1 and 3 agree; in round 2 the host stalled (everything 2x slower, a worse link).
   std::vector<WorkerProbe> rounds = {
