@@ -1431,9 +1431,14 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
   const uint64_t base_seed = model::Sampler(gen.sampling).seed();
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
-  size_t max_in_flight = n_worker_stages + 1;
   size_t max_decode_batches =
       c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : std::max<size_t>(1, n_worker_stages);
+  // Batches in flight: prefill micro-batches (and replays) up to one per stage plus one on its way;
+  // decode batches up to max_decode_batches, plus one slot they never take, so a request waiting for
+  // its prefill is admitted even when more decode batches than stages are allowed.
+  const auto in_flight_cap = [&] { return std::max(n_worker_stages, max_decode_batches) + 1; };
+  size_t max_in_flight = in_flight_cap();
+  size_t max_prefill_in_flight = n_worker_stages + 1;
   size_t n_decode_in_flight = 0;
 
   // Prefill micro-batches. With several stages, the pipeline idles while the first batch fills it
@@ -1824,9 +1829,10 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     LL_TRY(load_plan(plan, false));  // (a switch must not wait for new spares: those held are kept)
     n_worker_stages = c.n_worker_stages();
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
-    max_in_flight = n_worker_stages + 1;
     max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
                                                   : std::max<size_t>(1, n_worker_stages);
+    max_in_flight = in_flight_cap();
+    max_prefill_in_flight = n_worker_stages + 1;
     const int32_t n_seqs = static_cast<int32_t>(seqs.size());
     std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
     for (size_t idx : active) {
@@ -2086,7 +2092,9 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         }
         is_decode = !batch.empty();
       }
-      if (batch.empty() && in_flight.size() < max_in_flight) {  // a failover's replays first
+      const bool prefill_slot =
+          in_flight.size() < max_in_flight && in_flight.size() - n_decode_in_flight < max_prefill_in_flight;
+      if (batch.empty() && prefill_slot) {  // a failover's replays first
         for (size_t idx : active) {
           Sequence& s = seqs[idx];
           if (s.done || s.n_replayed >= s.replay.size()) continue;
@@ -2098,7 +2106,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
           break;
         }
       }
-      if (batch.empty() && in_flight.size() < max_in_flight) {
+      if (batch.empty() && prefill_slot) {
         for (size_t idx : active) {
           Sequence& s = seqs[idx];
           const int64_t n_prompt = static_cast<int64_t>(s.prompt->size());

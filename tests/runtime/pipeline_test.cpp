@@ -299,6 +299,46 @@ TEST(Pipeline, ACancelledRequestEndsEarlyAndTheOthersDoNot) {
   EXPECT_TRUE(std::equal((*got)[1].tokens.begin(), (*got)[1].tokens.end(), want[1].tokens.begin()));
 }
 
+// More decode batches allowed than stages (--decode-batches 4 over two worker stages): the
+// sequences already decoding must not take every slot, or a fourth request's prefill waits until
+// they finish and its tokens come after all of theirs instead of beside them.
+TEST(Pipeline, MoreDecodeBatchesThanStagesStillAdmitEveryRequest) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  f.prompts.push_back(f.tok->encode("One day a little bird", true));
+  model::GenerateOptions gen;
+  gen.n_predict = 24;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 96);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 96;
+  co.decode_batches = 4;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  ASSERT_TRUE((*coord)->load(*runtime::split_even(f.model->n_units(), 2, false)).has_value());
+  const auto& stages = (*coord)->stages();
+  ASSERT_EQ(std::count_if(stages.begin(), stages.end(), [](const Stage& st) { return st.device != 0; }), 2);
+  auto reqs = requests(f);
+  std::vector<size_t> order;  // which request each generated token belongs to, in the order they came
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].cancelled = [&order, i] {
+      order.push_back(i);
+      return false;
+    };
+  }
+  auto got = (*coord)->generate(*f.tok, reqs, gen, 4);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  expect_same(want, *got, "4 requests, 4 decode batches");
+  const auto first_of_last = std::find(order.begin(), order.end(), size_t{3});
+  const auto last_of_first = std::find(order.rbegin(), order.rend(), size_t{0});
+  ASSERT_NE(first_of_last, order.end());
+  ASSERT_NE(last_of_first, order.rend());
+  EXPECT_LT(first_of_last - order.begin(), order.rend() - last_of_first - 1)
+      << "the fourth request produced its first token only after the first request had finished";
+}
+
 TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
