@@ -84,7 +84,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--parallel", o->parallel, "Generate up to K prompts concurrently (pipelined)")
       ->check(CLI::Range(1, 4096))->capture_default_str()->group("Distributed");
   app.add_option("--decode-batches", o->decode_batches,
-                 "Decode batches in flight (default: one per worker stage; 1 = all sequences in one batch)")
+                 "Decode batches in flight (default: one per computing stage; 1 = all sequences in one batch)")
       ->check(CLI::Range(1, 4096))->group("Distributed");
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
@@ -288,6 +288,9 @@ Runner add_run_command(CLI::App& app) {
           std::fprintf(stderr, "monitor: %-16s %.3f ms/token computing (moving estimate of the last window)\n",
                        device_names[d].c_str(), ms);
         }
+      }
+      if (run_stats.max_decode_batches_in_flight > 1) {
+        std::fprintf(stderr, "decode: up to %zu batches in the pipeline at once\n", run_stats.max_decode_batches_in_flight);
       }
       if (run_stats.n_rebalances > 0 || run_stats.n_failovers > 0) {
         std::fprintf(stderr, "plan changes: %d rebalance(s), %d failover(s)\n", run_stats.n_rebalances,

@@ -87,7 +87,7 @@ Runner add_serve_command(CLI::App& app) {
   add_split_options(app, o->split);
   app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
-  app.add_option("--decode-batches", o->decode_batches, "Decode batches in flight (default: one per worker stage)")
+  app.add_option("--decode-batches", o->decode_batches, "Decode batches in flight (default: one per computing stage)")
       ->check(CLI::Range(1, 4096))->group("Distributed");
 
   return [o]() -> int {

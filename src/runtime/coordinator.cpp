@@ -290,6 +290,17 @@ struct Coordinator::Impl {
     for (const Stage& st : stages) n += st.device != 0 ? 1 : 0;
     return n;
   }
+  // Stages that compute: all but an origin stage holding only the embedding (a table lookup). The
+  // origin's own blocks or head are a stage of the pipeline like a worker's.
+  size_t n_compute_stages() const {
+    size_t n = 0;
+    for (const Stage& st : stages) n += st.device == 0 && st.first_unit == 0 && st.last_unit == 0 ? 0 : 1;
+    return n;
+  }
+  // Decode batches in flight by default: one per computing stage, so each works on its own sequences.
+  size_t max_decode_batches() const {
+    return opt.decode_batches > 0 ? static_cast<size_t>(opt.decode_batches) : std::max<size_t>(1, n_compute_stages());
+  }
 
   std::string device_name(int device) const {
     return device == 0 ? opt.origin_name : workers[static_cast<size_t>(device)].hello.name;
@@ -1431,8 +1442,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // One seed for the run; request i uses seed + i, so a single request reproduces a single-process run.
   const uint64_t base_seed = model::Sampler(gen.sampling).seed();
   const int64_t n_ubatch = std::max<int64_t>(1, c.opt.n_ubatch);
-  size_t max_decode_batches =
-      c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches) : std::max<size_t>(1, n_worker_stages);
+  size_t max_decode_batches = c.max_decode_batches();
   // Batches in flight: prefill micro-batches (and replays) up to one per stage plus one on its way;
   // decode batches up to max_decode_batches, plus one slot they never take, so a request waiting for
   // its prefill is admitted even when more decode batches than stages are allowed.
@@ -1440,6 +1450,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   size_t max_in_flight = in_flight_cap();
   size_t max_prefill_in_flight = n_worker_stages + 1;
   size_t n_decode_in_flight = 0;
+  size_t max_decode_seen = 0;
 
   // Prefill micro-batches. With several stages, the pipeline idles while the first batch fills it
   // and the last drains it, so those batches ramp: n_ubatch/8, /4, /2 at both ends, full-size (or
@@ -1593,7 +1604,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     hidden = std::move(ab.hidden);
     if (!ok) return make_error(ok.error().code, "sending to " + c.device_name(c.first_worker_stage().device) + ": " + ok.error().message);
     in_flight[rid] = InFlight{std::move(batch), decode};
-    if (decode) ++n_decode_in_flight;
+    if (decode) max_decode_seen = std::max(max_decode_seen, ++n_decode_in_flight);
     return {};
   };
 
@@ -1829,8 +1840,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     LL_TRY(load_plan(plan, false));  // (a switch must not wait for new spares: those held are kept)
     n_worker_stages = c.n_worker_stages();
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
-    max_decode_batches = c.opt.decode_batches > 0 ? static_cast<size_t>(c.opt.decode_batches)
-                                                  : std::max<size_t>(1, n_worker_stages);
+    max_decode_batches = c.max_decode_batches();
     max_in_flight = in_flight_cap();
     max_prefill_in_flight = n_worker_stages + 1;
     const int32_t n_seqs = static_cast<int32_t>(seqs.size());
@@ -2199,6 +2209,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   RunStats st;
   st.n_failovers = n_failovers;
   st.n_rebalances = n_rebalances;
+  st.max_decode_batches_in_flight = max_decode_seen;
   if (c.opt.rebalance) {
     st.device_ms_per_token.assign(c.workers.size(), std::nan(""));
     for (const Stage& stage : c.stages) {

@@ -88,8 +88,9 @@ struct CoordinatorOptions {
   int64_t n_ctx = 512;
   int n_threads = 1;                   // for the origin's own stages
   int64_t n_ubatch = 64;               // tokens per prefill micro-batch
-  // Decode batches in flight at once (0 = one per worker stage, so each stage works on its own
-  // sequences). Fewer, larger batches read each weight once for more tokens: better when the
+  // Decode batches in flight at once (0 = one per stage that computes, so each stage works on its
+  // own sequences; the origin's stage counts when it holds blocks or the head, not when it holds
+  // only the embedding). Fewer, larger batches read each weight once for more tokens: better when the
   // "devices" share one memory bus, as processes on one machine do.
   int decode_batches = 0;
   net::Millis timeout{120000};         // longest wait for a worker's answer
@@ -176,6 +177,7 @@ struct RunStats {
   // decode phase of a single request), from the devices' own unit timings — to set beside the
   // planner's prediction. Empty when there was nothing to measure.
   std::vector<double> stage_compute_ms_per_token;
+  size_t max_decode_batches_in_flight = 0;  // most decode batches that were in the pipeline at once
   int n_failovers = 0;   // plans re-solved because a worker was lost (stage timings are then left empty)
   int n_rebalances = 0;  // plans switched by the balancer (stage timings are then left empty)
   // [n_devices] the last monitoring window's moving estimate of each device's compute ms per token

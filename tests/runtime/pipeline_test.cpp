@@ -339,6 +339,35 @@ TEST(Pipeline, MoreDecodeBatchesThanStagesStillAdmitEveryRequest) {
       << "the fourth request produced its first token only after the first request had finished";
 }
 
+// By default one decode batch per stage that computes: the origin's stage counts when it holds
+// blocks, not when it holds only the embedding (a lookup). Same tokens either way.
+TEST(Pipeline, OneDecodeBatchPerComputingStageByDefault) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  ASSERT_TRUE(f.model);
+  model::GenerateOptions gen;
+  gen.n_predict = 12;
+  gen.sampling.temperature = 0;
+  const auto want = single_process(f, gen, 64);
+  test::InprocCluster cluster(2);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  auto coord = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value());
+  struct Case {
+    std::vector<Stage> stages;
+    size_t batches;
+  };
+  for (const Case& c : {Case{{{0, 0, 0}, {1, 1, 3}, {2, 4, 6}}, 2}, Case{{{0, 0, 2}, {1, 3, 4}, {2, 5, 6}}, 3}}) {
+    ASSERT_TRUE((*coord)->load(c.stages).has_value());
+    auto got = (*coord)->generate(*f.tok, requests(f), gen, 3);
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    expect_same(want, *got, "origin up to unit " + std::to_string(c.stages[0].last_unit));
+    EXPECT_EQ((*coord)->last_run_stats().max_decode_batches_in_flight, c.batches)
+        << "origin up to unit " << c.stages[0].last_unit;
+  }
+}
+
 TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
