@@ -42,7 +42,7 @@ int default_threads() {
 Runner add_run_command(CLI::App& app) {
   struct Opts {
     std::string model, prompt, prompt_file;
-    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 64;
+    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 16;
     int threads = default_threads();
     model::SamplingParams sampling;
     std::vector<std::string> stop;
@@ -86,7 +86,7 @@ Runner add_run_command(CLI::App& app) {
   app.add_option("--decode-batches", o->decode_batches,
                  "Decode batches in flight (default: one per computing stage; 1 = all sequences in one batch)")
       ->check(CLI::Range(1, 4096))->group("Distributed");
-  app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
+  app.add_option("--ubatch", o->ubatch, "Tokens per prefill micro-batch over several computing stages (one stage: batches of 64)")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
 
   return [o]() -> int {

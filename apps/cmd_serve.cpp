@@ -54,7 +54,7 @@ Runner add_serve_command(CLI::App& app) {
     std::string model, host = "127.0.0.1", api_key, chat_template, model_id;
     int port = 8080;
     int threads = default_threads();
-    int64_t ctx_size = 0, ubatch = 64;
+    int64_t ctx_size = 0, ubatch = 16;
     int parallel = 8, decode_batches = 0, max_queue = 64, http_threads = 0;
     std::string max_body = "1MB";
     bool verbose = false;
@@ -85,7 +85,7 @@ Runner add_serve_command(CLI::App& app) {
   app.add_flag("-v,--verbose", o->verbose, "Progress and plan details on stderr");
   add_cluster_options(app, o->cluster, true);
   add_split_options(app, o->split);
-  app.add_option("--ubatch", o->ubatch, "Tokens per pipelined prefill micro-batch")->check(CLI::Range(1, 4096))
+  app.add_option("--ubatch", o->ubatch, "Tokens per prefill micro-batch over several computing stages (one stage: batches of 64)")->check(CLI::Range(1, 4096))
       ->capture_default_str()->group("Distributed");
   app.add_option("--decode-batches", o->decode_batches, "Decode batches in flight (default: one per computing stage)")
       ->check(CLI::Range(1, 4096))->group("Distributed");

@@ -1452,27 +1452,14 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   size_t n_decode_in_flight = 0;
   size_t max_decode_seen = 0;
 
-  // Prefill micro-batches. With several stages, the pipeline idles while the first batch fills it
-  // and the last drains it, so those batches ramp: n_ubatch/8, /4, /2 at both ends, full-size (or
-  // near) in the middle. All sizes give the same numbers; only the overlap changes.
+  // Prefill micro-batches. Over S stages a prompt cut into micro-batches takes about its time on
+  // the slowest stage plus one micro-batch on each of the others (for equal stages: the sum plus
+  // (S - 1) times the largest micro-batch, wherever it comes), so over several computing stages
+  // they are small and near-equal: n_ubatch tokens at most (16 by default; smaller ones cost more
+  // per token in the matmuls). One computing stage overlaps nothing: batches of at least 64.
+  // All sizes give the same numbers; only the overlap changes.
   auto prefill_plan = [&](int64_t n_prompt) {
-    std::vector<int64_t> sizes;
-    std::vector<int64_t> ramp;
-    if (n_worker_stages >= 2) {
-      for (int64_t r = std::max<int64_t>(1, n_ubatch / 8); r < n_ubatch; r *= 2) ramp.push_back(r);
-    }
-    int64_t ramp_sum = 0;
-    for (int64_t r : ramp) ramp_sum += r;
-    if (ramp.empty() || n_prompt < 2 * ramp_sum + n_ubatch) {
-      for (int64_t done = 0; done < n_prompt; done += n_ubatch) sizes.push_back(std::min(n_ubatch, n_prompt - done));
-      return sizes;
-    }
-    sizes = ramp;
-    const int64_t middle = n_prompt - 2 * ramp_sum;
-    const int64_t n_mid = (middle + n_ubatch - 1) / n_ubatch;
-    for (int64_t i = 0; i < n_mid; ++i) sizes.push_back(middle / n_mid + (i < middle % n_mid ? 1 : 0));
-    sizes.insert(sizes.end(), ramp.rbegin(), ramp.rend());
-    return sizes;
+    return prefill_micro_batches(n_prompt, c.n_compute_stages() >= 2 ? n_ubatch : std::max<int64_t>(n_ubatch, 64));
   };
   std::vector<Sequence> seqs(requests.size());
   std::deque<size_t> queued;
@@ -2261,6 +2248,15 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   std::vector<model::GenerateResult> out;
   for (auto& s : seqs) out.push_back(std::move(s.result));
   return out;
+}
+
+std::vector<int64_t> prefill_micro_batches(int64_t n_tokens, int64_t max_size) {
+  std::vector<int64_t> sizes;
+  if (n_tokens <= 0) return sizes;
+  max_size = std::max<int64_t>(1, max_size);
+  const int64_t n = (n_tokens + max_size - 1) / max_size;
+  for (int64_t i = 0; i < n; ++i) sizes.push_back(n_tokens / n + (i < n_tokens % n ? 1 : 0));
+  return sizes;
 }
 
 }  // namespace ll::runtime

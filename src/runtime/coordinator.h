@@ -87,7 +87,7 @@ struct CoordinatorOptions {
   bool ring = false;
   int64_t n_ctx = 512;
   int n_threads = 1;                   // for the origin's own stages
-  int64_t n_ubatch = 64;               // tokens per prefill micro-batch
+  int64_t n_ubatch = 16;               // tokens per prefill micro-batch over several computing stages
   // Decode batches in flight at once (0 = one per stage that computes, so each stage works on its
   // own sequences; the origin's stage counts when it holds blocks or the head, not when it holds
   // only the embedding). Fewer, larger batches read each weight once for more tokens: better when the
@@ -195,6 +195,10 @@ struct Request {
   // holding what was generated so far), e.g. when an HTTP client went away. Empty: never.
   std::function<bool()> cancelled = {};
 };
+
+// Sizes of the micro-batches a prompt of n_tokens is cut into: as few as fit max_size each, near-equal
+// (they differ by at most one token), so that no larger one holds up the stages behind it.
+std::vector<int64_t> prefill_micro_batches(int64_t n_tokens, int64_t max_size);
 
 class Coordinator {
  public:

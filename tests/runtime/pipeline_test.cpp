@@ -368,6 +368,29 @@ TEST(Pipeline, OneDecodeBatchPerComputingStageByDefault) {
   }
 }
 
+TEST(PrefillMicroBatches, FewestNearEqualBatchesOfAtMostTheSize) {
+  EXPECT_EQ(runtime::prefill_micro_batches(254, 16), (std::vector<int64_t>{16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 15, 15}));
+  EXPECT_EQ(runtime::prefill_micro_batches(33, 16), (std::vector<int64_t>{11, 11, 11}));
+  EXPECT_EQ(runtime::prefill_micro_batches(5, 16), (std::vector<int64_t>{5}));
+  EXPECT_EQ(runtime::prefill_micro_batches(3, 1), (std::vector<int64_t>{1, 1, 1}));
+  EXPECT_TRUE(runtime::prefill_micro_batches(0, 16).empty());
+  EXPECT_EQ(runtime::prefill_micro_batches(7, 0), (std::vector<int64_t>(7, 1)));  // (a size below 1 counts as 1)
+  for (int64_t n = 1; n <= 300; n += 7) {
+    for (int64_t cap : {1, 3, 16, 64}) {
+      const auto sizes = runtime::prefill_micro_batches(n, cap);
+      int64_t sum = 0;
+      for (int64_t b : sizes) {
+        EXPECT_GE(b, 1);
+        EXPECT_LE(b, cap);
+        EXPECT_LE(sizes.front() - b, 1) << n << " / " << cap;
+        sum += b;
+      }
+      EXPECT_EQ(sum, n);
+      EXPECT_EQ(static_cast<int64_t>(sizes.size()), (n + cap - 1) / cap);
+    }
+  }
+}
+
 TEST(Pipeline, PlannerSplitsMayUseSomeWorkersInAnyOrderOrNone) {
   LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
   Fixture f = load_stories();
