@@ -50,7 +50,12 @@ def run(build, args):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    if out.get("failovers") or out.get("rebalances"):
+        # A plan change mid-run measures something else than the split asked for: say so.
+        print(f"warning: {out.get('failovers', 0)} failover(s), {out.get('rebalances', 0)} rebalance(s) in: "
+              f"{' '.join(cmd)}", file=sys.stderr)
+    return out
 
 
 def speed(build, reps, split):
