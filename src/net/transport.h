@@ -84,7 +84,7 @@ struct TransportOptions {
   bool reply_to_bad_frames = true;  // answer bad frames with ERROR
   int heartbeat_ivl_ms = 300;       // ZMTP PING interval (0: no heartbeats)
   // A connection silent this long is closed (also the TTL asked of peers). At 1200 ms, live workers
-  // were dropped now and then: in 3 of 10 prefills in 16-token micro-batches over `--local 2` on a
+  // were dropped now and then: in 5 of 15 prefills in 16-token micro-batches over `--local 2` on a
   // 2-vCPU machine both workers busy, the origin's link to one closed (none in 10 with heartbeats
   // off, none in 10 at 3000 ms). A cut link is noticed this much later; kill -9 at once.
   int heartbeat_timeout_ms = 3000;
