@@ -1448,7 +1448,6 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // its prefill is admitted even when more decode batches than stages are allowed.
   const auto in_flight_cap = [&] { return std::max(n_worker_stages, max_decode_batches) + 1; };
   size_t max_in_flight = in_flight_cap();
-  size_t max_prefill_in_flight = n_worker_stages + 1;
   size_t n_decode_in_flight = 0;
   size_t max_decode_seen = 0;
 
@@ -1829,7 +1828,6 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     origin_samples = c.opt.ring || any_penalty || n_worker_stages == 0;
     max_decode_batches = c.max_decode_batches();
     max_in_flight = in_flight_cap();
-    max_prefill_in_flight = n_worker_stages + 1;
     const int32_t n_seqs = static_cast<int32_t>(seqs.size());
     std::vector<size_t> live;  // (a delivery cut short may have left finished ones in `active`)
     for (size_t idx : active) {
@@ -2090,7 +2088,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
         is_decode = !batch.empty();
       }
       const bool prefill_slot =
-          in_flight.size() < max_in_flight && in_flight.size() - n_decode_in_flight < max_prefill_in_flight;
+          in_flight.size() < max_in_flight && in_flight.size() - n_decode_in_flight < n_worker_stages + 1;
       if (batch.empty() && prefill_slot) {  // a failover's replays first
         for (size_t idx : active) {
           Sequence& s = seqs[idx];
