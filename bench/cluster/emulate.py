@@ -51,7 +51,8 @@ ORIGIN_INDEX = 0                       # the origin's subnet index; devices are 
 
 DEVICE_KEYS = {"name", "cpu", "threads", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms",
                "cpus", "hard_memory", "worker_args"}
-ORIGIN_KEYS = {"cpu", "threads", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms", "hard_memory"}
+ORIGIN_KEYS = {"cpu", "threads", "memory", "bandwidth", "bandwidth_up", "bandwidth_down", "latency_ms", "cpus",
+               "hard_memory"}
 
 
 def log(msg):
@@ -145,6 +146,14 @@ def check_node(d, where, keys, is_origin):
     cpus = d.get("cpus")
     if cpus is not None and (not isinstance(cpus, str) or not re.fullmatch(r"[0-9,\-]+", cpus)):
         raise Failure(f"{where}: cpus must be a CPU list like \"0\" or \"0-1\"")
+    if cpus is not None:
+        try:
+            missing = parse_cpu_list(cpus) - os.sched_getaffinity(0)
+        except Failure as e:
+            raise Failure(f"{where}: cpus: {e}") from None
+        if missing:
+            raise Failure(f"{where}: cpus \"{cpus}\" names CPU(s) {', '.join(map(str, sorted(missing)))} this "
+                          f"machine does not let us use (allowed: {sorted(os.sched_getaffinity(0))})")
     node["cpus"] = cpus
     wa = d.get("worker_args", [])
     if not isinstance(wa, list) or not all(isinstance(a, str) for a in wa):
@@ -284,12 +293,29 @@ def stop_pids(entries, grace_s=5.0, children=None):
 _libc = None
 
 
-def child_setup(task_files):
-    """preexec_fn: join the device's cgroups before exec, and die with the emulator (PR_SET_PDEATHSIG)."""
+def parse_cpu_list(text):
+    """'0-1,3' -> {0, 1, 3} (the kernel's CPU list format, as taskset -c and `lingua worker --cpus`)."""
+    cpus = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise Failure(f"'{text}' is not a CPU list like \"0\" or \"0-1,3\"")
+        a, b = int(lo), int(hi or lo)
+        if a > b or b >= 4096:
+            raise Failure(f"'{text}' is not a CPU list like \"0\" or \"0-1,3\"")
+        cpus.update(range(a, b + 1))
+    return cpus
+
+
+def child_setup(task_files, cpus=None):
+    """preexec_fn: join the device's cgroups (and pin to its CPUs) before exec, and die with the
+    emulator (PR_SET_PDEATHSIG)."""
     def fn():
         for path in task_files:
             with open(path, "w") as f:
                 f.write(str(os.getpid()))
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if _libc is not None:
             _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     return fn
@@ -412,8 +438,8 @@ class Cluster:
                            parse_size(node["memory"], node["name"] + ".memory"))
             node["cgroups"][ctl] = cg
         self.state.add("nodes", {k: node[k] for k in ("name", "origin", "index", "netns", "link_host", "link_dev",
-                                                       "host_addr", "dev_addr", "cgroups", "cpu", "threads",
-                                                       "memory", "rate_up", "rate_down", "latency_ms")})
+                                                       "host_addr", "dev_addr", "cgroups", "cpu", "cpus",
+                                                       "threads", "memory", "rate_up", "rate_down", "latency_ms")})
 
     def task_files(self, node):
         return [os.path.join(cg, "tasks") for cg in node["cgroups"].values()]
@@ -513,7 +539,7 @@ class Cluster:
         pids = {(pr["name"], pr["role"]): pr["pid"] for pr in self.state.data["processes"]}
         for n in ([self.origin] if self.origin else []) + self.nodes:
             rows.append((n["name"], n["netns"], f"tcp://{n['proxy_endpoint']}" if not n["origin"] else "(origin)",
-                         n.get("worker_endpoint", "-"), f"{n['cpu']:g}" if n["cpu"] else "host",
+                         n.get("worker_endpoint", "-"), (f"{n['cpu']:g}" if n["cpu"] else "host") + (f" @{n['cpus']}" if n["cpus"] else ""),
                          str(n["threads"]), (n["memory"] or "-") + (" hard" if n["hard_memory"] else ""),
                          fmt_rate(n["rate_up"]), fmt_rate(n["rate_down"]), f"{n['latency_ms']:g}",
                          str(pids.get((n["name"], self.role), "-"))))
@@ -856,7 +882,8 @@ def cmd_run(args):
         if cluster.origin:
             o = cluster.origin
             proc = subprocess.Popen(["ip", "netns", "exec", o["netns"]] + cmd,
-                                    preexec_fn=child_setup(cluster.task_files(o)))
+                                    preexec_fn=child_setup(cluster.task_files(o),
+                                                           parse_cpu_list(o["cpus"]) if o["cpus"] else None))
         else:
             proc = subprocess.Popen(cmd)
         rc = proc.wait()
@@ -939,6 +966,8 @@ def cmd_exec(args):
         return 1
     for cg in node["cgroups"].values():
         write_file(os.path.join(cg, "tasks"), os.getpid())
+    if node.get("cpus"):
+        os.sched_setaffinity(0, parse_cpu_list(node["cpus"]))
     os.execvp("ip", ["ip", "netns", "exec", node["netns"]] + cmd)
 
 
