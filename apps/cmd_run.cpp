@@ -197,6 +197,9 @@ Runner add_run_command(CLI::App& app) {
       co.log = [v = o->verbose](const std::string& s) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
+      o->split.origin_shares_cores = runtime::oversubscribes_cores(
+          o->cluster.local, o->cluster.worker_threads > 0 ? o->cluster.worker_threads : o->threads, o->threads,
+          static_cast<int>(runtime::allowed_cpus().size()));
       auto resplit = std::make_shared<Resplitter>();
       resplit->args = o->split;
       Resplitter::install(resplit, co);

@@ -134,6 +134,9 @@ Runner add_serve_command(CLI::App& app) {
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
       co.log = log;
+      o->split.origin_shares_cores = runtime::oversubscribes_cores(
+          o->cluster.local, o->cluster.worker_threads > 0 ? o->cluster.worker_threads : o->threads, o->threads,
+          static_cast<int>(runtime::allowed_cpus().size()));
       auto resplit = std::make_shared<Resplitter>();  // a lost worker: re-plan over the survivors
       resplit->args = o->split;
       Resplitter::install(resplit, co);

@@ -214,6 +214,15 @@ Expected<ChosenSplit> choose_split(const SplitArgs& a, runtime::Coordinator& c, 
     so.ring = a.ring;
     so.objective = a.objective.empty() ? (several ? plan::Objective::throughput : plan::Objective::latency)
                                        : *plan::parse_objective(a.objective);
+    // The profile timed each device alone; pipelined, the origin's blocks would run on the cores the
+    // local workers compute on. (One request at a time computes on one stage at a time: a latency
+    // plan may still use the origin.)
+    if (a.origin_shares_cores && so.objective == plan::Objective::throughput &&
+        plan::keep_origin_to_ends(profile, a.ring) && verbose) {
+      std::fprintf(stderr, "lingua: the origin and its --local workers have more threads than this machine has "
+                           "cores: the origin keeps the %s only, the workers compute\n",
+                   a.ring ? "embedding and the head" : "embedding");
+    }
     so.time_limit_s = 10;
     LL_ASSIGN_OR_RETURN(auto solved, plan::solve(profile, so));
     if (verbose) {

@@ -23,6 +23,11 @@ struct SplitArgs {
   bool no_balance = false;      // --no-balance
   double balance_margin = 0.15;  // --balance-margin
   CLI::Option* split_option = nullptr;  // set by add_split_options: whether --split was given
+  // --local with more threads (the origin's and its workers') than this machine has cores: they share
+  // them, so a throughput plan (every stage computing at once) keeps the origin to the units it must
+  // hold (the embedding, and the head with --ring). Set by the command
+  // (runtime::oversubscribes_cores).
+  bool origin_shares_cores = false;
   // Any split option given (they need --local or --cluster).
   bool custom() const {
     return ring || !split_units.empty() || (split_option != nullptr && split_option->count() > 0);

@@ -302,4 +302,14 @@ Error explain_infeasible(const Profile& p, const SolveOptions& o) {
           std::to_string(p.n_units()) + " units fits their memory");
 }
 
+bool keep_origin_to_ends(Profile& profile, bool ring) {
+  if (profile.units.empty() || profile.origin < 0 || profile.origin >= profile.n_devices()) return false;
+  uint64_t must_hold = profile.units.front().memory_bytes;
+  if (ring && profile.units.size() > 1) must_hold += profile.units.back().memory_bytes;
+  auto& origin = profile.devices[static_cast<size_t>(profile.origin)];
+  if (must_hold >= origin.memory_bytes) return false;
+  origin.memory_bytes = must_hold;
+  return true;
+}
+
 }  // namespace ll::plan

@@ -108,6 +108,13 @@ Expected<std::vector<Stage>> plan_memory(const Profile& profile, const SolveOpti
 // short. Safe to call from several threads (calls into CBC are serialised).
 Expected<PlanResult> solve(const Profile& profile, const SolveOptions& options);
 
+// Lowers the origin's memory_bytes to what the units it must hold take (the first, and with `ring`
+// the last), so that a plan puts every other unit on the other devices: for an origin that shares its
+// cores with them (--local workers on a machine with fewer cores than their threads), where the
+// profile's figures, each device timed alone, do not hold while all stages compute at once. Returns
+// whether it lowered anything.
+bool keep_origin_to_ends(Profile& profile, bool ring);
+
 // Optimal plan by enumerating device orders (ordered subsets starting at the origin) and, for each,
 // an exact dynamic program over split points (exact.cpp). For cross-checking the MILP; at most
 // kMaxExactDevices devices.

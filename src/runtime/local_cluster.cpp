@@ -1,11 +1,18 @@
 #include "runtime/local_cluster.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "net/security.h"
 #include "runtime/sysinfo.h"
 
 namespace ll::runtime {
+
+bool oversubscribes_cores(int n_workers, int worker_threads, int origin_threads, int cores) {
+  if (n_workers <= 0) return false;
+  const int64_t threads = int64_t{n_workers} * std::max(1, worker_threads) + std::max(1, origin_threads);
+  return threads > std::max(1, cores);
+}
 
 Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOptions& o) {
   if (o.n_workers < 1 || o.n_workers > 64) {

@@ -35,6 +35,10 @@ struct LocalClusterOptions {
   std::function<void(const std::string&)> log;
 };
 
+// Whether `n_workers` local workers of `worker_threads` threads each and an origin computing with
+// `origin_threads` need more cores than the `cores` given (they then share them).
+bool oversubscribes_cores(int n_workers, int worker_threads, int origin_threads, int cores);
+
 class LocalCluster {
  public:
   static Expected<std::unique_ptr<LocalCluster>> start(const LocalClusterOptions& options);

@@ -139,6 +139,45 @@ TEST(Solve, RingMayCutTheOriginInTwo) {
   EXPECT_DOUBLE_EQ(r->cost_ms, 8.0);
 }
 
+TEST(Solve, KeepOriginToEndsLeavesTheBlocksToTheOtherDevices) {
+  // Six units (1 ms each, 10 bytes each), an origin twice as fast as two helpers (2 ms per unit):
+  // the throughput optimum gives the origin blocks ([0-1][2-3][4-5]: 2+1, 4+1, 4).
+  Profile p = blank_profile(6, 3);
+  for (auto& u : p.units) u.memory_bytes = 10;
+  p.devices[0].unit_ms.assign(6, 1.0);
+  for (int d : {1, 2}) p.devices[static_cast<size_t>(d)].unit_ms.assign(6, 2.0);
+  for (int a = 0; a < 3; ++a) {
+    for (int b = 0; b < 3; ++b) {
+      if (a != b) p.latency_ms[a][b] = 1.0;
+    }
+  }
+  auto r = solve(p, opts(Objective::throughput, false));
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_GT(r->stages.front().last_unit, 0);
+  for (bool ring : {false, true}) {
+    Profile kept = p;
+    ASSERT_TRUE(keep_origin_to_ends(kept, ring));
+    EXPECT_EQ(kept.devices[0].memory_bytes, ring ? 20u : 10u);
+    EXPECT_EQ(kept.devices[1].memory_bytes, p.devices[1].memory_bytes);
+    EXPECT_FALSE(keep_origin_to_ends(kept, ring)) << "already kept: nothing to lower";
+    r = solve(kept, opts(Objective::throughput, ring));
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->stages.front(), (Stage{0, 0, 0}));
+    if (ring) {
+      EXPECT_EQ(r->stages.back(), (Stage{0, 5, 5}));
+    }
+    for (size_t i = 1; i + (ring ? 1 : 0) < r->stages.size(); ++i) EXPECT_NE(r->stages[i].device, 0);
+    // Units 1-4 (ring) or 1-5 over the two helpers, 2 ms each: the slower half 3 units + hop, or
+    // 2 units + hop with ring (the origin then holds the head: 1 ms).
+    EXPECT_DOUBLE_EQ(r->cost_ms, ring ? 5.0 : 7.0);
+  }
+  // An origin with less memory than its ends keeps what it has (the solver then says it is short).
+  Profile tight = p;
+  tight.devices[0].memory_bytes = 5;
+  EXPECT_FALSE(keep_origin_to_ends(tight, false));
+  EXPECT_EQ(tight.devices[0].memory_bytes, 5u);
+}
+
 TEST(Solve, OneUnitOneDevice) {
   Profile p = blank_profile(1, 1);
   p.devices[0].unit_ms = {2.5};

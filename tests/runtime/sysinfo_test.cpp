@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include "runtime/local_cluster.h"
+
 namespace ll::runtime {
 namespace {
 
@@ -25,6 +27,22 @@ TEST(SysInfo, ReportsThisProcess) {
   // Pinning to what we already have is allowed; a CPU that does not exist is refused.
   EXPECT_TRUE(pin_to_cpus(cpus).has_value());
   EXPECT_FALSE(pin_to_cpus({CPU_SETSIZE + 5}).has_value());
+}
+
+}  // namespace
+}  // namespace ll::runtime
+
+namespace ll::runtime {
+namespace {
+
+TEST(LocalCluster, OversubscribesCoresCountsTheOriginAndEveryWorkersThreads) {
+  EXPECT_TRUE(oversubscribes_cores(2, 1, 1, 2));   // 3 threads on 2 cores
+  EXPECT_FALSE(oversubscribes_cores(2, 1, 1, 3));
+  EXPECT_TRUE(oversubscribes_cores(1, 4, 1, 4));
+  EXPECT_FALSE(oversubscribes_cores(3, 2, 2, 8));
+  EXPECT_TRUE(oversubscribes_cores(3, 2, 3, 8));
+  EXPECT_FALSE(oversubscribes_cores(0, 1, 64, 2)) << "no local workers: nothing shares the origin's cores";
+  EXPECT_TRUE(oversubscribes_cores(1, 0, 0, 0)) << "thread and core counts below one count as one";
 }
 
 }  // namespace
