@@ -37,6 +37,9 @@ void add_split_options(CLI::App& app, SplitArgs& a) {
 
 namespace {
 
+// Windows in which more than this share of the tokens were prompt tokens do not measure speed.
+constexpr double kMaxPromptShare = 0.25;
+
 // A split made for workers 1..workers.size(), moved onto `workers` (cluster indices).
 std::vector<runtime::Stage> onto_workers(std::vector<runtime::Stage> stages, const std::vector<int>& workers) {
   for (auto& st : stages) {
@@ -130,8 +133,13 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
       plan::speed_factors(base, current, m.window_unit_ms.empty() ? m.unit_ms : m.window_unit_ms);
   std::vector<double> by_device(chosen.profile->devices.size(), std::nan(""));
   for (size_t k = 0; k < keep.size(); ++k) by_device[static_cast<size_t>(keep[k])] = now[k];
-  // (Windows right after a switch carry the replay's batches: no measure of speed.)
-  if (policy.settling(m.steady_ms)) std::fill(by_device.begin(), by_device.end(), std::nan(""));
+  // (Windows right after a switch carry the replay's batches, and windows mostly of prompt batches
+  // run far cheaper per token than decoding: no measure of speed. At the start of `run --local 2
+  // --parallel 2` the two prompts' windows, rolling out of SpeedTracker's median at different
+  // times on the two workers, made one look twice as fast as the other for a second and moved units.)
+  if (policy.settling(m.steady_ms) || m.window_prompt_share > kMaxPromptShare) {
+    std::fill(by_device.begin(), by_device.end(), std::nan(""));
+  }
   // Devices out of the plan that were re-measured (idle probes): their block time against the
   // profile's, so one that recovered (or was profiled on a busy CPU) is seen as it runs now.
   std::vector<double> idle_ms(chosen.profile->devices.size(), std::nan(""));
@@ -172,7 +180,12 @@ Expected<runtime::BalanceDecision> Resplitter::rebalance(const runtime::MonitorS
   for (size_t k = 0; k < keep.size(); ++k) {
     char part[64];
     std::snprintf(part, sizeof part, " %.2fx", factors[k]);
-    out.note.append(k == 0 ? " " : ", ").append(base.devices[k].name).append(part);
+    out.note.append(k == 0 ? " " : ", ").append(base.devices[k].name);
+    if (std::isnan(factors[k])) {
+      out.note.append(" not measured yet");
+      continue;
+    }
+    out.note.append(part);
     if (probed[static_cast<size_t>(keep[k])]) {
       out.note.append(" (re-measured out of the plan)");
     } else if (std::isnan(now[k])) {

@@ -1482,6 +1482,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     bool decode = false;
   };
   std::map<uint64_t, InFlight> in_flight;
+  // Tokens sent this monitoring window, prompt (and replay) and decode (MonitorSample::window_prompt_share).
+  int64_t window_prompt_tokens = 0, window_decode_tokens = 0;
   std::vector<float> hidden, logits;
   size_t n_done = 0;
   double prefill_ms_per_token = 0;  // the first prompt's, for what replaying tokens costs
@@ -1589,6 +1591,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     auto ok = c.worker(c.first_worker_stage().device).channel->send(ab, rid);
     hidden = std::move(ab.hidden);
     if (!ok) return make_error(ok.error().code, "sending to " + c.device_name(c.first_worker_stage().device) + ": " + ok.error().message);
+    (decode ? window_decode_tokens : window_prompt_tokens) += static_cast<int64_t>(batch.size());
     in_flight[rid] = InFlight{std::move(batch), decode};
     if (decode) max_decode_seen = std::max(max_decode_seen, ++n_decode_in_flight);
     return {};
@@ -1983,6 +1986,15 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     }
     m.unit_ms = unit_ms_estimate;
     m.window_unit_ms = std::move(window_ms);
+    if (window_prompt_tokens + window_decode_tokens > 0) {
+      m.window_prompt_share = static_cast<double>(window_prompt_tokens) /
+                              static_cast<double>(window_prompt_tokens + window_decode_tokens);
+    }
+    // Prompt batches still in flight are computed in the next window: they count there too.
+    window_prompt_tokens = window_decode_tokens = 0;
+    for (const auto& [rid, f] : in_flight) {
+      if (!f.decode) window_prompt_tokens += static_cast<int64_t>(f.tokens.size());
+    }
     for (const auto& s : seqs) {
       if (s.done) continue;
       const int64_t made = static_cast<int64_t>(s.result.tokens.size());

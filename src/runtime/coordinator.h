@@ -43,6 +43,10 @@ struct MonitorSample {
   // [n_units] the same for this window alone (NaN where no token went through the unit in it): for
   // a balancer that smooths on its own (plan::SpeedTracker takes a median of windows).
   std::vector<double> window_unit_ms;
+  // Share of the tokens sent through the pipeline in this window (and the multi-token batches still
+  // in flight from the last one) that were prompt or replay tokens: their micro-batches cost far
+  // less per token than decode steps, so a window mostly of them is no measure of decode speed.
+  double window_prompt_share = 0;
   double remaining_tokens = 0;      // still to generate, over live and queued sequences
   int64_t n_replay_tokens = 0;      // positions in the live KV caches (a switch moves them; a
                                     // failover, or a switch that cannot move them, replays them)

@@ -309,3 +309,49 @@ TEST(Balancing, GenerateCallsShorterThanAWindowAreStillMonitored) {
 
 }  // namespace
 }  // namespace ll
+
+namespace ll {
+namespace {
+
+// Prompt micro-batches cost far less per token than decode steps: a window mostly of them is no
+// measure of decode speed, and MonitorSample says how much of a window they were.
+TEST(Balancing, WindowsSayWhatShareOfTheirTokensWerePrompt) {
+  LL_REQUIRE_SHARED(test::shared_path("models/stories260K.gguf"));
+  Fixture f = load_stories();
+  model::GenerateOptions gen = greedy();
+  gen.n_predict = 24;
+  const auto want = single_process(f, gen, k_n_ctx);
+  auto customize = [](size_t, runtime::WorkerOptions& o) {
+    o.unit_hook = [](int64_t, int64_t n_tokens) {
+      std::this_thread::sleep_for(std::chrono::microseconds(300 * n_tokens));
+    };
+  };
+  test::InprocCluster cluster(2, {}, "inproc://prompt-share", customize);
+  std::vector<double> shares;
+  runtime::CoordinatorOptions co;
+  co.n_ctx = k_n_ctx;
+  co.n_ubatch = 2;
+  co.monitor_interval = net::Millis(2);
+  co.rebalance = [&](const runtime::MonitorSample& m) -> Expected<runtime::BalanceDecision> {
+    shares.push_back(m.window_prompt_share);
+    return runtime::BalanceDecision{};
+  };
+  auto c = runtime::Coordinator::connect(*f.model, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  auto even = runtime::split_even(f.model->n_units(), 2, false);
+  ASSERT_TRUE(even.has_value());
+  ASSERT_TRUE((*c)->load(*even).has_value());
+  auto res = (*c)->generate(*f.tok, {f.requests[0]}, gen, 1);
+  ASSERT_TRUE(res.has_value()) << res.error().message;
+  EXPECT_EQ((*res)[0].tokens, want[0].tokens);
+  ASSERT_GE(shares.size(), 3u);
+  EXPECT_GT(shares.front(), 0.5) << "the first window holds the prompt's batches";
+  for (double s : shares) {
+    EXPECT_GE(s, 0.0);
+    EXPECT_LE(s, 1.0);
+  }
+  EXPECT_EQ(shares.back(), 0.0) << "the last windows decode only";
+}
+
+}  // namespace
+}  // namespace ll
