@@ -2,9 +2,10 @@
 """Pipeline benchmarks of `lingua run --local N` against one process, measured side by side.
 
   speed   TinyLlama-1.1B-shaped Q8_0 model (gen-model): single-stream decode, decode with 2 sequences
-          in flight (with the split below, and with lingua's default for several prompts), and prefill of a ~256-token prompt, for one process with 1 thread and for
-          `--local 2 -t 1` (two worker processes with 1 thread each). Runs are interleaved and repeated;
-          the median of each is reported with the ratios.
+          in flight (with --split's options, and again with lingua's default for several prompts),
+          and prefill of a ~256-token prompt, for one process with 1 thread and for `--local 2 -t 1`
+          (two worker processes with 1 thread each). Runs are interleaved and repeated; the median
+          of each is reported with the ratios.
   memory  llama-2-7b-shaped Q4_0 model (~3.8 GB) over `--local 3 --memory-limit 1600MB`; reports each
           worker's peak resident memory (its own getrusage, via STATS) against the limit, and shows a
           1000MB limit refused with a clear error.
