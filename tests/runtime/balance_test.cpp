@@ -4,6 +4,7 @@
 // greedy output is still exactly the single-process output. Without a slowdown nothing moves.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -91,6 +92,7 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   so.objective = plan::Objective::throughput;
   plan::BalancePolicy policy(plan::BalanceOptions{0.15, 150, 300});
   plan::SpeedTracker speeds;
+  std::array<bool, 4> had_spares{};
   Outcome out;
   runtime::CoordinatorOptions co;
   co.n_ctx = n_ctx;
@@ -102,11 +104,12 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
     EXPECT_EQ(m.unit_ms.size(), static_cast<size_t>(n_units));
     EXPECT_EQ(m.alive_workers, (std::vector<int>{1, 2, 3}));
     // Each worker keeps the units next to its stage (two on each side by default): a balancer may
-    // move those to it for free.
+    // move those to it for free. (While a switch's segments load, a worker's may read empty: the
+    // balancer then only overestimates a move; checked over the run below.)
     EXPECT_EQ(m.spare_units.size(), 4u);
     if (m.spare_units.size() == 4) {
       EXPECT_TRUE(m.spare_units[0].empty());
-      for (int w = 1; w <= 3; ++w) EXPECT_FALSE(m.spare_units[static_cast<size_t>(w)].empty()) << "worker " << w;
+      for (int w = 1; w <= 3; ++w) had_spares[static_cast<size_t>(w)] |= !m.spare_units[static_cast<size_t>(w)].empty();
     }
     // Devices out of the plan count by their idle re-measurements (as the app's Resplitter does).
     std::vector<double> now = plan::speed_factors(profile, m.stages, m.unit_ms);
@@ -136,6 +139,7 @@ Outcome run(const Fixture& f, int slow_after, int base_sleep_us, int slow_sleep_
   auto res = (*c)->generate(*f.tok, f.requests, gen, 3, on_text);
   EXPECT_TRUE(res.has_value()) << res.error().message;
   if (!res) return out;
+  for (int w = 1; w <= 3; ++w) EXPECT_TRUE(had_spares[static_cast<size_t>(w)]) << "worker " << w << " never held spares";
   out.results = std::move(*res);
   out.stats = (*c)->last_run_stats();
   out.final_stages = (*c)->stages();

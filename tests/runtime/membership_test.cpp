@@ -99,7 +99,10 @@ Outcome run(const Fixture& f, int start_after, const std::function<void(runtime:
   plan::Profile profile;
   plan::SolveOptions so;
   so.objective = plan::Objective::throughput;
-  plan::BalancePolicy policy(plan::BalanceOptions{0.15, 150, 300});
+  // (A 5 % margin: the third worker makes stages of two units instead of three, but its probe of
+  // 8 steps under ASan and a loaded CI host once came out with a head three times its block, and the
+  // plan with it only 7 % ahead.)
+  plan::BalancePolicy policy(plan::BalanceOptions{0.05, 150, 300});
   plan::SpeedTracker speeds;
   runtime::CoordinatorOptions co;
   co.n_ctx = k_n_ctx;
