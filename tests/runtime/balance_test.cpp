@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -265,6 +266,15 @@ TEST(Balancing, APlanAWorkerRefusesIsDroppedAndTheRunGoesOnWithTheOldOne) {
 namespace ll {
 namespace {
 
+// Every worker's units sleep `us` per token (steady timings).
+std::function<void(size_t, runtime::WorkerOptions&)> sleeping_units(int us) {
+  return [us](size_t, runtime::WorkerOptions& o) {
+    o.unit_hook = [us](int64_t, int64_t n_tokens) {
+      std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(us) * n_tokens));
+    };
+  };
+}
+
 // `lingua serve` calls generate() once per batch, and batches can be shorter than one monitoring
 // window: windows span the calls, so short batches are monitored too.
 TEST(Balancing, GenerateCallsShorterThanAWindowAreStillMonitored) {
@@ -273,12 +283,7 @@ TEST(Balancing, GenerateCallsShorterThanAWindowAreStillMonitored) {
   model::GenerateOptions gen = greedy();
   gen.n_predict = 3;
   const auto want = single_process(f, gen, k_n_ctx);
-  auto customize = [](size_t, runtime::WorkerOptions& o) {
-    o.unit_hook = [](int64_t, int64_t n_tokens) {
-      std::this_thread::sleep_for(std::chrono::microseconds(200 * n_tokens));
-    };
-  };
-  test::InprocCluster cluster(2, {}, "inproc://short", customize);
+  test::InprocCluster cluster(2, {}, "inproc://short", sleeping_units(200));
   int n_windows = 0, n_measured = 0;
   runtime::CoordinatorOptions co;
   co.n_ctx = k_n_ctx;
@@ -311,12 +316,6 @@ TEST(Balancing, GenerateCallsShorterThanAWindowAreStillMonitored) {
   EXPECT_GE(n_measured, 1) << "no window measured a unit";
 }
 
-}  // namespace
-}  // namespace ll
-
-namespace ll {
-namespace {
-
 // Prompt micro-batches cost far less per token than decode steps: a window mostly of them is no
 // measure of decode speed, and MonitorSample says how much of a window they were.
 TEST(Balancing, WindowsSayWhatShareOfTheirTokensWerePrompt) {
@@ -325,12 +324,7 @@ TEST(Balancing, WindowsSayWhatShareOfTheirTokensWerePrompt) {
   model::GenerateOptions gen = greedy();
   gen.n_predict = 24;
   const auto want = single_process(f, gen, k_n_ctx);
-  auto customize = [](size_t, runtime::WorkerOptions& o) {
-    o.unit_hook = [](int64_t, int64_t n_tokens) {
-      std::this_thread::sleep_for(std::chrono::microseconds(300 * n_tokens));
-    };
-  };
-  test::InprocCluster cluster(2, {}, "inproc://prompt-share", customize);
+  test::InprocCluster cluster(2, {}, "inproc://prompt-share", sleeping_units(300));
   std::vector<double> shares;
   runtime::CoordinatorOptions co;
   co.n_ctx = k_n_ctx;
