@@ -158,7 +158,9 @@ Expected<WorkerProbe> probe_worker(net::Channel& ch, const AwaitAnswer& await, u
   // and the head is what the full steps take beyond it.
   LL_TRY(steps(0, kProfileWarmupSteps, true));
   LL_ASSIGN_OR_RETURN(auto before, unit_totals());
+  const auto t_block = Clock::now();
   LL_TRY(steps(kProfileWarmupSteps, kProfileWarmupSteps + n_steps, false));
+  const double block_wall_ms = std::max(0.0, ms_since(t_block) - 2 * out.link_ms) / n_steps;
   LL_ASSIGN_OR_RETURN(auto middle, unit_totals());
   LL_TRY(steps(kProfileWarmupSteps + n_steps, kProfileWarmupSteps + 2 * n_steps, true));
   LL_ASSIGN_OR_RETURN(auto after, unit_totals());
@@ -188,15 +190,25 @@ Expected<WorkerProbe> probe_worker(net::Channel& ch, const AwaitAnswer& await, u
   auto per_token = [](std::pair<double, uint64_t> a, std::pair<double, uint64_t> b) {
     return b.second > a.second ? (b.first - a.first) / static_cast<double>(b.second - a.second) : 0.0;
   };
-  out.block_ms = per_token(before[0], middle[0]);
-  out.full_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
-  out.head_ms = std::max(0.0, out.full_ms - out.block_ms);
+  // The head's one long matrix product takes a quota's pauses inside its timer: its figure is the
+  // full steps' compute beyond the block's. The block's takes the steps' wall time into account.
+  out.block_timed_ms = per_token(before[0], middle[0]);
+  out.block_wall_ms = block_wall_ms;
+  const double full_timed_ms = per_token(middle[0], after[0]) + per_token(middle[1], after[1]);
+  out.head_ms = std::max(0.0, full_timed_ms - out.block_timed_ms);
+  const double step_transfer_ms = out.link_bw < 1e12 ? static_cast<double>(E) * 4 * 1000.0 / out.link_bw : 0.0;
+  out.block_ms = stage_block_ms(out.block_timed_ms, block_wall_ms, step_transfer_ms);
+  out.full_ms = out.block_ms + out.head_ms;
   return out;
 }
 
 std::string describe_probe(const std::string& name, const WorkerProbe& p) {
   return "profiling " + name + ": block " + std::to_string(p.block_ms) + " ms/token, head " + std::to_string(p.head_ms) +
-         " ms/token, link " + std::to_string(p.link_ms) + " ms, " +
+         " ms/token" +
+         (p.block_wall_ms > 0 ? " (block steps: " + std::to_string(p.block_timed_ms) + " ms computing, " +
+                                    std::to_string(p.block_wall_ms) + " ms apart)"
+                              : std::string()) +
+         ", link " + std::to_string(p.link_ms) + " ms, " +
          (p.link_bw >= 1e12 ? std::string("bandwidth not measured") : std::to_string(p.link_bw * 8e-6) + " Mbit/s");
 }
 

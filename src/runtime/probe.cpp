@@ -25,6 +25,12 @@ WorkerProbe combine_probe_rounds(const std::vector<WorkerProbe>& rounds) {
   return p;
 }
 
+double stage_block_ms(double timed_ms, double wall_ms, double step_transfer_ms) {
+  if (!(wall_ms > timed_ms)) return timed_ms;
+  if (step_transfer_ms >= 0.8 * wall_ms) return timed_ms;
+  return (timed_ms + wall_ms) / 2;
+}
+
 bool fix_odd_split(WorkerProbe& p, double ratio) {
   if (!(ratio > 0)) return false;
   const bool odd =

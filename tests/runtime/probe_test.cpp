@@ -37,5 +37,20 @@ TEST(ProbeRounds, AnAbsurdSplitTakesTheOriginsRatio) {
   EXPECT_FALSE(fix_odd_split(no_ratio, 0.0));  // the origin's own split unknown: left as it is
 }
 
+TEST(ProbeRounds, ABlockCountsThePausesBetweenStepsUnlessTheLinkBoundsThem) {
+  // Under a 60 % quota: the timers saw 4.7 ms per step, the steps came back 6.5 ms apart; a stage
+  // in a run comes between the two.
+  EXPECT_DOUBLE_EQ(stage_block_ms(4.7, 6.5, 0.7), 5.6);
+  // A free CPU: the steps came back as fast as the timers ran (or faster, within the noise).
+  EXPECT_DOUBLE_EQ(stage_block_ms(4.7, 4.5, 0.7), 4.7);
+  // A slow link: each step's hidden state took 5.5 of the 6.5 ms, so the wall time is the link's.
+  EXPECT_DOUBLE_EQ(stage_block_ms(4.7, 6.5, 5.5), 4.7);
+  // No bandwidth known (0): the wall time counts.
+  EXPECT_DOUBLE_EQ(stage_block_ms(4.7, 6.5, 0.0), 5.6);
+  // Round figures of the kind combine_probe_rounds takes keep their order and meaning.
+  WorkerProbe p{6.4, 13.0, 19.4, 3.0, 1e12, 4.7, 6.4};
+  EXPECT_DOUBLE_EQ(combine_probe_rounds({p}).head_ms, 13.0);
+}
+
 }  // namespace
 }  // namespace ll::runtime
