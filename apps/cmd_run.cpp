@@ -166,6 +166,12 @@ Runner add_run_command(CLI::App& app) {
     std::vector<runtime::Stage> run_stages;
     std::vector<std::string> stage_names, device_names;
     std::vector<plan::StageReport> predicted;  // --split optimal: the planner's figures per stage
+    // --split optimal: what it solved, and the decode batch factors the profile measured (for the
+    // batched prediction).
+    std::optional<plan::Profile> chosen_profile;
+    plan::SolveOptions chosen_solve;
+    std::vector<runtime::Stage> chosen_stages;
+    std::vector<double> batch_factors;
     if (!distributed) {
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
@@ -194,6 +200,10 @@ Runner add_run_command(CLI::App& app) {
       co.n_ctx = n_ctx;
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
+      // Several sequences at once: the profile also times decode steps of as many tokens, so that
+      // --verbose can predict the run's batches (plan::batched_ms_per_token).
+      const size_t n_at_once = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
+      co.profile_batch_tokens = static_cast<int>(std::min<size_t>(n_at_once, runtime::kMaxProfileBatchTokens));
       co.log = [v = o->verbose](const std::string& s) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
@@ -216,6 +226,12 @@ Runner add_run_command(CLI::App& app) {
                                  static_cast<int>(std::clamp<int64_t>((n_ctx - 3) / 2, 1, 24)));
       if (!chosen) return report_error(chosen.error());
       predicted = chosen->predicted;
+      if (chosen->profile) {
+        chosen_profile = chosen->profile;
+        chosen_solve = chosen->solve;
+        chosen_stages = chosen->stages;
+        batch_factors = c.batch_factors();
+      }
       resplit->chosen = *chosen;
       resplit->coordinator = &c;
       resplit->model = &**model;
@@ -294,6 +310,25 @@ Runner add_run_command(CLI::App& app) {
       }
       if (run_stats.max_decode_batches_in_flight > 1) {
         std::fprintf(stderr, "decode: up to %zu batches in the pipeline at once\n", run_stats.max_decode_batches_in_flight);
+      }
+      // Several sequences on the plan as solved: the planner's figures for the batches they ran in
+      // (the plan's cost above is one token per step).
+      const size_t n_seqs = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
+      if (chosen_profile && n_seqs > 1 && run_stats.n_rebalances == 0 && run_stats.n_failovers == 0 &&
+          run_stats.aggregate_decode_tok_s() > 0) {
+        const size_t n_batches = std::clamp<size_t>(run_stats.max_decode_batches_in_flight, 1, n_seqs);
+        std::vector<int> sizes;
+        std::string shown;
+        for (size_t b = 0; b < n_batches; ++b) {
+          sizes.push_back(static_cast<int>(n_seqs / n_batches + (b < n_seqs % n_batches ? 1 : 0)));
+          shown += (b == 0 ? "" : "+") + std::to_string(sizes.back());
+        }
+        if (auto ms = plan::batched_ms_per_token(*chosen_profile, chosen_stages, chosen_solve, sizes, batch_factors)) {
+          std::fprintf(stderr,
+                       "predicted for %zu sequences in %zu decode batches (%s tokens): %.3f ms per token generated; "
+                       "measured %.3f\n",
+                       n_seqs, n_batches, shown.c_str(), *ms, 1000.0 / run_stats.aggregate_decode_tok_s());
+        }
       }
       if (run_stats.n_rebalances > 0 || run_stats.n_failovers > 0) {
         std::fprintf(stderr, "plan changes: %d rebalance(s), %d failover(s)\n", run_stats.n_rebalances,

@@ -201,6 +201,44 @@ Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages,
   return r;
 }
 
+Expected<double> batched_ms_per_token(const Profile& profile, const std::vector<Stage>& stages,
+                                      const SolveOptions& options, const std::vector<int>& batch_tokens,
+                                      const std::vector<double>& batch_factor) {
+  LL_TRY(evaluate(profile, stages, options));
+  if (batch_tokens.empty()) return make_error(ErrorCode::invalid_argument, "no decode batches");
+  for (int b : batch_tokens) {
+    if (b < 1) return make_error(ErrorCode::invalid_argument, "a decode batch carries no tokens");
+  }
+  for (double f : batch_factor) {
+    if (!(f > 0) || !std::isfinite(f)) return make_error(ErrorCode::invalid_argument, "a batch factor is not positive");
+  }
+  auto factor = [&](int b) {
+    if (b == 1) return 1.0;
+    if (batch_factor.empty()) return static_cast<double>(b);
+    if (static_cast<size_t>(b) <= batch_factor.size()) return batch_factor[static_cast<size_t>(b) - 1];
+    return batch_factor.back() * b / static_cast<double>(batch_factor.size());
+  };
+  // (Per device: with ring the origin's two stages share its time.)
+  std::vector<double> device_busy(static_cast<size_t>(profile.n_devices()), 0.0);
+  double longest_trip = 0, n_tokens = 0;
+  for (int b : batch_tokens) {
+    double trip = 0;
+    for (size_t i = 0; i < stages.size(); ++i) {
+      double compute = 0, transfer = 0;
+      stage_cost(profile, stages, i, compute, transfer);
+      const int from = stages[i].device, to = i + 1 < stages.size() ? stages[i + 1].device : profile.origin;
+      const double latency = from == to ? 0.0 : profile.latency_ms[from][to];
+      const double cost = compute * factor(b) + latency + (transfer - latency) * b;
+      device_busy[static_cast<size_t>(from)] += cost;
+      trip += cost;
+    }
+    longest_trip = std::max(longest_trip, trip);
+    n_tokens += b;
+  }
+  const double round = std::max(*std::max_element(device_busy.begin(), device_busy.end()), longest_trip);
+  return round / n_tokens;
+}
+
 Expected<std::vector<Stage>> plan_even(const Profile& profile, int n_devices, const SolveOptions& options) {
   LL_TRY(validate(profile));
   const int n_dev = profile.n_devices(), n_units = profile.n_units();

@@ -90,6 +90,19 @@ Expected<double> evaluate(const Profile& profile, const std::vector<Stage>& stag
 // evaluate() plus the per-stage breakdown; proven_optimal is false.
 Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages, const SolveOptions& options);
 
+// Decoding several sequences at once in decode batches that follow each other through the stages
+// (`batch_tokens[i]`: the sequences batch i carries, one token each per step). At each stage a batch
+// of b tokens computes the stage's unit_ms times `batch_factor[b - 1]` (a step of b tokens against
+// one: the weights are read once for all; past the end of the vector, the last factor grows in
+// proportion to b) and hops the latency plus b tokens' bytes. A round — every batch once through
+// every stage — takes as long as its busiest device (with ring the origin's two stages share it),
+// or as its slowest batch's trip through all the stages, whichever is longer. Returns ms per token generated: the round over its tokens. One batch
+// of one token gives the latency cost; one token in each of as many batches as stages, the
+// throughput cost (when no batch's trip is longer).
+Expected<double> batched_ms_per_token(const Profile& profile, const std::vector<Stage>& stages,
+                                      const SolveOptions& options, const std::vector<int>& batch_tokens,
+                                      const std::vector<double>& batch_factor);
+
 // Baselines. Both take devices in profile order starting with the origin; with `ring` the last unit
 // (the output head) is a stage of its own on the origin, as LinguaLinked's ring mode keeps it there.
 // The plans may not fit in memory: evaluate() says so.

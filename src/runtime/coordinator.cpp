@@ -255,6 +255,7 @@ struct Coordinator::Impl {
   // From the last measure_profile(), to place a joining worker's figures beside the others': the
   // origin's head / block ratio (0: not measured), the streaming correction, the embedding's ms.
   double profile_head_ratio = 0, profile_stream_ratio = 1, profile_embed_ms = 0;
+  std::vector<double> profile_batch_factors{1.0};
 
   // Re-measuring workers out of the plan (balancing): one probe at a time per worker, on a link of
   // its own, over the units it still holds.
@@ -1086,6 +1087,8 @@ plan::DeviceProfile Coordinator::Impl::device_row(int device, double block_ms, d
   return dp;
 }
 
+std::vector<double> Coordinator::batch_factors() const { return impl_->profile_batch_factors; }
+
 Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   Impl& c = *impl_;
   poll_joins();
@@ -1207,6 +1210,44 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
       const double streamed_block_ms = total / static_cast<double>(n_sweep);
       if (probes[0].block_ms > 0) stream_ratios.push_back(streamed_block_ms / probes[0].block_ms);
     }
+  }
+  // Decode batches: steps of b tokens, one from each of b sequences, against steps of one, on the
+  // origin's probe block. Same model, same kernels on every device: the ratio stands for all, as
+  // the stream ratio below does. (Between 1 and b: outside, it is noise.)
+  c.profile_batch_factors = {1.0};
+  if (const int max_b = std::min(c.opt.profile_batch_tokens, kMaxProfileBatchTokens); max_b > 1) {
+    std::vector<double> per_step;
+    std::vector<model::BatchToken> batch;
+    std::vector<float> in;
+    for (int b = 1; b <= max_b; ++b) {
+      std::vector<model::UnitTiming> before;
+      for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+        if (k == kProfileWarmupSteps) before = probe->unit_timings();
+        batch.clear();
+        in.clear();
+        for (int j = 0; j < b; ++j) {
+          batch.push_back(model::BatchToken{k_probe_seq + 1 + j, k, 0, false});
+          in.insert(in.end(), hidden.begin(), hidden.end());
+        }
+        LL_TRY(probe->forward(batch, in.data(), out));
+      }
+      for (int j = 0; j < b; ++j) probe->release_sequence(k_probe_seq + 1 + j);
+      double step_ms = 0;
+      for (const auto& t : probe->unit_timings()) {
+        if (t.unit == L) step_ms = since(before, t) * b;  // (since() is per token)
+      }
+      per_step.push_back(step_ms);
+    }
+    std::string says;
+    for (int b = 2; b <= max_b; ++b) {
+      const double f = per_step[0] > 0 ? std::clamp(per_step[static_cast<size_t>(b) - 1] / per_step[0], 1.0,
+                                                    static_cast<double>(b))
+                                       : static_cast<double>(b);
+      c.profile_batch_factors.push_back(f);
+      says += (b == 2 ? "" : ", ") + std::to_string(f).substr(0, 4) + "x";
+    }
+    c.log("profiling: a decode step of 2.." + std::to_string(max_b) + " tokens takes " + says +
+          " as long as one of a single token (on the origin)");
   }
   // (Never below 1: blocks in turn are not faster than one repeated; a lower figure is noise.)
   const double stream_ratio = stream_ratios.empty() ? 1.0 : std::max(1.0, plan::median_of(stream_ratios));

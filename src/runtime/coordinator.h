@@ -147,7 +147,12 @@ struct CoordinatorOptions {
   // origin, then again), and keeps the median of each figure: a host that slows for a moment (other
   // programs, a CPU quota's period) spoils one round, not the profile.
   int profile_rounds = 3;
+  // measure_profile() also times, on the origin, decode steps of 2 up to this many tokens (one from
+  // each of as many sequences) against a step of one: batch_factors(), for predicting decode in
+  // batches (plan::batched_ms_per_token). 1: not measured. At most kMaxProfileBatchTokens.
+  int profile_batch_tokens = 1;
 };
+inline constexpr int kMaxProfileBatchTokens = 16;
 
 // One device of the running pipeline, for reports (`--json` devices).
 struct DeviceReport {
@@ -258,6 +263,10 @@ class Coordinator {
   // Each figure is the median of CoordinatorOptions::profile_rounds rounds of n_steps timed steps.
   // Unloads any split; call load() afterwards.
   Expected<plan::Profile> measure_profile(int n_steps);
+  // From the last measure_profile(): element b - 1 is how much longer a decode step of b tokens
+  // takes than one of a single token, for b up to CoordinatorOptions::profile_batch_tokens ({1}
+  // when not measured).
+  std::vector<double> batch_factors() const;
 
   // Names, addresses, units and resident memory of every device (asks the workers for STATS).
   Expected<std::vector<DeviceReport>> devices();

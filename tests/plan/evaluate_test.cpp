@@ -51,6 +51,34 @@ TEST(Evaluate, CostsAPlanByTheFormula) {
   EXPECT_FALSE(d->proven_optimal);
 }
 
+TEST(Evaluate, BatchedDecodeCostsARoundOverItsTokens) {
+  const Profile p = three_devices();
+  const std::vector<Stage> plan{{0, 0, 0}, {2, 1, 2}, {1, 3, 3}};
+  const SolveOptions o = opts(Objective::throughput);
+  // One batch of one token: the latency cost (its trip); one token in each of three batches: the
+  // busiest stage, dev2's 18 ms, as the throughput cost has it.
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, plan, o, {1}, {}), 26.504);
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, plan, o, {1, 1, 1}, {}), 18.0);
+  // Four sequences in batches of 2, 1, 1, a step of two tokens taking 1.2x one: the batch of two
+  // costs dev2 10 * 1.2 + 6 + 2 * 2 = 22 (latency once, bytes twice), so a round is 22 + 18 + 18
+  // = 58 ms for 4 tokens.
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, plan, o, {2, 1, 1}, {1.0, 1.2}), 14.5);
+  // One batch of three: its trip is the round (5.3 + 30 + 6.612 ms: factor 1.2 * 3 / 2 = 1.8 past
+  // the measured sizes).
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, plan, o, {3}, {1.0, 1.2}), (5.3 + 30 + 6.612) / 3);
+  // No factors: a batch of b costs b single steps' compute.
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, plan, o, {2}, {}), ((2 + 2 + 1) + (20 + 6 + 4) + (4 + 3 + 0.008)) / 2);
+  // With ring the origin's two stages share its time: 3 + 4 ms per batch, three batches 21 ms, while
+  // dev1 is busy 6.5 ms per batch.
+  const std::vector<Stage> ring{{0, 0, 0}, {1, 1, 2}, {0, 3, 3}};
+  EXPECT_DOUBLE_EQ(*batched_ms_per_token(p, ring, opts(Objective::throughput, true), {1, 1, 1}, {}), 7.0);
+  // Refused: no batch, an empty batch, a factor that is not positive, a plan that is not one.
+  EXPECT_FALSE(batched_ms_per_token(p, plan, o, {}, {}));
+  EXPECT_FALSE(batched_ms_per_token(p, plan, o, {1, 0}, {}));
+  EXPECT_FALSE(batched_ms_per_token(p, plan, o, {2}, {1.0, -1.0}));
+  EXPECT_FALSE(batched_ms_per_token(p, {{1, 0, 3}}, o, {1}, {}));
+}
+
 TEST(Evaluate, SingleStageOnTheOriginPaysNoHop) {
   const Profile p = three_devices();
   EXPECT_DOUBLE_EQ(*evaluate(p, {{0, 0, 3}}, opts(Objective::latency)), 10.0);

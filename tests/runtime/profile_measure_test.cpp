@@ -26,8 +26,10 @@ TEST(MeasureProfile, LiveDevicesGiveASolvableProfile) {
   auto coord = runtime::Coordinator::connect(**m, cluster.net(), cluster.endpoints(), co);
   ASSERT_TRUE(coord.has_value()) << coord.error().message;
   EXPECT_FALSE((*coord)->measure_profile(0).has_value());
+  EXPECT_EQ((*coord)->batch_factors(), std::vector<double>{1.0});  // not measured
   auto p = (*coord)->measure_profile(4);
   ASSERT_TRUE(p.has_value()) << p.error().message;
+  EXPECT_EQ((*coord)->batch_factors(), std::vector<double>{1.0});  // profile_batch_tokens = 1: not asked for
   ASSERT_EQ(p->n_units(), (*m)->n_units());
   ASSERT_EQ(p->n_devices(), 4);
   EXPECT_EQ(p->devices[0].name, "origin");
@@ -75,6 +77,39 @@ TEST(MeasureProfile, LiveDevicesGiveASolvableProfile) {
   auto want = model::generate(**runner, *tok, prompt, gen);
   ASSERT_TRUE(want.has_value());
   EXPECT_EQ((*r)[0].tokens, want->tokens) << runtime::format_split(stages);
+}
+
+TEST(MeasureProfile, DecodeBatchFactorsAreTimedWhenAskedFor) {
+  const std::string path = test::shared_path("models/stories260K.gguf");
+  LL_REQUIRE_SHARED(path);
+  auto m = model::Model::load(path);
+  ASSERT_TRUE(m.has_value());
+  test::InprocCluster cluster(1);
+  runtime::CoordinatorOptions co;
+  co.n_ctx = 64;
+  co.profile_batch_tokens = 3;
+  co.profile_rounds = 1;
+  auto coord = runtime::Coordinator::connect(**m, cluster.net(), cluster.endpoints(), co);
+  ASSERT_TRUE(coord.has_value()) << coord.error().message;
+  auto p = (*coord)->measure_profile(4);
+  ASSERT_TRUE(p.has_value()) << p.error().message;
+  const std::vector<double> f = (*coord)->batch_factors();
+  ASSERT_EQ(f.size(), 3u);  // 1, 2 and 3 tokens per step
+  EXPECT_EQ(f[0], 1.0);
+  for (size_t b = 2; b <= f.size(); ++b) {
+    EXPECT_GE(f[b - 1], 1.0) << b;  // a step of b tokens takes at least one token's time,
+    EXPECT_LE(f[b - 1], static_cast<double>(b)) << b;  // at most b of them (the ratio is clamped to that)
+  }
+  // The planner predicts a batched run with them: two batches of one token each over one stage
+  // that holds everything cost the same per token as one batch of one token.
+  const std::vector<runtime::Stage> alone{{0, 0, p->n_units() - 1}};
+  plan::SolveOptions so;
+  auto one = plan::batched_ms_per_token(*p, alone, so, {1}, f);
+  auto two = plan::batched_ms_per_token(*p, alone, so, {1, 1}, f);
+  auto pair = plan::batched_ms_per_token(*p, alone, so, {2}, f);
+  ASSERT_TRUE(one && two && pair);
+  EXPECT_DOUBLE_EQ(*one, *two);
+  EXPECT_DOUBLE_EQ(*pair, *one * f[1] / 2);
 }
 
 }  // namespace
