@@ -1216,28 +1216,31 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   // the stream ratio below does. (Between 1 and b: outside, it is noise.)
   c.profile_batch_factors = {1.0};
   if (const int max_b = std::min(c.opt.profile_batch_tokens, kMaxProfileBatchTokens); max_b > 1) {
-    std::vector<double> per_step;
+    // Steps of 1, 2, ..., max_b tokens in turn, so that a moment's slowdown of the host falls on all
+    // sizes alike; each size's total time over its timed steps.
+    std::vector<double> per_step(static_cast<size_t>(max_b), 0.0);
     std::vector<model::BatchToken> batch;
     std::vector<float> in;
-    for (int b = 1; b <= max_b; ++b) {
-      std::vector<model::UnitTiming> before;
-      for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
-        if (k == kProfileWarmupSteps) before = probe->unit_timings();
+    const int32_t first_seq = k_probe_seq + 1;
+    for (int k = 0; k < kProfileWarmupSteps + n_steps; ++k) {
+      for (int b = 1; b <= max_b; ++b) {
+        const auto before = probe->unit_timings();
         batch.clear();
         in.clear();
+        // Size b runs sequences first_seq + (b - 1) * b / 2 ...: each size its own, one position per step.
+        const int32_t seq0 = first_seq + (b - 1) * b / 2;
         for (int j = 0; j < b; ++j) {
-          batch.push_back(model::BatchToken{k_probe_seq + 1 + j, k, 0, false});
+          batch.push_back(model::BatchToken{seq0 + j, k, 0, false});
           in.insert(in.end(), hidden.begin(), hidden.end());
         }
         LL_TRY(probe->forward(batch, in.data(), out));
+        if (k < kProfileWarmupSteps) continue;
+        for (const auto& t : probe->unit_timings()) {
+          if (t.unit == L) per_step[static_cast<size_t>(b) - 1] += since(before, t) * b;  // (since() is per token)
+        }
       }
-      for (int j = 0; j < b; ++j) probe->release_sequence(k_probe_seq + 1 + j);
-      double step_ms = 0;
-      for (const auto& t : probe->unit_timings()) {
-        if (t.unit == L) step_ms = since(before, t) * b;  // (since() is per token)
-      }
-      per_step.push_back(step_ms);
     }
+    for (int32_t q = first_seq; q < first_seq + max_b * (max_b + 1) / 2; ++q) probe->release_sequence(q);
     std::string says;
     for (int b = 2; b <= max_b; ++b) {
       const double f = per_step[0] > 0 ? std::clamp(per_step[static_cast<size_t>(b) - 1] / per_step[0], 1.0,

@@ -152,7 +152,7 @@ struct CoordinatorOptions {
   // batches (plan::batched_ms_per_token). 1: not measured. At most kMaxProfileBatchTokens.
   int profile_batch_tokens = 1;
 };
-inline constexpr int kMaxProfileBatchTokens = 16;
+inline constexpr int kMaxProfileBatchTokens = 8;
 
 // One device of the running pipeline, for reports (`--json` devices).
 struct DeviceReport {
