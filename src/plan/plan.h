@@ -96,9 +96,9 @@ Expected<PlanResult> describe(const Profile& profile, std::vector<Stage> stages,
 // one: the weights are read once for all; past the end of the vector, the last factor grows in
 // proportion to b) and hops the latency plus b tokens' bytes. A round — every batch once through
 // every stage — takes as long as its busiest device (with ring the origin's two stages share it),
-// or as its slowest batch's trip through all the stages, whichever is longer. Returns ms per token generated: the round over its tokens. One batch
-// of one token gives the latency cost; one token in each of as many batches as stages, the
-// throughput cost (when no batch's trip is longer).
+// or as its slowest batch's trip through all the stages, whichever is longer. Returns ms per token
+// generated: the round over its tokens. One batch of one token gives the latency cost; one token in
+// each of as many batches as stages, the throughput cost (when no batch's trip is longer).
 Expected<double> batched_ms_per_token(const Profile& profile, const std::vector<Stage>& stages,
                                       const SolveOptions& options, const std::vector<int>& batch_tokens,
                                       const std::vector<double>& batch_factor);
