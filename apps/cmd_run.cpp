@@ -172,6 +172,8 @@ Runner add_run_command(CLI::App& app) {
     plan::SolveOptions chosen_solve;
     std::vector<runtime::Stage> chosen_stages;
     std::vector<double> batch_factors;
+    // Sequences generated at once.
+    const size_t n_seqs = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
     if (!distributed) {
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
@@ -202,8 +204,7 @@ Runner add_run_command(CLI::App& app) {
       co.decode_batches = o->decode_batches;
       // Several sequences at once: the profile also times decode steps of as many tokens, so that
       // --verbose can predict the run's batches (plan::batched_ms_per_token).
-      const size_t n_at_once = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
-      co.profile_batch_tokens = static_cast<int>(std::min<size_t>(n_at_once, runtime::kMaxProfileBatchTokens));
+      co.profile_batch_tokens = static_cast<int>(std::min<size_t>(n_seqs, runtime::kMaxProfileBatchTokens));
       co.log = [v = o->verbose](const std::string& s) {
         if (v) std::fprintf(stderr, "lingua: %s\n", s.c_str());
       };
@@ -313,7 +314,6 @@ Runner add_run_command(CLI::App& app) {
       }
       // Several sequences on the plan as solved: the planner's figures for the batches they ran in
       // (the plan's cost above is one token per step).
-      const size_t n_seqs = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
       if (chosen_profile && n_seqs > 1 && run_stats.n_rebalances == 0 && run_stats.n_failovers == 0 &&
           run_stats.aggregate_decode_tok_s() > 0) {
         const size_t n_batches = std::clamp<size_t>(run_stats.max_decode_batches_in_flight, 1, n_seqs);
