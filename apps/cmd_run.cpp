@@ -342,6 +342,17 @@ Runner add_run_command(CLI::App& app) {
       }
       std::fprintf(stderr, "total: %zu tokens generated in %.1f ms (%.2f tok/s overall)\n", n_generated, wall_ms,
                    wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0);
+      if (results.size() > 1 && run_stats.aggregate_decode_tok_s() > 0) {
+        std::fprintf(stderr, "decode: %lld tokens in %.1f ms from the first sequence's first token (%.2f tok/s)",
+                     static_cast<long long>(run_stats.n_decode_tokens), run_stats.decode_span_ms,
+                     run_stats.aggregate_decode_tok_s());
+        if (run_stats.concurrent_decode_tok_s() > 0) {
+          std::fprintf(stderr, "; %lld in the %.1f ms all %zu decoded at once (%.2f tok/s)",
+                       static_cast<long long>(run_stats.n_concurrent_decode_tokens), run_stats.concurrent_decode_ms,
+                       results.size(), run_stats.concurrent_decode_tok_s());
+        }
+        std::fputc('\n', stderr);
+      }
     }
     if (o->json) {
       auto one = [&](size_t i) {
@@ -364,6 +375,7 @@ Runner add_run_command(CLI::App& app) {
         j["wall_ms"] = wall_ms;
         j["aggregate_tok_s"] = wall_ms > 0 ? n_generated * 1000.0 / wall_ms : 0.0;
         j["aggregate_decode_tok_s"] = run_stats.aggregate_decode_tok_s();
+        if (run_stats.concurrent_decode_tok_s() > 0) j["concurrent_decode_tok_s"] = run_stats.concurrent_decode_tok_s();
       }
       if (distributed) {
         j["failovers"] = run_stats.n_failovers;

@@ -1466,6 +1466,7 @@ struct Sequence {
   std::unique_ptr<model::TextStreamer> streamer;
   model::GenerateResult result;
   Clock::time_point t_start, t_first, t_done;
+  std::vector<Clock::time_point> token_times;  // of result.tokens, for RunStats::concurrent_decode_*
 };
 
 }  // namespace
@@ -1568,6 +1569,7 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     if (n_predict >= 0 && i >= n_predict) return finish(s, model::StopReason::length);
     if (tokenizer.is_eog(tok)) return finish(s, model::StopReason::eog);
     s.result.tokens.push_back(tok);
+    s.token_times.push_back(Clock::now());
     s.history.push_back(tok);
     bool stopped = false;
     std::string shown = s.streamer->push(tokenizer.decode_token(tok), stopped);
@@ -2310,10 +2312,37 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
     if (!last || s.t_done > *last) last = s.t_done;
   }
   if (first) st.decode_span_ms = std::chrono::duration<double, std::milli>(*last - *first).count();
+  std::vector<std::vector<double>> token_ms;
+  for (const auto& s : seqs) {
+    auto& v = token_ms.emplace_back();
+    for (const auto& t : s.token_times) v.push_back(std::chrono::duration<double, std::milli>(t - t_run).count());
+  }
+  const DecodeOverlap overlap = decode_overlap(token_ms);
+  st.concurrent_decode_ms = overlap.ms;
+  st.n_concurrent_decode_tokens = overlap.n_tokens;
   c.last_stats = st;
   std::vector<model::GenerateResult> out;
   for (auto& s : seqs) out.push_back(std::move(s.result));
   return out;
+}
+
+DecodeOverlap decode_overlap(const std::vector<std::vector<double>>& token_ms) {
+  double start = 0, end = 0;
+  int n_taking_part = 0;
+  for (const auto& v : token_ms) {
+    if (v.size() < 2) continue;
+    start = n_taking_part == 0 ? v.front() : std::max(start, v.front());
+    end = n_taking_part == 0 ? v.back() : std::min(end, v.back());
+    ++n_taking_part;
+  }
+  if (n_taking_part < 2 || end <= start) return {};
+  DecodeOverlap o;
+  o.ms = end - start;
+  for (const auto& v : token_ms) {
+    if (v.size() < 2) continue;
+    for (double t : v) o.n_tokens += t > start && t <= end ? 1 : 0;
+  }
+  return o;
 }
 
 std::vector<int64_t> prefill_micro_batches(int64_t n_tokens, int64_t max_size) {

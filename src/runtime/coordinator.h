@@ -182,6 +182,15 @@ struct RunStats {
   double decode_span_ms = 0;    // first sequence's first token to the last sequence's end
   int64_t n_decode_tokens = 0;  // tokens after each sequence's first
   double aggregate_decode_tok_s() const { return decode_span_ms > 0 ? n_decode_tokens * 1000.0 / decode_span_ms : 0; }
+  // With several sequences: the time in which every one of them was decoding (the last one's first
+  // token to the first one's last), and the tokens they made in it — the rate with all of them in
+  // flight, without the ramp in which one still runs its prompt or the tail after one is done.
+  // 0 when the sequences' decodes did not overlap (or there was one).
+  double concurrent_decode_ms = 0;
+  int64_t n_concurrent_decode_tokens = 0;
+  double concurrent_decode_tok_s() const {
+    return concurrent_decode_ms > 0 ? n_concurrent_decode_tokens * 1000.0 / concurrent_decode_ms : 0;
+  }
   // Per stage: compute ms per token its units spent after the first sequence's first token (the
   // decode phase of a single request), from the devices' own unit timings — to set beside the
   // planner's prediction. Empty when there was nothing to measure.
@@ -208,6 +217,16 @@ struct Request {
 // Sizes of the micro-batches a prompt of n_tokens is cut into: as few as fit max_size each, near-equal
 // (they differ by at most one token), so that no larger one holds up the stages behind it.
 std::vector<int64_t> prefill_micro_batches(int64_t n_tokens, int64_t max_size);
+
+// RunStats::concurrent_decode_*: from each sequence's token times in ms (its first token first;
+// sequences with fewer than two tokens take no part), the interval from the latest first token to
+// the earliest last token, and the tokens of all sequences after its start and up to its end.
+// {0, 0} with fewer than two sequences taking part or no overlap.
+struct DecodeOverlap {
+  double ms = 0;
+  int64_t n_tokens = 0;
+};
+DecodeOverlap decode_overlap(const std::vector<std::vector<double>>& token_ms);
 
 class Coordinator {
  public:

@@ -368,6 +368,29 @@ TEST(Pipeline, OneDecodeBatchPerComputingStageByDefault) {
   }
 }
 
+TEST(DecodeOverlap, CountsTheTokensWhileEverySequenceDecodes) {
+  // Sequence 0 starts at 10 and ends at 100; sequence 1 starts at 30 (its prompt ran first) and ends
+  // at 130: both decode in (30, 100]. Tokens in it: 0's at 40..100 (7), 1's at 45..95 (6).
+  const std::vector<double> a{10, 20, 30, 40, 50, 60, 70, 80, 90, 100};
+  const std::vector<double> b{30, 45, 55, 65, 75, 85, 95, 105, 115, 130};
+  runtime::DecodeOverlap o = runtime::decode_overlap({a, b});
+  EXPECT_DOUBLE_EQ(o.ms, 70.0);
+  EXPECT_EQ(o.n_tokens, 13);
+  // A sequence with a single token (stopped at once) takes no part; one sequence alone has no overlap.
+  o = runtime::decode_overlap({a, b, {50}});
+  EXPECT_DOUBLE_EQ(o.ms, 70.0);
+  EXPECT_EQ(o.n_tokens, 13);
+  o = runtime::decode_overlap({a});
+  EXPECT_EQ(o.ms, 0.0);
+  EXPECT_EQ(o.n_tokens, 0);
+  // One after the other (as the single-process path runs them): no overlap.
+  o = runtime::decode_overlap({{0, 1, 2}, {3, 4, 5}});
+  EXPECT_EQ(o.ms, 0.0);
+  EXPECT_EQ(o.n_tokens, 0);
+  o = runtime::decode_overlap({});
+  EXPECT_EQ(o.n_tokens, 0);
+}
+
 TEST(PrefillMicroBatches, FewestNearEqualBatchesOfAtMostTheSize) {
   EXPECT_EQ(runtime::prefill_micro_batches(254, 16), (std::vector<int64_t>{16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 15, 15}));
   EXPECT_EQ(runtime::prefill_micro_batches(33, 16), (std::vector<int64_t>{11, 11, 11}));
@@ -454,6 +477,11 @@ TEST(Pipeline, ReportsMeasuredComputePerStageAndAggregateDecode) {
   EXPECT_EQ(st.n_decode_tokens, n_decode);
   EXPECT_GT(st.aggregate_decode_tok_s(), 0.0);
   EXPECT_LE(st.decode_span_ms, st.wall_ms);
+  // Three sequences of 16 tokens decoding together: they overlap, inside the whole decode span.
+  EXPECT_GT(st.concurrent_decode_ms, 0.0);
+  EXPECT_LE(st.concurrent_decode_ms, st.decode_span_ms);
+  EXPECT_GT(st.n_concurrent_decode_tokens, 0);
+  EXPECT_LE(st.n_concurrent_decode_tokens, st.n_decode_tokens);
 }
 
 TEST(Pipeline, RefusesBadSplitsAndPromptsWithClearErrors) {
