@@ -5,7 +5,8 @@
           in flight (with --split's options, and again with lingua's default for several prompts),
           and prefill of a ~256-token prompt, for one process with 1 thread and for `--local 2 -t 1`
           (two worker processes with 1 thread each). Runs are interleaved and repeated; the median
-          of each is reported with the ratios.
+          of each is reported with the ratios. For scale, each repetition also runs two one-process
+          decodes at once (pinned to CPUs 0 and 1): what the machine itself gives two streams.
   memory  llama-2-7b-shaped Q4_0 model (~3.8 GB) over `--local 3 --memory-limit 1600MB`; reports each
           worker's peak resident memory (its own getrusage, via STATS) against the limit, and shows a
           1000MB limit refused with a clear error.
@@ -60,6 +61,24 @@ def run(build, args):
     return out
 
 
+def run_two_at_once(build, args):
+    """Two one-process runs at the same time, pinned to CPUs 0 and 1 (when there are two): what this
+    machine gives two streams that share nothing but the hardware. Returns their decode tok/s."""
+    cpus = sorted(os.sched_getaffinity(0))
+    cmd = [os.path.join(build, "lingua"), "run"] + args + ["--json"]
+    procs = []
+    for cpu in cpus[:2]:
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c})))
+    rates = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"failed: {' '.join(cmd)}\n{err}")
+        rates.append(json.loads(out.strip().splitlines()[-1])["decode_tok_s"])
+    return rates
+
+
 def speed(build, reps, split):
     m = model_path(build, "tinyllama-1.1b", "q8_0")
     base = ["-m", m, "--temp", "0", "-t", "1"]
@@ -70,13 +89,15 @@ def speed(build, reps, split):
     tmp.close()
     samples = {k: [] for k in ["one_decode", "pipe_decode", "pipe_decode_2seq", "pipe_decode_2seq_default",
                                "pipe_decode_2seq_span", "pipe_decode_2seq_default_span", "one_prefill",
-                               "pipe_prefill"]}
+                               "pipe_prefill", "two_one_process_runs_at_once"]}
     n_prompt_long = 0
     for r in range(reps):
         j = run(build, base + ["-p", short, "-n", "64"])
         samples["one_decode"].append(j["decode_tok_s"])
         j = run(build, base + ["-p", short, "-n", "64", "--local", "2"] + split)
         samples["pipe_decode"].append(j["decode_tok_s"])
+        # For scale: the machine's own limit for two streams (memory bandwidth, the host's other load).
+        samples["two_one_process_runs_at_once"].append(sum(run_two_at_once(build, base + ["-p", short, "-n", "64"])))
         j = run(build, base + ["-f", tmp.name, "-n", "64", "--local", "2", "--parallel", "2"] + split)
         # Two sequences: the decode rate while both are in flight (concurrent_decode_tok_s), and over
         # the whole span from the first one's first token (the other still runs its prompt at first,
@@ -115,6 +136,7 @@ def speed(build, reps, split):
             "two_sequences_default_plan_vs_single_stream": paired("pipe_decode_2seq_default", "pipe_decode"),
             "two_sequences_whole_span_vs_single_stream": paired("pipe_decode_2seq_span", "pipe_decode"),
             "two_sequences_default_whole_span_vs_single_stream": paired("pipe_decode_2seq_default_span", "pipe_decode"),
+            "two_one_process_runs_at_once_vs_one": paired("two_one_process_runs_at_once", "one_decode"),
             "pipe_prefill_vs_one": paired("pipe_prefill", "one_prefill"),
             "pipe_prefill_vs_llama_cpp_rpc": med["pipe_prefill"] / LLAMA_CPP_RPC["prefill_tok_s"],
         },
@@ -129,6 +151,8 @@ def speed(build, reps, split):
     print(f"\nspeed: {res['model']}, median of {reps} (tok/s); ratios: median of per-repetition ratios")
     print(f"  one process -t 1      decode {med['one_decode']:7.2f}   prefill({n_prompt_long}) {med['one_prefill']:7.2f}")
     print(f"  --local 2 -t 1        decode {med['pipe_decode']:7.2f}   prefill({n_prompt_long}) {med['pipe_prefill']:7.2f}")
+    print(f"  2 one-process runs    decode {med['two_one_process_runs_at_once']:7.2f} (at once, pinned to CPUs 0 and 1: "
+          f"the machine's own limit for two streams)")
     print(f"  --local 2, 2 seqs     decode {med['pipe_decode_2seq']:7.2f} (both sequences, while both decode; "
           f"{med['pipe_decode_2seq_span']:.2f} from the first one's first token to the end)")
     print(f"    the same, default   decode {med['pipe_decode_2seq_default']:7.2f} (no split option: optimal, throughput; "
