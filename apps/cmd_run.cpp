@@ -23,6 +23,7 @@
 #include "runtime/cluster_file.h"
 #include "runtime/coordinator.h"
 #include "runtime/local_cluster.h"
+#include "runtime/model_source.h"
 #include "runtime/process.h"
 #include "runtime/split.h"
 #include "runtime/sysinfo.h"
@@ -46,7 +47,7 @@ Runner add_run_command(CLI::App& app) {
     int threads = default_threads();
     model::SamplingParams sampling;
     std::vector<std::string> stop;
-    bool json = false, verbose = false;
+    bool json = false, verbose = false, mmap = false;
     // Distributed.
     ClusterArgs cluster;
     int parallel = 1, decode_batches = 0;
@@ -77,6 +78,10 @@ Runner add_run_command(CLI::App& app) {
                  "Context size in tokens (default: longest prompt + n-predict, at most the model's context)");
   app.add_option("-b,--batch-size", o->batch_size, "Prefill micro-batch size (one process)")->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_flag("--mmap", o->mmap,
+               "Run the weights straight from the model file's mapping (default: the units this process runs are "
+               "held in memory in huge pages when they fit, which decodes faster where the page cache maps "
+               "files in small pages)");
   app.add_flag("--json", o->json, "Print a JSON summary as the last line");
   app.add_flag("-v,--verbose", o->verbose, "Print model, plan, transmission map and timing details to stderr");
   add_cluster_options(app, o->cluster, true);
@@ -175,6 +180,12 @@ Runner add_run_command(CLI::App& app) {
     // Sequences generated at once.
     const size_t n_seqs = std::min(prompts.size(), static_cast<size_t>(std::max(1, o->parallel)));
     if (!distributed) {
+      if (!o->mmap) {
+        const uint64_t held = runtime::hold_units_in_memory(**model, 0, hp.n_units() - 1, [&](const std::string& s) {
+          std::fprintf(stderr, "lingua: %s\n", s.c_str());
+        });
+        if (o->verbose) std::fprintf(stderr, "weights: %.1f MiB held in memory\n", static_cast<double>(held) / (1 << 20));
+      }
       ThreadPool pool(o->threads);
       auto runner = model::UnitRunner::create(**model, 0, hp.n_units() - 1, pool, n_ctx);
       if (!runner) return report_error(runner.error());
@@ -202,6 +213,7 @@ Runner add_run_command(CLI::App& app) {
       co.n_ctx = n_ctx;
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
+      co.hold_weights_in_memory = !o->mmap;
       // Several sequences at once: the profile also times decode steps of as many tokens, so that
       // --verbose can predict the run's batches (plan::batched_ms_per_token).
       co.profile_batch_tokens = static_cast<int>(std::min<size_t>(n_seqs, runtime::kMaxProfileBatchTokens));

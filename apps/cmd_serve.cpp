@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "runtime/local_cluster.h"
+#include "runtime/model_source.h"
 #include "runtime/process.h"
 #include "runtime/split.h"
 #include "runtime/sysinfo.h"
@@ -57,7 +58,7 @@ Runner add_serve_command(CLI::App& app) {
     int64_t ctx_size = 0, ubatch = 16;
     int parallel = 8, decode_batches = 0, max_queue = 64, http_threads = 0;
     std::string max_body = "1MB";
-    bool verbose = false;
+    bool verbose = false, mmap = false;
     ClusterArgs cluster;
     SplitArgs split;
   };
@@ -82,6 +83,10 @@ Runner add_serve_command(CLI::App& app) {
   app.add_option("--max-body", o->max_body, "Largest request body (more: 413)")->capture_default_str();
   app.add_option("--http-threads", o->http_threads, "HTTP connection threads (default: parallel + queue + 4)")
       ->check(CLI::Range(2, 1024));
+  app.add_flag("--mmap", o->mmap,
+               "Run the weights straight from the model file's mapping (default: the units this process runs are "
+               "held in memory in huge pages when they fit, which decodes faster where the page cache maps "
+               "files in small pages)");
   app.add_flag("-v,--verbose", o->verbose, "Progress and plan details on stderr");
   add_cluster_options(app, o->cluster, true);
   add_split_options(app, o->split);
@@ -133,6 +138,7 @@ Runner add_serve_command(CLI::App& app) {
       co.n_ctx = n_ctx;
       co.n_ubatch = o->ubatch;
       co.decode_batches = o->decode_batches;
+      co.hold_weights_in_memory = !o->mmap;
       co.log = log;
       o->split.origin_shares_cores = runtime::oversubscribes_cores(
           o->cluster.local, o->cluster.worker_threads > 0 ? o->cluster.worker_threads : o->threads, o->threads,
@@ -160,6 +166,12 @@ Runner add_serve_command(CLI::App& app) {
                                               o->cluster.local > 0 ? "local workers" : "cluster");
     } else {
       runtime::TerminationSignals::install();
+      if (!o->mmap) {
+        const uint64_t held = runtime::hold_units_in_memory(**model, 0, hp.n_units() - 1, [](const std::string& s) {
+          std::fprintf(stderr, "lingua: %s\n", s.c_str());
+        });
+        log("weights: " + std::to_string(held >> 20) + " MiB held in memory");
+      }
       auto e = serve::make_local_engine(**model, *tok, o->threads, n_ctx, model_id);
       if (!e) return report_error(e.error());
       engine = std::move(*e);

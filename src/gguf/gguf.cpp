@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <type_traits>
@@ -446,6 +447,7 @@ File::File(File&& o) noexcept
       size_(o.size_),
       data_offset_(o.data_offset_),
       mapping_(o.mapping_),
+      held_(std::move(o.held_)),
       owned_(std::move(o.owned_)),
       kv_(std::move(o.kv_)),
       tensors_(std::move(o.tensors_)),
@@ -467,6 +469,7 @@ File& File::operator=(File&& o) noexcept {
   size_ = o.size_;
   data_offset_ = o.data_offset_;
   mapping_ = o.mapping_;
+  held_ = std::move(o.held_);
   owned_ = std::move(o.owned_);
   kv_ = std::move(o.kv_);
   tensors_ = std::move(o.tensors_);
@@ -476,6 +479,124 @@ File& File::operator=(File&& o) noexcept {
   o.base_ = nullptr;
   o.size_ = 0;
   return *this;
+}
+
+// ------------------------------------------------------------------------------ held in memory
+
+namespace {
+constexpr uint64_t k_stretch = uint64_t{2} << 20;  // a transparent huge page on x86-64 and arm64 (4 KiB pages)
+
+uint64_t page_bytes() {
+  const long p = ::sysconf(_SC_PAGESIZE);
+  return p > 0 ? static_cast<uint64_t>(p) : 4096;
+}
+}  // namespace
+
+struct File::Held {
+  explicit Held(int f) : fd(f) {}
+  ~Held() { ::close(fd); }
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
+  int fd;
+  std::mutex mu;
+  std::vector<bool> stretch;  // stretch k: [align_down(base, 2 MiB) + k * 2 MiB, + 2 MiB) within the mapping
+  uint64_t held = 0;
+};
+
+Expected<uint64_t> File::hold_in_memory(uint64_t offset, uint64_t n) const {
+  if (!held_ || n == 0 || offset >= size_) return uint64_t{0};
+  n = std::min(n, size_ - offset);
+  const uint64_t page = page_bytes();
+  const auto base = reinterpret_cast<uintptr_t>(mapping_);
+  const uintptr_t map_end = base + (size_ + page - 1) / page * page;
+  const uintptr_t origin = base / k_stretch * k_stretch;
+  const size_t k_first = (base + offset - origin) / k_stretch;
+  const size_t k_last = (base + offset + n - 1 - origin) / k_stretch;
+  std::lock_guard<std::mutex> lock(held_->mu);
+  if (held_->stretch.size() <= k_last) held_->stretch.resize(k_last + 1, false);
+  uint64_t done = 0;
+  for (size_t k = k_first; k <= k_last;) {
+    if (held_->stretch[k]) {
+      ++k;
+      continue;
+    }
+    size_t k_end = k;  // a run of stretches not held yet, moved in one go
+    while (k_end + 1 <= k_last && !held_->stretch[k_end + 1]) ++k_end;
+    const uintptr_t w0 = std::max<uintptr_t>(base, origin + k * k_stretch);
+    const uintptr_t w1 = std::min<uintptr_t>(map_end, origin + (k_end + 1) * k_stretch);
+    const auto len = static_cast<size_t>(w1 - w0);
+    // Anonymous memory on a 2 MiB boundary (like the destination), filled, made read-only, then
+    // moved over the file's pages: mremap swaps the page tables at once, never leaving a hole.
+    void* raw = ::mmap(nullptr, len + k_stretch, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+      const int e = errno;
+      return make_error(ErrorCode::io, path_ + ": cannot allocate " + std::to_string(len) +
+                                           " bytes to hold the weights in memory: " + std::strerror(e));
+    }
+    const auto r = reinterpret_cast<uintptr_t>(raw);
+    // Same offset within a 2 MiB stretch as w0, so that huge pages line up after the move.
+    uintptr_t dst = (r + k_stretch - 1) / k_stretch * k_stretch + (w0 % k_stretch);
+    if (dst - r >= k_stretch) dst -= k_stretch;
+    if (dst > r) ::munmap(raw, dst - r);
+    if (r + len + k_stretch > dst + len) ::munmap(reinterpret_cast<void*>(dst + len), r + len + k_stretch - (dst + len));
+    auto* d = reinterpret_cast<uint8_t*>(dst);
+    (void)::madvise(d, len, MADV_HUGEPAGE);
+    std::memcpy(d, reinterpret_cast<const void*>(w0), len);
+    void* moved = MAP_FAILED;
+    if (::mprotect(d, len, PROT_READ) == 0) {
+      moved = ::mremap(d, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(w0));
+    }
+    if (moved == MAP_FAILED) {
+      const int e = errno;
+      ::munmap(d, len);
+      return make_error(ErrorCode::io, path_ + ": cannot move the weights into memory: " + std::strerror(e));
+    }
+    for (size_t j = k; j <= k_end; ++j) held_->stretch[j] = true;
+    held_->held += len;
+    done += len;
+    k = k_end + 1;
+  }
+  return done;
+}
+
+uint64_t File::release_memory(uint64_t offset, uint64_t n) const {
+  if (!held_ || n == 0 || offset >= size_) return 0;
+  n = std::min(n, size_ - offset);
+  const uint64_t page = page_bytes();
+  const auto base = reinterpret_cast<uintptr_t>(mapping_);
+  const uintptr_t map_end = base + (size_ + page - 1) / page * page;
+  const uintptr_t origin = base / k_stretch * k_stretch;
+  const uintptr_t lo = base + offset, hi = base + offset + n;
+  std::lock_guard<std::mutex> lock(held_->mu);
+  uint64_t released = 0;
+  // Whole pages of [lo, hi), stretch by stretch: a held stretch wholly inside maps the file again;
+  // a held one partly inside stays (its other part is in use); pages of the file are dropped.
+  for (uintptr_t s = (lo - origin) / k_stretch * k_stretch + origin; s < hi; s += k_stretch) {
+    const size_t k = (s - origin) / k_stretch;
+    const uintptr_t w0 = std::max<uintptr_t>(base, s), w1 = std::min<uintptr_t>(map_end, s + k_stretch);
+    const bool held = k < held_->stretch.size() && held_->stretch[k];
+    if (held) {
+      const uintptr_t hi_pages = hi >= base + size_ ? map_end : hi;  // (to the end of the file: its last page)
+      if (lo > w0 || hi_pages < w1) continue;
+      void* m = ::mmap(reinterpret_cast<void*>(w0), static_cast<size_t>(w1 - w0), PROT_READ, MAP_PRIVATE | MAP_FIXED,
+                       held_->fd, static_cast<off_t>(w0 - base));
+      if (m == MAP_FAILED) continue;  // stays held: the same bytes either way
+      held_->stretch[k] = false;
+      held_->held -= w1 - w0;
+      released += w1 - w0;
+      continue;
+    }
+    const uintptr_t p0 = (std::max(lo, w0) + page - 1) / page * page;
+    const uintptr_t p1 = std::min(hi, w1) / page * page;
+    if (p1 > p0) (void)::madvise(reinterpret_cast<void*>(p0), static_cast<size_t>(p1 - p0), MADV_DONTNEED);
+  }
+  return released;
+}
+
+uint64_t File::held_bytes() const {
+  if (!held_) return 0;
+  std::lock_guard<std::mutex> lock(held_->mu);
+  return held_->held;
 }
 
 File::~File() {
@@ -511,9 +632,12 @@ Expected<File> File::open(const std::string& path) {
   }
   void* m = mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
   const int e = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) return make_error(ErrorCode::io, path + ": mmap failed: " + std::strerror(e));
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    return make_error(ErrorCode::io, path + ": mmap failed: " + std::strerror(e));
+  }
   f.mapping_ = m;
+  f.held_ = std::make_unique<Held>(fd);  // keeps the file open to map it again (release_memory)
   f.base_ = static_cast<const uint8_t*>(m);
   f.size_ = size;
   return parse(std::move(f));

@@ -396,6 +396,22 @@ struct Coordinator::Impl {
   }
 
   Expected<void> load_workers(bool fetch_spares);
+  // Holds the units of the origin's stages in memory and gives back the rest (load_plan).
+  void hold_origin_units() {
+    std::vector<bool> mine(static_cast<size_t>(model->n_units()), false);
+    for (const Stage& st : stages) {
+      if (st.device != 0) continue;
+      for (int64_t u = st.first_unit; u <= st.last_unit; ++u) mine[static_cast<size_t>(u)] = true;
+    }
+    for (int64_t u = 0; u < model->n_units(); ++u) {
+      if (!mine[static_cast<size_t>(u)]) (void)release_units_memory(*model, u, u);
+    }
+    for (const Stage& st : stages) {
+      if (st.device == 0) {
+        (void)hold_units_in_memory(*model, st.first_unit, st.last_unit, [this](const std::string& s) { log(s); });
+      }
+    }
+  }
   // Loads each job's units onto its worker (streaming what it lacks); per worker, the bytes streamed
   // and how long that took.
   // With `fetch_spares`, the spares each worker has room for stream too (else it keeps those it holds).
@@ -834,6 +850,7 @@ Expected<void> Coordinator::load_plan(std::vector<Stage> stages, bool fetch_spar
   c.stages = std::move(stages);
   c.head_runner.reset();
   c.tail_runner.reset();
+  if (c.opt.hold_weights_in_memory) c.hold_origin_units();
   const Stage& s0 = c.stages.front();
   LL_ASSIGN_OR_RETURN(c.head_runner,
                       model::UnitRunner::create(*c.model, s0.first_unit, s0.last_unit, *c.pool, c.opt.n_ctx));
@@ -912,7 +929,7 @@ Expected<SegmentRequest> Coordinator::Impl::segment_request(const SegmentJob& jo
       if (it == tensor_hashes.end()) {
         it = tensor_hashes.emplace(name, net::sha256(std::span<const uint8_t>(t->data, t->n_bytes))).first;
         hashed += t->n_bytes;
-        if (!origin_tensors.count(name)) drop_resident_pages(t->data, t->n_bytes);
+        if (!origin_tensors.count(name)) (void)file.release_memory(file.data_offset() + t->offset, t->n_bytes);
       }
       d.sha256 = it->second;
     }
@@ -966,7 +983,9 @@ Expected<TransferStats> Coordinator::Impl::stream_missing(net::Channel& ch, cons
       auto ok = ch.send(chunk, p.request_id);
       if (!ok) return make_error(ok.error().code, "sending weights to " + name + ": " + ok.error().message);
       sent += n;
-      if (!origin_tensors.count(t->name)) drop_resident_pages(t->data + off, n);
+      if (!origin_tensors.count(t->name)) {
+        (void)model->file().release_memory(model->file().data_offset() + t->offset + off, n);
+      }
       if (sent >= next_report) {
         say("  " + name + ": " + mib(sent) + " / " + mib(total));
         next_report += 256u << 20;
@@ -1140,6 +1159,11 @@ Expected<plan::Profile> Coordinator::measure_profile(int n_steps) {
   const uint64_t ends = c.model->unit_weight_bytes(0) + c.model->unit_weight_bytes(L + 1);
   const int64_t n_sweep =
       std::clamp<int64_t>(budget > ends ? static_cast<int64_t>((budget - ends) / block_bytes) : 1, 1, L);
+  if (c.opt.hold_weights_in_memory) {  // (timed from memory, as its stages would run them)
+    const auto say = [&c](const std::string& s) { c.log(s); };
+    (void)hold_units_in_memory(*c.model, 0, 0, say);
+    (void)hold_units_in_memory(*c.model, L - n_sweep + 1, L + 1, say);
+  }
   std::unique_ptr<model::UnitRunner> sweep;
   if (n_sweep > 1) {
     LL_ASSIGN_OR_RETURN(sweep, model::UnitRunner::create(*c.model, L - n_sweep + 1, L, *c.pool, c.opt.n_ctx));

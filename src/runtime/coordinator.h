@@ -92,6 +92,9 @@ struct CoordinatorOptions {
   int64_t n_ctx = 512;
   int n_threads = 1;                   // for the origin's own stages
   int64_t n_ubatch = 16;               // tokens per prefill micro-batch over several computing stages
+  // The origin's own units (and those measure_profile() times on it) held in memory in huge pages
+  // (runtime::hold_units_in_memory), the rest given back; false: all stay mapped from the file.
+  bool hold_weights_in_memory = true;
   // Decode batches in flight at once (0 = one per stage that computes, so each stage works on its
   // own sequences; the origin's stage counts when it holds blocks or the head, not when it holds
   // only the embedding). Fewer, larger batches read each weight once for more tokens: better when the

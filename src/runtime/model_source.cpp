@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <set>
+
+#include "runtime/sysinfo.h"
 
 namespace ll::runtime {
 
@@ -53,51 +56,69 @@ std::vector<std::string> segment_tensor_names(const model::Model& m, int64_t uni
   return names;
 }
 
-Expected<MappedFile> MappedFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error("cannot open", path);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    Error e = io_error("cannot stat", path);
-    ::close(fd);
-    return e;
+namespace {
+
+// The file's own entries for the tensors of units [first, last] (none for a model built from parts).
+std::vector<const gguf::TensorInfo*> mapped_unit_tensors(const model::Model& m, int64_t first, int64_t last) {
+  std::vector<const gguf::TensorInfo*> out;
+  first = std::max(first, m.unit_first());
+  last = std::min(last, m.unit_last());
+  if (first > last) return out;
+  for (const std::string& name : segment_tensor_names(m, first, last)) {
+    const gguf::TensorInfo* t = m.file().find_tensor(name);
+    if (t != nullptr) out.push_back(t);
   }
-  MappedFile f;
-  f.size_ = static_cast<uint64_t>(st.st_size);
-  if (f.size_ > 0) {
-    void* p = ::mmap(nullptr, static_cast<size_t>(f.size_), PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-      Error e = io_error("cannot map", path);
-      ::close(fd);
-      return e;
+  return out;
+}
+
+}  // namespace
+
+uint64_t hold_units_in_memory(const model::Model& m, int64_t first, int64_t last,
+                              const std::function<void(const std::string&)>& log) {
+  const auto tensors = mapped_unit_tensors(m, first, last);
+  uint64_t need = 0;
+  for (const auto* t : tensors) need += t->n_bytes;
+  if (need == 0) return 0;
+  constexpr uint64_t k_reserve = uint64_t{256} << 20;
+  const uint64_t available = available_memory_bytes();
+  // (MemAvailable counts the page cache the file is in; what is held already is not asked again.)
+  if (available != 0 && need > m.file().held_bytes() && need - m.file().held_bytes() + k_reserve > available) {
+    if (log) {
+      log("weights of units " + std::to_string(first) + "-" + std::to_string(last) + " stay mapped from " +
+          m.file().path() + ": " + std::to_string(need >> 20) + " MiB do not fit in the " +
+          std::to_string(available >> 20) + " MiB available");
     }
-    f.data_ = static_cast<const uint8_t*>(p);
+    return 0;
   }
-  ::close(fd);
-  return f;
-}
-
-MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
-  if (this != &o) {
-    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), static_cast<size_t>(size_));
-    data_ = o.data_;
-    size_ = o.size_;
-    o.data_ = nullptr;
-    o.size_ = 0;
+  uint64_t held = 0;
+  for (const auto* t : tensors) {
+    auto n = m.file().hold_in_memory(m.file().data_offset() + t->offset, t->n_bytes);
+    if (!n) {
+      if (log) log(n.error().message + " (they stay mapped from the file)");
+      break;
+    }
+    held += *n;
   }
-  return *this;
+  return held;
 }
 
-MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), static_cast<size_t>(size_));
-}
-
-void drop_resident_pages(const void* data, uint64_t n_bytes) {
-  const long page_size = ::sysconf(_SC_PAGESIZE);
-  const uintptr_t page = static_cast<uintptr_t>(page_size > 0 ? page_size : 4096);
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n_bytes) / page * page;
-  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+uint64_t release_units_memory(const model::Model& m, int64_t first, int64_t last) {
+  // The units' tensors as runs of the file (a unit's tensors lie next to each other, with at most
+  // the file's alignment between them), so that stretches across two of them go back too.
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // [begin, end) in the file
+  for (const auto* t : mapped_unit_tensors(m, first, last)) {
+    runs.emplace_back(m.file().data_offset() + t->offset, m.file().data_offset() + t->offset + t->n_bytes);
+  }
+  std::sort(runs.begin(), runs.end());
+  uint64_t released = 0;
+  for (size_t i = 0; i < runs.size();) {
+    uint64_t end = runs[i].second;
+    size_t j = i + 1;
+    for (; j < runs.size() && runs[j].first <= end + m.file().alignment(); ++j) end = std::max(end, runs[j].second);
+    released += m.file().release_memory(runs[i].first, end - runs[i].first);
+    i = j;
+  }
+  return released;
 }
 
 Expected<void> write_file_atomic(const std::string& path, const uint8_t* bytes, uint64_t n_bytes) {

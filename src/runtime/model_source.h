@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,29 +22,16 @@ Expected<net::Sha256Digest> model_identity(const gguf::File& file);
 // Names of the tensors units [unit_first, unit_last] use, each once, in unit order.
 std::vector<std::string> segment_tensor_names(const model::Model& m, int64_t unit_first, int64_t unit_last);
 
-// A read-only, shared mapping of a whole file (empty files map to nothing).
-class MappedFile {
- public:
-  static Expected<MappedFile> open(const std::string& path);
-  MappedFile() = default;
-  MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
-  MappedFile& operator=(MappedFile&& o) noexcept;
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile();
-  const uint8_t* data() const { return data_; }
-  uint64_t size() const { return size_; }
-
- private:
-  const uint8_t* data_ = nullptr;
-  uint64_t size_ = 0;
-};
-
-// Tells the kernel this process no longer needs the pages of a read-only file mapping inside
-// [data, data + n_bytes) (whole pages only): they leave our resident set and are read again from the
-// file if touched. The coordinator hashes and streams the workers' tensors out of its own mapping of
-// the model; without this its RSS would grow to the whole model.
-void drop_resident_pages(const void* data, uint64_t n_bytes);
+// The weights of units [first, last] that `m` maps from its model file, held in memory in huge
+// pages at the same addresses (gguf::File::hold_in_memory) when they fit in the memory available
+// now, less a reserve of 256 MiB; otherwise they stay mapped and `log` (may be empty) says why.
+// Nothing for a model built from parts (a worker's received tensors are in memory already).
+// Returns the bytes newly held.
+uint64_t hold_units_in_memory(const model::Model& m, int64_t first, int64_t last,
+                              const std::function<void(const std::string&)>& log);
+// Gives back what hold_units_in_memory() held of units [first, last] (and drops their file pages
+// from the resident set). Returns the bytes no longer held.
+uint64_t release_units_memory(const model::Model& m, int64_t first, int64_t last);
 
 // Writes `bytes` to `path` atomically (a temporary file renamed into place); nothing is left behind
 // on failure.

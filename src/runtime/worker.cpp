@@ -1,7 +1,9 @@
 #include "runtime/worker.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <chrono>
@@ -47,13 +49,43 @@ using AlignedBuffer = std::unique_ptr<uint8_t, AlignedFree>;
 // One tensor of the segment: where its bytes are and how far they have arrived.
 struct TensorSlot {
   net::TensorDesc desc;
-  AlignedBuffer buffer;    // received over the wire
-  MappedFile mapped;       // or mapped from the cache directory
+  AlignedBuffer buffer;    // received over the wire, or read from the cache directory
   const uint8_t* data = nullptr;  // the bytes once complete and verified
   uint64_t received = 0;
   bool spare = false;     // of a unit next to the segment (LoadSegment::n_spare), not part of it
   bool accepted = false;  // a spare held, or on its way (counted in spare_bytes)
 };
+
+// A tensor's buffer: large tensors on 2 MiB boundaries in transparent huge pages — decoding
+// streams every weight once per token, and 4 KiB pages would cost a TLB miss every 4 KiB (heap
+// memory gets huge pages only when asked). Null when out of memory.
+AlignedBuffer allocate_tensor_buffer(uint64_t n_bytes) {
+  const uint64_t align = n_bytes >= k_huge_page ? k_huge_page : 64;
+  const uint64_t size = std::max<uint64_t>(1, (n_bytes + align - 1) / align * align);
+  AlignedBuffer b(static_cast<uint8_t*>(std::aligned_alloc(static_cast<size_t>(align), static_cast<size_t>(size))));
+  if (b && align == k_huge_page) (void)::madvise(b.get(), static_cast<size_t>(size), MADV_HUGEPAGE);
+  return b;
+}
+
+// Reads a whole file of exactly n_bytes into a tensor buffer; nullopt when it cannot (missing,
+// other size, I/O error): the caller fetches the tensor instead.
+std::optional<AlignedBuffer> read_tensor_file(const std::string& path, uint64_t n_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  struct stat st {};
+  AlignedBuffer b;
+  if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) == n_bytes) b = allocate_tensor_buffer(n_bytes);
+  uint64_t done = 0;
+  while (b && done < n_bytes) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(n_bytes - done, uint64_t{64} << 20));
+    const ssize_t got = ::pread(fd, b.get() + done, want, static_cast<off_t>(done));
+    if (got <= 0) break;
+    done += static_cast<uint64_t>(got);
+  }
+  ::close(fd);
+  if (!b || done != n_bytes) return std::nullopt;
+  return b;
+}
 
 std::string hex_short(const net::Sha256Digest& d) { return net::to_hex(d).substr(0, 16); }
 
@@ -135,11 +167,13 @@ struct Worker::Impl {
     weight_bytes = 0;
     spare_bytes = 0;
     n_segment_tensors = 0;
-    // The pages of a local --model copy that the old segment used stay mapped, and would count in
-    // the resident memory the next segment is checked against: give them back (the file stays in
-    // the page cache, so a segment that uses them again reads them back from memory).
+    // The pages of a local --model copy that the old segment used are held in memory, and would
+    // count in the resident memory the next segment is checked against: give them back (the file
+    // stays in the page cache, so a segment that uses them again holds them again from memory).
     if (local_file) {
-      for (const auto& t : local_file->tensors()) drop_resident_pages(t.data, t.n_bytes);
+      for (const auto& t : local_file->tensors()) {
+        (void)local_file->release_memory(local_file->data_offset() + t.offset, t.n_bytes);
+      }
     }
   }
 
@@ -293,6 +327,11 @@ struct Worker::Impl {
           }
           verified_local.insert(std::move(key));
         }
+        // In memory, in huge pages, at the same address (gguf::File::hold_in_memory); mapped from
+        // the file as before if the kernel refuses.
+        if (auto held = local_file->hold_in_memory(local_file->data_offset() + t->offset, t->n_bytes); !held) {
+          std::fprintf(stderr, "lingua worker %s: %s\n", opt.name.c_str(), held.error().message.c_str());
+        }
         s.data = t->data;
         s.received = t->n_bytes;
         continue;
@@ -300,7 +339,6 @@ struct Worker::Impl {
       if (auto it = reusable.find(s.desc.sha256); it != reusable.end() && it->second.desc.n_bytes == s.desc.n_bytes) {
         TensorSlot& old = it->second;
         s.buffer = std::move(old.buffer);
-        s.mapped = std::move(old.mapped);
         s.data = old.data;
         s.received = s.desc.n_bytes;
         reusable.erase(it);
@@ -308,11 +346,11 @@ struct Worker::Impl {
         continue;
       }
       if (!opt.cache_dir.empty()) {
-        auto mf = MappedFile::open(cache_path(s.desc.sha256));
-        if (mf && mf->size() == s.desc.n_bytes &&
-            net::sha256(std::span<const uint8_t>(mf->data(), mf->size())) == s.desc.sha256) {
-          s.mapped = std::move(mf).value();
-          s.data = s.mapped.data();
+        // Read, not mapped: the page cache may hold the file in small pages (see allocate_tensor_buffer).
+        auto buf = read_tensor_file(cache_path(s.desc.sha256), s.desc.n_bytes);
+        if (buf && net::sha256(std::span<const uint8_t>(buf->get(), s.desc.n_bytes)) == s.desc.sha256) {
+          s.buffer = std::move(*buf);
+          s.data = s.buffer.get();
           s.received = s.desc.n_bytes;
           ++counters.n_tensors_from_cache;
           continue;
@@ -349,7 +387,6 @@ struct Worker::Impl {
       TensorSlot& s = tensors[i];
       if (!s.accepted) continue;
       s.buffer.reset();
-      s.mapped = MappedFile{};
       s.data = nullptr;
       s.received = 0;
       s.accepted = false;
@@ -427,14 +464,8 @@ struct Worker::Impl {
                                                          std::to_string(s.received) + " (chunks come in order)");
     }
     if (!s.buffer) {
-      // Large tensors on 2 MiB boundaries in transparent huge pages: decoding streams every weight
-      // once per token, and 4 KiB pages would cost a TLB miss every 4 KiB (a mapped model file
-      // usually gets large folios from the page cache; heap memory only when asked).
-      const uint64_t align = s.desc.n_bytes >= k_huge_page ? k_huge_page : 64;
-      const uint64_t size = (s.desc.n_bytes + align - 1) / align * align;
-      s.buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(static_cast<size_t>(align), static_cast<size_t>(size))));
+      s.buffer = allocate_tensor_buffer(s.desc.n_bytes);
       if (!s.buffer) return make_error(ErrorCode::resource, "out of memory for tensor '" + s.desc.name + "'");
-      if (align == k_huge_page) (void)::madvise(s.buffer.get(), static_cast<size_t>(size), MADV_HUGEPAGE);
     }
     std::memcpy(s.buffer.get() + c.offset, c.data.data(), c.data.size());
     s.received += c.data.size();
