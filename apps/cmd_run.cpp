@@ -43,7 +43,7 @@ int default_threads() {
 Runner add_run_command(CLI::App& app) {
   struct Opts {
     std::string model, prompt, prompt_file;
-    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 16;
+    int64_t n_predict = 128, ctx_size = 0, batch_size = 64, ubatch = 32;
     int threads = default_threads();
     model::SamplingParams sampling;
     std::vector<std::string> stop;

@@ -55,7 +55,7 @@ Runner add_serve_command(CLI::App& app) {
     std::string model, host = "127.0.0.1", api_key, chat_template, model_id;
     int port = 8080;
     int threads = default_threads();
-    int64_t ctx_size = 0, ubatch = 16;
+    int64_t ctx_size = 0, ubatch = 32;
     int parallel = 8, decode_batches = 0, max_queue = 64, http_threads = 0;
     std::string max_body = "1MB";
     bool verbose = false, mmap = false;

@@ -91,7 +91,7 @@ struct CoordinatorOptions {
   bool ring = false;
   int64_t n_ctx = 512;
   int n_threads = 1;                   // for the origin's own stages
-  int64_t n_ubatch = 16;               // tokens per prefill micro-batch over several computing stages
+  int64_t n_ubatch = 32;               // tokens per prefill micro-batch over several computing stages
   // The origin's own units (and those measure_profile() times on it) held in memory in huge pages
   // (runtime::hold_units_in_memory), the rest given back; false: all stay mapped from the file.
   bool hold_weights_in_memory = true;
