@@ -69,10 +69,14 @@ Expected<std::optional<Envelope>> Channel::recv(Millis timeout) {
   return std::optional<Envelope>(Envelope{frame->request_id(), std::move(m).value()});
 }
 
-Expected<Hello> Channel::handshake(const Hello& mine, Role expected_peer_role, Millis timeout) {
+Expected<Hello> Channel::handshake(const Hello& mine, Role expected_peer_role, Millis timeout,
+                                   const std::function<bool()>& should_stop) {
   LL_TRY(send(mine, 0));
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
+    if (should_stop && should_stop()) {
+      return make_error(ErrorCode::resource, "interrupted while waiting for the HELLO of " + link_.endpoint());
+    }
     const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
     if (left <= Millis(0)) {
       return make_error(ErrorCode::io, "no HELLO from " + link_.endpoint() + " within " +

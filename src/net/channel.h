@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -37,7 +38,9 @@ class Channel {
 
   // Sends `mine`, then waits up to `timeout` for the peer's HELLO and checks it (check_hello).
   // An ERROR answer (e.g. the peer speaks another version) becomes the returned Error.
-  Expected<Hello> handshake(const Hello& mine, Role expected_peer_role, Millis timeout);
+  // `should_stop`, when given, is asked between 100 ms waits: true ends the wait ("interrupted").
+  Expected<Hello> handshake(const Hello& mine, Role expected_peer_role, Millis timeout,
+                            const std::function<bool()>& should_stop = {});
 
   bool peer_said_hello() const { return peer_said_hello_; }
   // Bad frames (counted by the link) plus bad or out-of-order payloads.

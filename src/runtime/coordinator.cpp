@@ -484,11 +484,12 @@ Expected<std::unique_ptr<Coordinator>> Coordinator::connect(const model::Model& 
       late.push_back(i);
       continue;
     }
-    auto h = w.channel->handshake(mine, net::Role::worker, impl->opt.connect_timeout);
+    auto h = w.channel->handshake(mine, net::Role::worker, impl->opt.connect_timeout, impl->opt.should_stop);
     if (!h) {
       if (std::optional<std::string> why = w.link->security_failure()) {
         return make_error(ErrorCode::invalid_argument, "could not authenticate worker at " + w.endpoint + ": " + *why);
       }
+      if (impl->opt.should_stop && impl->opt.should_stop()) return h.error();  // interrupted
       Error e = make_error(h.error().code, "worker at " + w.endpoint + ": " + h.error().message);
       const bool timed_out = h.error().code == ErrorCode::resource || h.error().code == ErrorCode::io;
       if (!impl->opt.late_workers || !timed_out) return e;

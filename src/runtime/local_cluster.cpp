@@ -73,6 +73,11 @@ Expected<std::unique_ptr<LocalCluster>> LocalCluster::start(const LocalClusterOp
         }
         continue;
       }
+      // (read_line returns at once, reading nothing, once SIGINT/SIGTERM came: stop here, and the
+      // workers with us, instead of spinning until the deadline.)
+      if (TerminationSignals::requested()) {
+        return make_error(ErrorCode::resource, "interrupted while the local workers were starting");
+      }
       if (std::chrono::steady_clock::now() > deadline) {
         return make_error(ErrorCode::resource, "local worker " + cl->names_[i] + " did not start within 30 s");
       }

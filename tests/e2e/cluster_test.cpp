@@ -205,9 +205,11 @@ TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
     for (int i = 0; i < 5000; ++i) p << "Once upon a time " << i << "\n";
   }
   // Through the pipeline (even split), and on the origin alone (what the optimal plan of a
-  // one-machine cluster often is), where no wait for a worker would notice the signal.
-  for (const char* split : {"even", "optimal"}) {
-    SCOPED_TRACE(split);
+  // one-machine cluster often is), where no wait for a worker would notice the signal; and as soon
+  // as the workers were spawned, while the run waits for them to listen or to say HELLO.
+  const std::pair<const char*, int> cases[] = {{"even", 500}, {"optimal", 500}, {"even", 0}};
+  for (const auto& [split, wait_ms] : cases) {
+    SCOPED_TRACE(std::string(split) + ", signal " + std::to_string(wait_ms) + " ms after the workers appear");
     ll::runtime::SpawnOptions so;
     so.argv = {LL_LINGUA_BIN, "run",     "-m", model, "-f", prompts,   "-n",
                "-1",          "--local", "2",  "-t",  "1",  "--split", split};
@@ -219,7 +221,7 @@ TEST(ClusterCli, CtrlCStopsTheRunAndItsLocalWorkers) {
       workers = children_of(run->pid());
     }
     ASSERT_EQ(workers.size(), 2u) << "the run should have started two workers";
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     ASSERT_TRUE(run->running());
     ::kill(run->pid(), SIGINT);
     std::optional<ll::runtime::ExitStatus> st;

@@ -320,6 +320,17 @@ TEST(Channel, HandshakeTimesOut) {
   EXPECT_NE(r.error().message.find("no HELLO"), std::string::npos);
 }
 
+TEST(Channel, HandshakeEndsWhenAskedToStop) {
+  auto [a, b] = make_inproc_pair();
+  Channel client(*a);
+  int asked = 0;
+  // A peer that never answers, a 20 s timeout, and a stop asked for at the third check.
+  auto r = client.handshake(coordinator_hello(), Role::worker, Millis(20000), [&] { return ++asked >= 3; });
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("interrupted"), std::string::npos) << r.error().message;
+  EXPECT_EQ(asked, 3);
+}
+
 TEST(Channel, ErrorFromPeerBeforeHelloBecomesHandshakeError) {
   auto [a, b] = make_inproc_pair();
   Channel client(*a);
