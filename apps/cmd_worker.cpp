@@ -35,7 +35,7 @@ Runner add_worker_command(CLI::App& app) {
                  "Refuse segments and sequences that would need more memory than this (e.g. 1600MB, 2GiB)");
   app.add_option("--cache-dir", o->cache_dir,
                  "Keep received tensors here, by content hash, so a restart does not fetch them again");
-  app.add_option("--model", o->model, "Map tensors from this local copy of the model instead of receiving them")
+  app.add_option("--model", o->model, "Take tensors from this local copy of the model instead of receiving them (checked by SHA-256; the segment's are held in memory in huge pages)")
       ->check(CLI::ExistingFile);
   app.add_flag("-q,--quiet", o->quiet, "Log errors only");
   app.add_option("--cpus", o->cpus, "Run only on these CPUs, e.g. 0-1 or 0,2 (an emulated device's cores)");
