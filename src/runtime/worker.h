@@ -94,4 +94,9 @@ class Worker {
 // 1024; "M"/"G" alone mean MiB/GiB as in most tools' flags.
 Expected<uint64_t> parse_byte_size(std::string_view text);
 
+// The memory a worker's buffer for a received tensor of n_bytes occupies, as its --memory-limit
+// counts it: whole 2 MiB huge pages, the last one only when the tensor fills over half of it (the
+// rest in 4 KiB pages); small tensors in 4 KiB pages.
+uint64_t tensor_resident_bytes(uint64_t n_bytes);
+
 }  // namespace ll::runtime

@@ -554,6 +554,19 @@ TEST(Worker, LocalModelCopyIsUsedAfterCheckingItIsTheSameModel) {
   std::filesystem::remove(other);
 }
 
+TEST(WorkerMemory, TensorBuffersCountWholeHugePagesOnlyWhenMostlyFilled) {
+  constexpr uint64_t MiB = uint64_t{1} << 20;
+  EXPECT_EQ(runtime::tensor_resident_bytes(100), 4096u);                // small: 4 KiB pages
+  EXPECT_EQ(runtime::tensor_resident_bytes(MiB + 1), MiB + 4096);
+  EXPECT_EQ(runtime::tensor_resident_bytes(9 * MiB), 9 * MiB);          // 7B Q4_0 attention: exact
+  // 7B Q4_0 FFN (11008 x 4096): 24 MiB + 0.19 MiB, the tail in small pages, not rounded to 26 MiB.
+  EXPECT_EQ(runtime::tensor_resident_bytes(25362432), 25362432u);
+  // TinyLlama Q8_0 FFN (5632 x 2048): 11.69 MiB fills most of its last huge page, which it gets.
+  EXPECT_EQ(runtime::tensor_resident_bytes(12255232), 12 * MiB);
+  EXPECT_EQ(runtime::tensor_resident_bytes(3 * MiB + 1), 4 * MiB);  // over half of the last one
+  EXPECT_EQ(runtime::tensor_resident_bytes(3 * MiB), 3 * MiB);      // half: small pages
+}
+
 TEST(Worker, ParsesByteSizes) {
   EXPECT_EQ(*runtime::parse_byte_size("1600MB"), 1600000000u);
   EXPECT_EQ(*runtime::parse_byte_size("1.5GiB"), 1610612736u);
