@@ -1537,7 +1537,8 @@ Expected<std::vector<model::GenerateResult>> Coordinator::generate(
   // the slowest stage plus one micro-batch on each of the others (for equal stages: the sum plus
   // (S - 1) times the largest micro-batch, wherever it comes), so over several computing stages
   // they are small and near-equal: n_ubatch tokens at most (32 by default: each micro-batch reads
-  // every weight of a stage again, and smaller ones cost more per token in the matmuls). One computing stage overlaps nothing: batches of at least 64.
+  // every weight of a stage again, and smaller ones cost more per token in the matmuls). One
+  // computing stage overlaps nothing: batches of at least 64.
   // All sizes give the same numbers; only the overlap changes.
   auto prefill_plan = [&](int64_t n_prompt) {
     return prefill_micro_batches(n_prompt, c.n_compute_stages() >= 2 ? n_ubatch : std::max<int64_t>(n_ubatch, 64));
