@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "e2e/cli_util.h"
 #include "runtime/process.h"
 
 namespace ll::runtime {
@@ -28,8 +29,7 @@ std::string silent_worker_script() {
 }
 
 // Ctrl-C while the workers start: start() stops at once with an error and takes its workers down,
-// instead of waiting out its 30 s for a "listening on" line that read_line no longer reads. (Its
-// workers are stopped by the LocalCluster it drops, as on any other error.)
+// instead of waiting out its 30 s for a "listening on" line that read_line no longer reads.
 TEST(LocalCluster, ASignalWhileTheWorkersStartStopsThemAndFails) {
   LocalClusterOptions o;
   o.n_workers = 2;
@@ -47,6 +47,8 @@ TEST(LocalCluster, ASignalWhileTheWorkersStartStopsThemAndFails) {
   ASSERT_FALSE(cl.has_value()) << "started although interrupted";
   EXPECT_NE(cl.error().message.find("interrupted"), std::string::npos) << cl.error().message;
   EXPECT_LT(elapsed, 10s);
+  // Both workers were spawned, and are stopped and reaped again: no child of ours is left.
+  EXPECT_TRUE(ll::test::children_of(::getpid()).empty());
   std::filesystem::remove(o.lingua_binary);
 }
 
